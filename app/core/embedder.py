@@ -101,6 +101,7 @@ class SentenceTransformerEmbedder:
         from transformers import AutoTokenizer
 
         self._tokenizer = AutoTokenizer.from_pretrained(str(spec.path))
+        self._counter = _plain_counter(self._tokenizer)
         window = _max_seq_length(spec.path, self._tokenizer)
         specials = self._tokenizer.num_special_tokens_to_add(pair=False)
         prefix = max(
@@ -119,9 +120,10 @@ class SentenceTransformerEmbedder:
         """Tokens each text takes in this model's window, special tokens excluded."""
         if not texts:
             return []
-        enc = self._tokenizer(
-            list(texts), add_special_tokens=False, truncation=False, verbose=False
-        )
+        if self._counter is not None:
+            encoded = self._counter.encode_batch(list(texts), add_special_tokens=False)
+            return [len(e.ids) for e in encoded]
+        enc = self._tokenizer(list(texts), add_special_tokens=False, truncation=False, verbose=False)
         return [len(ids) for ids in enc["input_ids"]]
 
     @property
@@ -163,6 +165,21 @@ class SentenceTransformerEmbedder:
 
     def embed_query(self, text: str) -> np.ndarray:
         return self._encode([self.spec.query_prefix + text])[0]
+
+
+def _plain_counter(tokenizer):
+    """The fast tokenizer's Rust core without the padding and truncation that tokenizer.json
+    may carry (MiniLM's pads and truncates to 128): counting must see every token, and going
+    through the Rust core directly skips building masks and tensors."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    from tokenizers import Tokenizer
+
+    counter = Tokenizer.from_str(backend.to_str())
+    counter.no_padding()
+    counter.no_truncation()
+    return counter
 
 
 def _default_device() -> str:
