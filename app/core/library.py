@@ -1,0 +1,610 @@
+"""One library = one folder: `lancedb/` (documents, chunks) and `library.json` (what built it).
+
+The chunks of a document are written while it is being indexed with `live = false`, then made
+visible in one LanceDB commit that flips `live` for the whole document (new version on, old
+version off). Search only reads live chunks, so no search ever sees both versions of a file or
+neither, and a process that dies mid-document leaves its finished batches staged for the next
+run to continue from. `recover()` repairs whatever a crash left between the two tables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
+
+from app.core.types import Chunk
+
+log = logging.getLogger(__name__)
+# LanceDB's Rust side logs deprecation chatter to stderr unless told otherwise.
+os.environ.setdefault("LANCE_LOG", "error")
+os.environ.setdefault("RUST_LOG", "error")
+
+SCHEMA_VERSION = 1
+META_FILE = "library.json"
+
+# Document status values, in the order a document goes through them.
+QUEUED, INDEXING, READY, FAILED, REMOVING = "queued", "indexing", "ready", "failed", "removing"
+
+
+class LibraryError(Exception):
+    """A library problem the user must act on; the message says what to do."""
+
+
+class EmbedderMismatch(LibraryError):
+    def __init__(self, built_with: str, requested: str):
+        self.built_with, self.requested = built_with, requested
+        super().__init__(
+            f"This library was built with the embedder {built_with!r}; searching or adding "
+            f"with {requested!r} would mix incompatible vectors. Re-index the library with "
+            f"{requested!r} (folio reindex --embedder {requested}) or keep using {built_with!r}."
+        )
+
+
+def doc_id_for(path: Path) -> str:
+    """A stable id for a file: its absolute path, hashed (paths can hold any character)."""
+    return hashlib.sha1(str(path).encode("utf-8", "surrogatepass")).hexdigest()[:20]
+
+
+def _sql_str(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _sql_in(column: str, values: Iterable[str]) -> str:
+    return f"{column} IN ({', '.join(_sql_str(v) for v in values)})"
+
+
+@dataclass(slots=True)
+class DocumentRecord:
+    doc_id: str
+    path: str
+    name: str
+    kind: str = ""
+    sha256: str = ""  # of the version whose chunks are live
+    version: str = ""  # live chunk version (sha + splitter fingerprint)
+    pending_version: str = ""  # version being indexed; its chunks are staged, not live
+    size: int = 0
+    mtime: float = 0.0
+    status: str = QUEUED
+    error: str = ""
+    warnings: list[str] = field(default_factory=list)
+    pages: int | None = None
+    title: str = ""
+    author: str = ""
+    collections: list[str] = field(default_factory=list)
+    embedder: str = ""
+    chunks: int = 0
+    added_at: float = 0.0
+    updated_at: float = 0.0
+
+    def to_row(self) -> dict:
+        row = {name: getattr(self, name) for name in self.__slots__}
+        row["warnings"] = json.dumps(self.warnings)
+        return row
+
+    @classmethod
+    def from_row(cls, row: dict) -> DocumentRecord:
+        data = dict(row)
+        data["warnings"] = json.loads(data.get("warnings") or "[]")
+        data["collections"] = list(data.get("collections") or [])
+        return cls(**{k: data[k] for k in cls.__slots__ if k in data})
+
+    def public(self) -> dict:
+        """The fields `folio docs list --json` shows."""
+        return {
+            "path": self.path,
+            "title": self.title,
+            "kind": self.kind,
+            "status": self.status,
+            "pages": self.pages,
+            "chunks": self.chunks,
+            "error": self.error or None,
+            "warnings": self.warnings,
+            "collections": self.collections,
+            "size": self.size,
+            "sha256": self.sha256 or None,
+            "embedder": self.embedder or None,
+            "added_at": self.added_at,
+            "updated_at": self.updated_at,
+        }
+
+
+DOCUMENTS_SCHEMA = pa.schema(
+    [
+        pa.field("doc_id", pa.string(), nullable=False),
+        pa.field("path", pa.string()),
+        pa.field("name", pa.string()),
+        pa.field("kind", pa.string()),
+        pa.field("sha256", pa.string()),
+        pa.field("version", pa.string()),
+        pa.field("pending_version", pa.string()),
+        pa.field("size", pa.int64()),
+        pa.field("mtime", pa.float64()),
+        pa.field("status", pa.string()),
+        pa.field("error", pa.string()),
+        pa.field("warnings", pa.string()),
+        pa.field("pages", pa.int32()),
+        pa.field("title", pa.string()),
+        pa.field("author", pa.string()),
+        pa.field("collections", pa.list_(pa.string())),
+        pa.field("embedder", pa.string()),
+        pa.field("chunks", pa.int32()),
+        pa.field("added_at", pa.float64()),
+        pa.field("updated_at", pa.float64()),
+    ]
+)
+
+
+def chunks_schema(dims: int) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("id", pa.string(), nullable=False),
+            pa.field("doc_id", pa.string()),
+            pa.field("version", pa.string()),
+            pa.field("live", pa.bool_()),
+            pa.field("chunk_index", pa.int32()),
+            pa.field("text", pa.string()),
+            pa.field("context", pa.string()),
+            pa.field("fts", pa.string()),
+            pa.field("section", pa.string()),
+            pa.field("page", pa.int32()),
+            pa.field("page_end", pa.int32()),
+            pa.field("char_start", pa.int32()),
+            pa.field("char_end", pa.int32()),
+            pa.field("tokens", pa.int32()),
+            pa.field("vector", pa.list_(pa.float32(), dims)),
+        ]
+    )
+
+
+@dataclass(slots=True)
+class SearchResult:
+    path: str
+    page: int | None
+    page_end: int | None
+    section: str
+    score: float
+    text: str
+    title: str = ""
+    doc_id: str = ""
+    chunk_id: str = ""
+    chunk_index: int = 0
+    char_start: int = 0
+    char_end: int = 0
+    similarity: float = 0.0  # cosine similarity of the chunk to the query
+
+    def to_json(self) -> dict:
+        return {
+            "path": self.path,
+            "page": self.page,
+            "page_end": self.page_end,
+            "section": self.section,
+            "score": round(float(self.score), 6),
+            "similarity": round(float(self.similarity), 6),
+            "text": self.text,
+            "title": self.title,
+            "chunk_index": self.chunk_index,
+            "char_start": self.char_start,
+            "char_end": self.char_end,
+        }
+
+
+class Library:
+    """A library folder opened for reading and writing by this process."""
+
+    def __init__(self, root: Path, embedder=None, *, embedder_name: str | None = None):
+        import lancedb
+
+        self.root = Path(root).expanduser().resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._embedder = embedder
+        self._lock = threading.RLock()
+        self.meta = self._load_meta()
+        requested = embedder.name if embedder is not None else embedder_name
+        built_with = self.meta.get("embedder")
+        if built_with and requested and built_with != requested:
+            raise EmbedderMismatch(built_with, requested)
+        if not built_with:
+            self.meta["embedder"] = requested or _default_embedder_name()
+        self.embedder_name: str = self.meta["embedder"]
+        self._db = lancedb.connect(str(self.root / "lancedb"), read_consistency_interval=timedelta(0))
+        self._docs_table = self._open_or_create("documents", DOCUMENTS_SCHEMA)
+        self._chunks_table = None
+        if "dims" in self.meta:
+            self._chunks_table = self._open_or_create("chunks", chunks_schema(self.meta["dims"]))
+        self._docs_cache: dict[str, DocumentRecord] | None = None
+        self._fts_ready = False
+
+    # -- opening -----------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, root: Path | str, embedder=None, *, embedder_name: str | None = None) -> Library:
+        lib = cls(Path(root), embedder, embedder_name=embedder_name)
+        lib.recover()
+        return lib
+
+    def _load_meta(self) -> dict:
+        path = self.root / META_FILE
+        if path.exists():
+            try:
+                meta = json.loads(path.read_text("utf-8"))
+            except (OSError, ValueError) as exc:
+                raise LibraryError(f"The library file {path} is unreadable: {exc}") from exc
+            if meta.get("schema_version", 1) > SCHEMA_VERSION:
+                raise LibraryError(
+                    f"The library at {self.root} was made by a newer Folio "
+                    f"(schema {meta['schema_version']}); update Folio to open it."
+                )
+            return meta
+        return {"schema_version": SCHEMA_VERSION, "created_at": time.time()}
+
+    def _save_meta(self) -> None:
+        path = self.root / META_FILE
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.meta, indent=2, sort_keys=True), "utf-8")
+        os.replace(tmp, path)
+
+    def _open_or_create(self, name: str, schema: pa.Schema):
+        try:
+            return self._db.open_table(name)
+        except (ValueError, FileNotFoundError):
+            return self._db.create_table(name, schema=schema, exist_ok=True)
+
+    @property
+    def embedder(self):
+        """The embedder that built (or will build) this library, loaded on first use."""
+        if self._embedder is None:
+            from app.core.embedder import get_embedder
+
+            self._embedder = get_embedder(self.embedder_name)
+        return self._embedder
+
+    def _chunks(self):
+        """The chunks table, created when the first vectors reveal their dimension."""
+        if self._chunks_table is None:
+            dims = int(self.embedder.dims)
+            self.meta["dims"] = dims
+            self.meta["embedder"] = self.embedder.name
+            self._save_meta()
+            self._chunks_table = self._open_or_create("chunks", chunks_schema(dims))
+        return self._chunks_table
+
+    # -- documents ---------------------------------------------------------------------
+
+    def documents(self) -> list[DocumentRecord]:
+        return sorted(self._docs().values(), key=lambda d: d.path)
+
+    def _docs(self) -> dict[str, DocumentRecord]:
+        with self._lock:
+            if self._docs_cache is None:
+                rows = self._docs_table.to_arrow().to_pylist()
+                self._docs_cache = {r["doc_id"]: DocumentRecord.from_row(r) for r in rows}
+            return self._docs_cache
+
+    def get(self, path: Path | str) -> DocumentRecord | None:
+        return self._docs().get(doc_id_for(Path(path)))
+
+    def find(self, path_or_name: str) -> list[DocumentRecord]:
+        """Documents matching an exact path, else a file name, else a path suffix."""
+        docs = self.documents()
+        target = str(Path(path_or_name).expanduser().resolve())
+        exact = [d for d in docs if d.path == target]
+        if exact:
+            return exact
+        by_name = [d for d in docs if d.name == path_or_name]
+        return by_name or [d for d in docs if d.path.endswith(os.sep + path_or_name)]
+
+    def put_document(self, doc: DocumentRecord) -> None:
+        self.put_documents([doc])
+
+    def put_documents(self, docs: Sequence[DocumentRecord]) -> None:
+        """Insert or update document rows in one commit."""
+        if not docs:
+            return
+        now = time.time()
+        for doc in docs:
+            doc.updated_at = now
+            doc.added_at = doc.added_at or now
+        with self._lock:
+            table = pa.Table.from_pylist([d.to_row() for d in docs], schema=DOCUMENTS_SCHEMA)
+            (
+                self._docs_table.merge_insert("doc_id")
+                .when_matched_update_all()
+                .when_not_matched_insert_all()
+                .execute(table)
+            )
+            cache = self._docs()
+            for doc in docs:
+                cache[doc.doc_id] = doc
+
+    def collections(self) -> dict[str, int]:
+        """Collection name -> number of documents in it."""
+        counts: dict[str, int] = {}
+        for doc in self._docs().values():
+            for name in doc.collections:
+                counts[name] = counts.get(name, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def set_collections(self, doc: DocumentRecord, collections: Sequence[str]) -> None:
+        doc.collections = sorted(set(collections))
+        self.put_document(doc)
+
+    # -- chunks ------------------------------------------------------------------------
+
+    def staged_indices(self, doc_id: str, version: str) -> set[int]:
+        """Chunk indices already written for a version still being indexed (for resume)."""
+        if self._chunks_table is None:
+            return set()
+        rows = (
+            self._chunks_table.search()
+            .where(f"doc_id = {_sql_str(doc_id)} AND version = {_sql_str(version)}")
+            .select(["chunk_index"])
+            .limit(None)
+            .to_arrow()
+        )
+        return set(rows.column("chunk_index").to_pylist())
+
+    def stage_chunks(self, batch: Sequence[tuple[str, str, Chunk]], vectors: np.ndarray) -> None:
+        """Write (doc_id, version, chunk) rows in one commit, invisible to search until
+        `publish`."""
+        if not batch:
+            return
+        vectors = np.asarray(vectors, dtype=np.float32)
+        chunks = [c for _, _, c in batch]
+        table = pa.table(
+            {
+                "id": [f"{d}:{v}:{c.index}" for d, v, c in batch],
+                "doc_id": [d for d, _, _ in batch],
+                "version": [v for _, v, _ in batch],
+                "live": [False] * len(batch),
+                "chunk_index": [c.index for c in chunks],
+                "text": [c.text for c in chunks],
+                "context": [c.context for c in chunks],
+                "fts": [c.embed_text for c in chunks],
+                "section": [" > ".join(c.section) for c in chunks],
+                "page": [c.page for c in chunks],
+                "page_end": [c.page_end for c in chunks],
+                "char_start": [c.char_start for c in chunks],
+                "char_end": [c.char_end for c in chunks],
+                "tokens": [c.tokens for c in chunks],
+                "vector": pa.FixedSizeListArray.from_arrays(
+                    pa.array(vectors.reshape(-1)), vectors.shape[1]
+                ),
+            },
+            schema=self._chunks().schema,
+        )
+        with self._lock:
+            self._chunks().add(table)
+
+    def publish(self, items: Sequence[tuple[DocumentRecord, str, int]]) -> None:
+        """Make each (document, version, chunk count) searchable: one commit flips `live` for
+        all of them (new version on, old off), then the documents and the cleanup follow.
+
+        Versions are unique per document (they hash the document id), so `version IN (...)`
+        can only switch on the versions being published.
+        """
+        if not items:
+            return
+        with self._lock:
+            ids = _sql_in("doc_id", [doc.doc_id for doc, _, _ in items])
+            versions = [version for _, version, _ in items]
+            self._chunks().update(where=ids, values_sql={"live": _sql_in("version", versions)})
+            for doc, version, count in items:
+                doc.version = version
+                doc.pending_version = ""
+                doc.status = READY
+                doc.error = ""
+                doc.chunks = count
+                doc.embedder = self.embedder_name
+            self.put_documents([doc for doc, _, _ in items])
+            self._chunks().delete(f"{ids} AND NOT {_sql_in('version', versions)}")
+
+    def remove(self, doc: DocumentRecord) -> None:
+        """Remove a document and its chunks; a crash midway is finished by `recover`."""
+        with self._lock:
+            doc.status = REMOVING
+            self.put_document(doc)
+            if self._chunks_table is not None:
+                self._chunks_table.delete(f"doc_id = {_sql_str(doc.doc_id)}")
+            self._docs_table.delete(f"doc_id = {_sql_str(doc.doc_id)}")
+            self._docs().pop(doc.doc_id, None)
+
+    def chunk_count(self, live_only: bool = True) -> int:
+        if self._chunks_table is None:
+            return 0
+        return self._chunks_table.count_rows("live = true" if live_only else None)
+
+    def recover(self) -> dict[str, int]:
+        """Repair what an interrupted run left: finish removals and publishes, drop orphans.
+
+        Safe to run at any time by the process that writes the library.
+        """
+        fixed = {"removed": 0, "published": 0, "orphans": 0}
+        with self._lock:
+            docs = self._docs()
+            for doc in list(docs.values()):
+                if doc.status == REMOVING:
+                    self.remove(doc)
+                    fixed["removed"] += 1
+            if self._chunks_table is None:
+                return fixed
+            table = self._chunks_table
+            live_versions = self._live_versions_by_doc()
+            for doc in docs.values():
+                # Died after flipping `live` but before recording it on the document.
+                if doc.pending_version and live_versions.get(doc.doc_id) == {doc.pending_version}:
+                    count = table.count_rows(
+                        f"doc_id = {_sql_str(doc.doc_id)} AND live = true"
+                    )
+                    self.publish([(doc, doc.pending_version, count)])
+                    fixed["published"] += 1
+            stale = self._stale_versions()
+            if stale:
+                clauses = [
+                    f"(doc_id = {_sql_str(d)} AND version = {_sql_str(v)})" for d, v in stale
+                ]
+                for start in range(0, len(clauses), 200):
+                    where = " OR ".join(clauses[start : start + 200])
+                    fixed["orphans"] += table.count_rows(where)
+                    table.delete(where)
+            if any(fixed.values()):
+                log.info("library %s recovered: %s", self.root, fixed)
+        return fixed
+
+    def _chunk_versions(self) -> pa.Table:
+        return (
+            self._chunks_table.search()
+            .select(["doc_id", "version", "live"])
+            .limit(None)
+            .to_arrow()
+        )
+
+    def _live_versions_by_doc(self) -> dict[str, set[str]]:
+        rows = self._chunk_versions().filter(pa.compute.field("live"))
+        out: dict[str, set[str]] = {}
+        for doc_id, version in zip(
+            rows.column("doc_id").to_pylist(), rows.column("version").to_pylist(), strict=True
+        ):
+            out.setdefault(doc_id, set()).add(version)
+        return out
+
+    def _stale_versions(self) -> set[tuple[str, str]]:
+        """(doc_id, version) pairs in the chunks table that no document claims."""
+        rows = self._chunk_versions()
+        pairs = set(zip(rows.column("doc_id").to_pylist(), rows.column("version").to_pylist()))
+        docs = self._docs()
+        return {
+            (doc_id, version)
+            for doc_id, version in pairs
+            if doc_id not in docs
+            or version not in {docs[doc_id].version, docs[doc_id].pending_version}
+        }
+
+    # -- maintenance -------------------------------------------------------------------
+
+    def optimize(self) -> None:
+        """Compact small fragments, fold new rows into the indexes, drop old table versions."""
+        with self._lock, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self._ensure_fts_index()
+            for table in (self._docs_table, self._chunks_table):
+                if table is None:
+                    continue
+                try:
+                    table.optimize(cleanup_older_than=timedelta(0))
+                except Exception as exc:  # a failed compaction loses nothing; retry next time
+                    log.warning("optimize of %s failed: %s", table.name, exc)
+
+    def _ensure_fts_index(self) -> None:
+        if self._chunks_table is None or self._fts_ready:
+            return
+        names = {idx.name for idx in self._chunks_table.list_indices()}
+        if "fts_idx" not in names and self._chunks_table.count_rows() > 0:
+            from lancedb.index import FTS
+
+            self._chunks_table.create_index("fts", config=FTS(with_position=False), name="fts_idx")
+        self._fts_ready = "fts_idx" in names or self._chunks_table.count_rows() > 0
+
+    def reset_for_embedder(self, embedder_name: str) -> list[str]:
+        """Drop every vector and record a new embedder; returns the paths to index again."""
+        with self._lock:
+            paths = [d.path for d in self.documents()]
+            if self._chunks_table is not None:
+                self._db.drop_table("chunks")
+                self._chunks_table = None
+            for doc in self.documents():
+                doc.sha256 = doc.version = doc.pending_version = ""
+                doc.status, doc.chunks, doc.embedder = QUEUED, 0, ""
+                self.put_document(doc)
+            self.meta.pop("dims", None)
+            self.meta["embedder"] = embedder_name
+            self._save_meta()
+            self._embedder = None
+            self._fts_ready = False
+            return paths
+
+    def stats(self) -> dict:
+        docs = self.documents()
+        by_status: dict[str, int] = {}
+        for d in docs:
+            by_status[d.status] = by_status.get(d.status, 0) + 1
+        return {
+            "path": str(self.root),
+            "embedder": self.embedder_name,
+            "documents": len(docs),
+            "by_status": by_status,
+            "chunks": self.chunk_count(),
+            "pages": sum(d.pages or 0 for d in docs if d.status == READY),
+            "collections": self.collections(),
+        }
+
+    # -- search ------------------------------------------------------------------------
+
+    def search(
+        self,
+        query: str,
+        k: int = 5,
+        *,
+        collections: Sequence[str] | None = None,
+        documents: Sequence[str] | None = None,
+        mode: str = "hybrid",
+        mmr: bool = False,
+        mmr_lambda: float = 0.7,
+        candidates: int = 40,
+    ) -> list[SearchResult]:
+        from app.core.search import hybrid_search
+
+        return hybrid_search(
+            self, query, k, collections=collections, documents=documents, mode=mode,
+            mmr=mmr, mmr_lambda=mmr_lambda, candidates=candidates,
+        )
+
+    def scope_filter(
+        self, collections: Sequence[str] | None, documents: Sequence[str] | None
+    ) -> str | None:
+        """SQL over chunks for the live chunks in scope; None when the scope holds nothing."""
+        clauses = ["live = true"]
+        if collections or documents:
+            wanted = set()
+            docs = self._docs().values()
+            if collections:
+                chosen = set(collections)
+                wanted |= {d.doc_id for d in docs if chosen & set(d.collections)}
+            if documents:
+                for item in documents:
+                    wanted |= {d.doc_id for d in self.find(item)}
+            if not wanted:
+                return None
+            clauses.append(_sql_in("doc_id", sorted(wanted)))
+        return " AND ".join(clauses)
+
+    def chunks_table(self):
+        return self._chunks_table
+
+
+def _default_embedder_name() -> str:
+    from app.core.embedder import DEFAULT_EMBEDDER
+
+    return DEFAULT_EMBEDDER
+
+
+@contextlib.contextmanager
+def opened(root: Path | str, embedder=None):
+    lib = Library.open(root, embedder)
+    try:
+        yield lib
+    finally:
+        lib.optimize()
