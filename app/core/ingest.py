@@ -1,0 +1,450 @@
+"""Files and folders into the library: discover -> hash -> skip if unchanged -> load -> split ->
+embed (batched) -> stage -> publish.
+
+A producer thread loads and splits files while the caller's thread embeds, so the embedder,
+the slow part, is never idle waiting for PyMuPDF. `ingest()` is a generator of progress events;
+it honours a cancel flag between batches. Work is staged in batches as it goes, so a run that
+dies (or is cancelled) is continued by the next run over the same files, which embeds only
+the chunks that were not written yet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import hashlib
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.core.library import (
+    FAILED,
+    INDEXING,
+    READY,
+    DocumentRecord,
+    Library,
+    doc_id_for,
+)
+from app.core.loaders import is_supported, load
+from app.core.splitter import Splitter, SplitterConfig
+from app.core.types import Chunk, LoadError
+
+log = logging.getLogger(__name__)
+
+# Bump when loaders or the splitter change what they produce, so resumes never mix outputs.
+PIPELINE_VERSION = "1"
+EMBED_BATCH = 256  # chunks per embed call and per LanceDB commit
+
+
+@dataclass(slots=True)
+class IngestOptions:
+    collection: str | None = None
+    include: Sequence[str] = ()  # glob patterns on file name or relative path; empty = all
+    exclude: Sequence[str] = ()
+    ocr: bool | None = None  # None: OCR scanned pages when Tesseract is installed
+    force: bool = False  # re-index even when the file is unchanged
+    splitter: SplitterConfig = field(default_factory=SplitterConfig)
+    optimize: bool = True  # compact the tables when the run ends
+    batch_size: int = EMBED_BATCH  # chunks per embed call and LanceDB commit
+
+
+@dataclass(slots=True)
+class IngestEvent:
+    """One progress report. `kind` is one of: start, file, batch, done, cancelled.
+
+    For kind "file", `status` says what happened to `path`: ready, skipped or failed
+    (with `message` holding the reason or a warning).
+    """
+
+    kind: str
+    path: str = ""
+    status: str = ""
+    message: str = ""
+    files_total: int = 0
+    files_done: int = 0
+    chunks_done: int = 0
+    pages_done: int = 0
+    current: str = ""
+    elapsed: float = 0.0
+    rate: float = 0.0  # chunks per second
+    eta: float | None = None  # seconds
+
+
+@dataclass(slots=True)
+class IngestSummary:
+    files: int = 0
+    ingested: int = 0
+    skipped: int = 0
+    failed: list[dict] = field(default_factory=list)
+    warnings: list[dict] = field(default_factory=list)
+    pages: int = 0
+    chunks: int = 0
+    seconds: float = 0.0
+    cancelled: bool = False
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# -- discovery --------------------------------------------------------------------------
+
+
+def _matches(path: Path, base: Path, patterns: Sequence[str]) -> bool:
+    try:
+        rel = path.relative_to(base).as_posix()
+    except ValueError:
+        rel = path.name
+    return any(fnmatch.fnmatch(path.name, p) or fnmatch.fnmatch(rel, p) for p in patterns)
+
+
+def discover(
+    paths: Iterable[Path | str], include: Sequence[str] = (), exclude: Sequence[str] = ()
+) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Expand files and folders into the files to ingest, and the named paths that can't be.
+
+    Folders are walked recursively, following links but never the same folder twice (a
+    symlink loop ends there). Hidden files and folders are skipped, as are files Folio
+    can't read; a file named explicitly with an unsupported type is reported instead.
+    """
+    files: list[Path] = []
+    problems: list[tuple[Path, str]] = []
+    seen: set[Path] = set()
+
+    def add(path: Path) -> None:
+        resolved = path.resolve()
+        if resolved not in seen:
+            seen.add(resolved)
+            files.append(resolved)
+
+    for raw in paths:
+        path = Path(raw).expanduser().absolute()
+        if path.is_dir():
+            visited: set[tuple[int, int]] = set()
+            for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
+                st = os.stat(dirpath)
+                if (st.st_dev, st.st_ino) in visited:
+                    dirnames.clear()
+                    continue
+                visited.add((st.st_dev, st.st_ino))
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                for name in sorted(filenames):
+                    file = Path(dirpath) / name
+                    if name.startswith(".") or not is_supported(file) or not file.is_file():
+                        continue
+                    if include and not _matches(file, path, include):
+                        continue
+                    if exclude and _matches(file, path, exclude):
+                        continue
+                    add(file)
+        elif path.is_file():
+            if not is_supported(path):
+                problems.append((path, f"unsupported file type {path.suffix or '(none)'}"))
+            else:
+                add(path)
+        elif path.is_symlink():
+            problems.append((path, "broken link: the file it points to does not exist"))
+        else:
+            problems.append((path, "no such file or folder"))
+    return files, problems
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def splitter_fingerprint(config: SplitterConfig, embedder_name: str) -> str:
+    raw = f"{PIPELINE_VERSION}|{sorted(dataclasses.asdict(config).items())}|{embedder_name}"
+    return hashlib.sha1(raw.encode()).hexdigest()[:8]
+
+
+def version_for(doc_id: str, sha256: str, fingerprint: str) -> str:
+    """A chunk version unique to this document, content and pipeline."""
+    return hashlib.sha1(f"{doc_id}|{sha256}|{fingerprint}".encode()).hexdigest()[:20]
+
+
+# -- the producer's work items -----------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Work:
+    doc: DocumentRecord
+    version: str
+    todo: list[Chunk]  # chunks still to embed (all of them unless resuming)
+    total: int
+    pages: int
+    warnings: list[str]
+    sha256: str
+    staged: int = 0
+    recorded: bool = False  # the document row says "indexing" with this version
+    published: bool = False
+
+
+@dataclass(slots=True)
+class _Done:
+    """A file that needs no embedding: skipped, or failed with a reason."""
+
+    path: Path
+    status: str
+    message: str = ""
+    doc: DocumentRecord | None = None
+
+
+class _Cancelled(Exception):
+    pass
+
+
+def _prepare(
+    lib: Library, path: Path, options: IngestOptions, splitter: Splitter, fingerprint: str
+) -> _Work | _Done:
+    """Everything before embedding, for one file. Runs on the producer thread."""
+    doc_id = doc_id_for(path)
+    existing = lib.get(path)
+    doc = existing or DocumentRecord(doc_id=doc_id, path=str(path), name=path.name)
+    if options.collection and options.collection not in doc.collections:
+        doc.collections = sorted({*doc.collections, options.collection})
+    try:
+        st = path.stat()
+        unchanged_stat = existing and st.st_size == existing.size and st.st_mtime == existing.mtime
+        if (
+            existing
+            and existing.status == READY
+            and not options.force
+            and unchanged_stat
+        ):
+            return _Done(path, "skipped", "unchanged", doc)
+        sha = sha256_file(path)
+    except FileNotFoundError:
+        return _Done(path, FAILED, "the file no longer exists", doc)
+    except PermissionError:
+        return _Done(path, FAILED, "permission denied", doc)
+    except OSError as exc:
+        return _Done(path, FAILED, f"could not read the file: {exc.strerror or exc}", doc)
+    doc.size, doc.mtime = st.st_size, st.st_mtime
+    if existing and existing.status == READY and existing.sha256 == sha and not options.force:
+        return _Done(path, "skipped", "unchanged", doc)
+    version = version_for(doc_id, sha, fingerprint)
+    try:
+        loaded = load(path, ocr=options.ocr)
+        chunks = splitter.split(loaded)
+    except LoadError as exc:
+        return _Done(path, FAILED, str(exc), doc)
+    except MemoryError:
+        return _Done(path, FAILED, "the file is too large to load", doc)
+    except Exception as exc:  # a loader bug must not end the batch
+        log.exception("unexpected error loading %s", path)
+        return _Done(path, FAILED, f"could not read the file: {exc}", doc)
+    if not chunks:
+        return _Done(path, FAILED, "no text could be extracted from the file", doc)
+    doc.kind, doc.title, doc.author = loaded.kind, loaded.title, loaded.author or ""
+    doc.pages, doc.warnings = loaded.pages, list(loaded.warnings)
+    todo = chunks
+    if existing and existing.pending_version == version:
+        done = lib.staged_indices(doc_id, version)
+        todo = [c for c in chunks if c.index not in done]
+        if done:
+            log.info("resuming %s: %d of %d chunks already embedded", path, len(done), len(chunks))
+    return _Work(doc, version, todo, len(chunks), loaded.pages or 0, list(loaded.warnings),
+                 sha, staged=len(chunks) - len(todo), recorded=bool(existing
+                 and existing.pending_version == version))
+
+
+def ingest(
+    lib: Library,
+    paths: Iterable[Path | str] | None,
+    options: IngestOptions | None = None,
+    cancel: threading.Event | None = None,
+    summary: IngestSummary | None = None,
+) -> Iterator[IngestEvent]:
+    """Ingest files and folders, yielding progress events. `paths=None` resumes the
+    documents an earlier run left unfinished. Fills `summary` when given."""
+    options = options or IngestOptions()
+    cancel = cancel or threading.Event()
+    summary = summary if summary is not None else IngestSummary()
+    started = time.monotonic()
+
+    if paths is None:
+        paths = [d.path for d in lib.documents() if d.status in (INDEXING, "queued")]
+    files, problems = discover(paths, options.include, options.exclude)
+    sizes = {}
+    for f in files:
+        try:
+            sizes[f] = f.stat().st_size
+        except OSError:
+            sizes[f] = 0
+    bytes_total = sum(sizes.values()) or 1
+    summary.files = len(files) + len(problems)
+
+    embedder = lib.embedder
+    splitter = Splitter(
+        options.splitter, limit_counter=embedder.count_tokens, limit_tokens=embedder.max_tokens
+    )
+    fingerprint = splitter_fingerprint(options.splitter, lib.embedder_name)
+
+    state = {"files_done": 0, "chunks_done": 0, "pages": 0, "bytes_done": 0.0}
+
+    def event(kind: str, **kw) -> IngestEvent:
+        elapsed = time.monotonic() - started
+        done = state["bytes_done"]
+        eta = elapsed * (bytes_total - done) / done if done > 0 else None
+        return IngestEvent(
+            kind=kind, files_total=summary.files, files_done=state["files_done"],
+            chunks_done=state["chunks_done"], pages_done=state["pages"], elapsed=elapsed,
+            rate=state["chunks_done"] / elapsed if elapsed > 0 else 0.0,
+            eta=None if eta is None else max(0.0, eta), **kw,
+        )
+
+    yield event("start")
+
+    # Named paths that are not there or not supported fail on their own.
+    failed_docs = []
+    for path, reason in problems:
+        summary.failed.append({"path": str(path), "reason": reason})
+        state["files_done"] += 1
+        if path.is_file():  # unsupported type: keep a record so the library shows why
+            doc = lib.get(path) or DocumentRecord(doc_id=doc_id_for(path), path=str(path),
+                                                  name=path.name)
+            doc.status, doc.error = FAILED, reason
+            failed_docs.append(doc)
+        yield event("file", path=str(path), status=FAILED, message=reason)
+    lib.put_documents(failed_docs)
+
+    work_queue: queue.Queue = queue.Queue(maxsize=8)
+
+    def produce() -> None:
+        try:
+            for path in files:
+                if cancel.is_set():
+                    break
+                work_queue.put(_prepare(lib, path, options, splitter, fingerprint))
+        except BaseException as exc:  # surface producer bugs in the consumer
+            work_queue.put(exc)
+        finally:
+            work_queue.put(None)
+
+    producer = threading.Thread(target=produce, name="folio-ingest-loader", daemon=True)
+    producer.start()
+
+    pending: list[_Work] = []  # files whose chunks are being embedded, in order
+    finished_producing = False
+    try:
+        while True:
+            if cancel.is_set():
+                raise _Cancelled
+            # Take what the producer has ready; block only when there is nothing to embed.
+            while not finished_producing:
+                buffered = sum(len(w.todo) for w in pending)
+                if buffered >= options.batch_size:
+                    break
+                try:
+                    item = work_queue.get(block=not pending, timeout=None if not pending else 0)
+                except queue.Empty:
+                    break
+                if item is None:
+                    finished_producing = True
+                elif isinstance(item, BaseException):
+                    raise item
+                elif isinstance(item, _Done):
+                    yield from _finish_done(lib, item, summary, state, sizes, event)
+                else:
+                    item.doc.status, item.doc.pending_version = INDEXING, item.version
+                    item.doc.error = ""
+                    yield event("file_start", path=item.doc.path, current=item.doc.path)
+                    pending.append(item)
+            if not pending:
+                if finished_producing:
+                    break
+                continue
+            yield from _embed_batch(lib, pending, options.batch_size, summary, state, sizes, event)
+            pending = [w for w in pending if not w.published]
+    except _Cancelled:
+        summary.cancelled = True
+    finally:
+        cancel_producer = summary.cancelled or producer.is_alive()
+        if cancel_producer:
+            cancel.set()
+            while producer.is_alive():  # unblock a producer waiting on a full queue
+                try:
+                    work_queue.get(timeout=0.1)
+                except queue.Empty:
+                    pass
+        summary.seconds = round(time.monotonic() - started, 3)
+        summary.pages = state["pages"]
+        summary.chunks = state["chunks_done"]
+        if options.optimize:
+            lib.optimize()
+    yield event("cancelled" if summary.cancelled else "done")
+
+
+def _finish_done(lib, item: _Done, summary, state, sizes, event) -> Iterator[IngestEvent]:
+    state["files_done"] += 1
+    state["bytes_done"] += sizes.get(item.path, 0)
+    doc = item.doc
+    if item.status == FAILED:
+        summary.failed.append({"path": str(item.path), "reason": item.message})
+        if doc is not None:
+            # Keep whatever version was live: a broken update must not lose the old one.
+            doc.status, doc.error, doc.pending_version = FAILED, item.message, ""
+            lib.put_document(doc)
+    else:
+        summary.skipped += 1
+        if doc is not None and lib.get(item.path) is not None:
+            stored = lib.get(item.path)
+            if (stored.mtime, stored.collections) != (doc.mtime, doc.collections):
+                lib.put_document(doc)
+    yield event("file", path=str(item.path), status=item.status, message=item.message)
+
+
+def _embed_batch(
+    lib, pending: list[_Work], batch_size: int, summary, state, sizes, event
+) -> Iterator[IngestEvent]:
+    """Embed up to `batch_size` chunks from the front of the queue, stage them, and publish
+    every document whose chunks are all staged."""
+    batch: list[tuple[_Work, Chunk]] = []
+    for work in pending:
+        take = work.todo[: batch_size - len(batch)]
+        batch.extend((work, c) for c in take)
+        if len(batch) >= batch_size:
+            break
+    # Record "indexing" with the pending version before staging, so that a crash leaves the
+    # staged chunks claimed by their document and resumable rather than orphaned.
+    unrecorded = [w for w, _ in batch if not w.recorded]
+    lib.put_documents(list({id(w): w.doc for w in unrecorded}.values()))
+    for work in unrecorded:
+        work.recorded = True
+    if batch:
+        vectors = lib.embedder.embed_documents([c.embed_text for _, c in batch])
+        lib.stage_chunks([(w.doc.doc_id, w.version, c) for w, c in batch], vectors)
+        counts: dict[int, int] = {}
+        for work, _ in batch:
+            counts[id(work)] = counts.get(id(work), 0) + 1
+        for work in pending:
+            n = counts.get(id(work), 0)
+            if n:
+                del work.todo[:n]
+                work.staged += n
+                state["chunks_done"] += n
+                state["bytes_done"] += sizes.get(Path(work.doc.path), 0) * n / work.total
+    complete = [w for w in pending if not w.todo and w.staged >= w.total]
+    if complete:
+        for w in complete:
+            w.doc.sha256 = w.sha256
+        lib.publish([(w.doc, w.version, w.total) for w in complete])
+    current = pending[0].doc.path if pending else ""
+    yield event("batch", current=current)
+    for w in complete:
+        w.published = True
+        state["files_done"] += 1
+        state["pages"] += w.pages
+        summary.ingested += 1
+        for warning in w.warnings:
+            summary.warnings.append({"path": w.doc.path, "warning": warning})
+        yield event("file", path=w.doc.path, status=READY, message="; ".join(w.warnings))
