@@ -1,0 +1,352 @@
+"""`folio`: the engine from a terminal. The window drives the same engine; scripts and tests
+drive this. The JSON shapes printed here are a contract: keep them stable.
+
+Exit codes: 0 success, 1 some files failed (ingest) or nothing found is NOT an error,
+2 usage errors and problems that stop the command (unknown library state, wrong embedder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from app import __version__
+from app.core.paths import default_library
+
+log = logging.getLogger("app.cli")
+
+
+def _library_arg(parser: argparse.ArgumentParser, top: bool = False) -> None:
+    parser.add_argument(
+        "--library",
+        metavar="DIR",
+        default=None if top else argparse.SUPPRESS,
+        help="library folder (default: $FOLIO_LIBRARY or the platform data folder)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="folio",
+        description="Chat with your own documents, entirely on your own machine.",
+    )
+    parser.add_argument("--version", action="version", version=f"folio {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    _library_arg(parser, top=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("ingest", help="add files and folders to the library")
+    _library_arg(p)
+    p.add_argument("paths", nargs="*", metavar="PATH",
+                   help="files or folders; none: continue an interrupted ingest")
+    p.add_argument("--collection", metavar="NAME", help="put the documents in this collection")
+    p.add_argument("--include", action="append", default=[], metavar="GLOB",
+                   help="only files matching (repeatable), e.g. '*.pdf'")
+    p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                   help="skip files matching (repeatable)")
+    p.add_argument("--no-ocr", action="store_true", help="never OCR scanned pages")
+    p.add_argument("--force", action="store_true", help="re-index unchanged files too")
+    p.add_argument("--chunk-tokens", type=int, metavar="N", help="chunk size in tokens")
+    p.add_argument("--overlap-tokens", type=int, metavar="N", help="chunk overlap in tokens")
+    p.add_argument("--json", action="store_true", help="print one JSON summary object")
+
+    p = sub.add_parser("search", help="find the passages that answer a question")
+    _library_arg(p)
+    p.add_argument("query", nargs="+", metavar="QUERY")
+    p.add_argument("--k", type=int, default=5, help="number of results (default 5)")
+    p.add_argument("--collection", action="append", default=[], metavar="NAME",
+                   help="limit to a collection (repeatable)")
+    p.add_argument("--doc", action="append", default=[], metavar="PATH",
+                   help="limit to a document (repeatable)")
+    p.add_argument("--mode", choices=["hybrid", "vector", "fts"], default="hybrid")
+    p.add_argument("--mmr", action="store_true", help="diversify results (MMR)")
+    p.add_argument("--json", action="store_true", help="print a JSON array")
+
+    docs = sub.add_parser("docs", help="see and manage the library's documents")
+    _library_arg(docs)
+    dsub = docs.add_subparsers(dest="docs_command", metavar="ACTION")
+    p = dsub.add_parser("list", help="list documents")
+    _library_arg(p)
+    p.add_argument("--collection", metavar="NAME", help="only this collection")
+    p.add_argument("--json", action="store_true")
+    p = dsub.add_parser("remove", help="remove documents (files on disk are not touched)")
+    _library_arg(p)
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p = dsub.add_parser("collect", help="add documents to a collection, or --remove them")
+    _library_arg(p)
+    p.add_argument("collection", metavar="NAME")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--remove", action="store_true", help="take them out of the collection")
+
+    p = sub.add_parser("collections", help="list collections")
+    _library_arg(p)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("info", help="library statistics")
+    _library_arg(p)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("reindex", help="rebuild every vector, e.g. with another embedder")
+    _library_arg(p)
+    p.add_argument("--embedder", metavar="NAME_OR_DIR",
+                   help="all-MiniLM-L6-v2 (default), all-mpnet-base-v2, or a model folder")
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from app.core.logs import setup_logging
+
+    setup_logging(verbose=args.verbose)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    if args.command == "docs" and not getattr(args, "docs_command", None):
+        parser.parse_args(["docs", "--help"])
+    handler = {
+        "ingest": cmd_ingest,
+        "search": cmd_search,
+        "docs": cmd_docs,
+        "collections": cmd_collections,
+        "info": cmd_info,
+        "reindex": cmd_reindex,
+    }[args.command]
+    from app.core.library import LibraryError
+
+    try:
+        return handler(args)
+    except LibraryError as exc:
+        print(f"folio: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("folio: interrupted", file=sys.stderr)
+        return 130
+
+
+def _library_path(args) -> Path:
+    return Path(args.library).expanduser() if args.library else default_library()
+
+
+def _open(args, embedder_name: str | None = None):
+    from app.core.library import Library
+
+    return Library.open(_library_path(args), embedder_name=embedder_name)
+
+
+def _print_json(value) -> None:
+    json.dump(value, sys.stdout, ensure_ascii=False, indent=None)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def _fmt_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    seconds = int(seconds)
+    return f"{seconds // 60:02d}:{seconds % 60:02d}" if seconds < 3600 else f"{seconds // 3600}h"
+
+
+def _run_ingest(lib, paths, options, as_json: bool):
+    from app.core.ingest import IngestSummary, ingest
+
+    summary = IngestSummary()
+    cancel = threading.Event()
+    tty = sys.stderr.isatty() and not as_json
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum, frame):  # first Ctrl+C: stop cleanly; the work so far is kept
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+        print("\nfolio: stopping after the current batch (Ctrl+C again to abort)",
+              file=sys.stderr)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, on_sigint)
+    try:
+        for ev in ingest(lib, paths, options, cancel=cancel, summary=summary):
+            if ev.kind == "file" and ev.status == "failed" and not as_json:
+                _clear_line(tty)
+                print(f"failed  {ev.path}: {ev.message}", file=sys.stderr)
+            elif ev.kind == "file" and ev.status == "ready" and ev.message and not as_json:
+                _clear_line(tty)
+                print(f"warning {ev.path}: {ev.message}", file=sys.stderr)
+            if tty and ev.kind in ("batch", "file", "file_start"):
+                name = Path(ev.current or ev.path).name[:40]
+                sys.stderr.write(
+                    f"\r[{ev.files_done}/{ev.files_total} files] {ev.chunks_done} chunks "
+                    f"{ev.rate:5.1f}/s  ETA {_fmt_eta(ev.eta)}  {name}\033[K"
+                )
+                sys.stderr.flush()
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, previous)
+        _clear_line(tty)
+    return summary
+
+
+def _clear_line(tty: bool) -> None:
+    if tty:
+        sys.stderr.write("\r\033[K")
+        sys.stderr.flush()
+
+
+def cmd_ingest(args) -> int:
+    from app.core.ingest import IngestOptions
+    from app.core.splitter import SplitterConfig
+
+    config = SplitterConfig()
+    try:
+        if args.chunk_tokens:
+            config.chunk_tokens = args.chunk_tokens
+        if args.overlap_tokens is not None:
+            config.overlap_tokens = args.overlap_tokens
+        if hasattr(config, "validate"):
+            config.validate()
+    except ValueError as exc:
+        print(f"folio ingest: {exc}", file=sys.stderr)
+        return 2
+    options = IngestOptions(
+        collection=args.collection, include=args.include, exclude=args.exclude,
+        ocr=False if args.no_ocr else None, force=args.force, splitter=config,
+    )
+    lib = _open(args)
+    summary = _run_ingest(lib, args.paths or None, options, args.json)
+    if args.json:
+        _print_json(summary.to_json())
+    else:
+        state = "cancelled" if summary.cancelled else "done"
+        print(
+            f"{state}: {summary.ingested} ingested, {summary.skipped} unchanged, "
+            f"{len(summary.failed)} failed; {summary.pages} pages, {summary.chunks} chunks "
+            f"in {summary.seconds:.1f} s"
+        )
+        for item in summary.failed:
+            print(f"  failed: {item['path']}: {item['reason']}")
+    if summary.cancelled:
+        return 130
+    return 1 if summary.failed else 0
+
+
+def cmd_search(args) -> int:
+    if args.k < 1:
+        print("folio search: --k must be at least 1", file=sys.stderr)
+        return 2
+    lib = _open(args)
+    results = lib.search(
+        " ".join(args.query), k=args.k, collections=args.collection or None,
+        documents=args.doc or None, mode=args.mode, mmr=args.mmr,
+    )
+    if args.json:
+        _print_json([r.to_json() for r in results])
+        return 0
+    if not results:
+        print("No matching passages.")
+    for n, r in enumerate(results, 1):
+        where = f"p. {r.page}" if r.page else ""
+        if r.page_end and r.page_end != r.page:
+            where = f"pp. {r.page}-{r.page_end}"
+        head = " · ".join(x for x in (r.path, where, r.section) if x)
+        snippet = " ".join(r.text.split())
+        print(f"[{n}] {head}  (score {r.score:.4f})\n    {snippet[:300]}")
+    return 0
+
+
+def cmd_docs(args) -> int:
+    lib = _open(args)
+    if args.docs_command == "list":
+        docs = lib.documents()
+        if args.collection:
+            docs = [d for d in docs if args.collection in d.collections]
+        if args.json:
+            _print_json([d.public() for d in docs])
+            return 0
+        if not docs:
+            print("The library is empty. Add documents with: folio ingest PATH")
+        for d in docs:
+            extra = f"  {d.error}" if d.error else ""
+            cols = f"  [{', '.join(d.collections)}]" if d.collections else ""
+            pages = f"{d.pages} p." if d.pages else "-"
+            print(f"{d.status:9} {pages:>7} {d.chunks:6} chunks  {d.path}{cols}{extra}")
+        return 0
+    if args.docs_command == "remove":
+        missing = 0
+        for item in args.paths:
+            found = lib.find(item)
+            if not found:
+                print(f"not in the library: {item}", file=sys.stderr)
+                missing += 1
+            for doc in found:
+                lib.remove(doc)
+                print(f"removed {doc.path}")
+        lib.optimize()
+        return 1 if missing else 0
+    if args.docs_command == "collect":
+        missing = 0
+        for item in args.paths:
+            found = lib.find(item)
+            if not found:
+                print(f"not in the library: {item}", file=sys.stderr)
+                missing += 1
+            for doc in found:
+                names = set(doc.collections)
+                names = names - {args.collection} if args.remove else names | {args.collection}
+                lib.set_collections(doc, names)
+        return 1 if missing else 0
+    return 2
+
+
+def cmd_collections(args) -> int:
+    lib = _open(args)
+    cols = lib.collections()
+    if args.json:
+        _print_json([{"name": k, "documents": v} for k, v in cols.items()])
+    else:
+        for name, count in cols.items():
+            print(f"{name}\t{count} documents")
+    return 0
+
+
+def cmd_info(args) -> int:
+    lib = _open(args)
+    stats = lib.stats()
+    if args.json:
+        _print_json(stats)
+    else:
+        for key, value in stats.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def cmd_reindex(args) -> int:
+    from app.core.embedder import resolve_spec
+    from app.core.ingest import IngestOptions
+    from app.core.library import Library
+
+    name = args.embedder
+    spec = resolve_spec(name) if name else None
+    root = _library_path(args)
+    lib = Library(root, embedder_name=None)
+    target = spec.name if spec else lib.embedder_name
+    paths = lib.reset_for_embedder(name or target)
+    lib = Library.open(root, embedder_name=name or target)
+    summary = _run_ingest(lib, paths, IngestOptions(force=True), args.json)
+    if args.json:
+        _print_json(summary.to_json())
+    else:
+        print(f"re-indexed {summary.ingested} documents with {target} "
+              f"({len(summary.failed)} failed)")
+    return 1 if summary.failed else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    sys.exit(main())

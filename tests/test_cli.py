@@ -1,0 +1,151 @@
+"""The `folio` CLI contract: JSON shapes and exit codes other tools depend on."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from docgen import make_docx, make_pdf
+
+from app.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def docs(tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    make_pdf(folder / "boats.pdf", [
+        "Sailing basics. Always wear a life jacket when you are on deck.",
+        "Anchoring. Let out chain five times the depth of the water before setting the anchor.",
+    ], toc=[[1, "Basics", 1], [1, "Anchoring", 2]])
+    make_docx(folder / "crew.docx", {"Roster": ["Ana cooks on Mondays; Ben cooks on Fridays."]})
+    return folder
+
+
+def cli(capsys, *args):
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_ingest_search_docs_json(capsys, docs, library_dir):
+    lib = ["--library", str(library_dir)]
+    code, out, _ = cli(capsys, "ingest", *lib, "--json", str(docs))
+    assert code == 0
+    summary = json.loads(out)
+    assert {"files", "ingested", "skipped", "failed", "pages", "chunks", "seconds"} <= set(summary)
+    assert summary["files"] == 2 and summary["ingested"] == 2 and summary["failed"] == []
+    assert summary["pages"] == 2 and summary["chunks"] >= 3
+
+    code, out, _ = cli(capsys, "search", *lib, "--json", "--k", "3",
+                       "how much chain should I let out before anchoring?")
+    assert code == 0
+    results = json.loads(out)
+    assert 1 <= len(results) <= 3
+    best = results[0]
+    assert {"path", "page", "section", "score", "text"} <= set(best)
+    assert best["path"] == str(docs / "boats.pdf") and Path(best["path"]).is_absolute()
+    assert best["page"] == 2 and isinstance(best["page"], int)
+    assert "Anchoring" in best["section"]
+    assert results == sorted(results, key=lambda r: -r["score"])
+
+    code, out, _ = cli(capsys, "docs", "list", *lib, "--json")
+    listed = {Path(d["path"]).name: d for d in json.loads(out)}
+    assert set(listed) == {"boats.pdf", "crew.docx"}
+    for d in listed.values():
+        assert {"path", "status", "pages", "chunks", "error", "collections"} <= set(d)
+    assert listed["boats.pdf"]["status"] == "ready" and listed["boats.pdf"]["pages"] == 2
+
+    code, out, _ = cli(capsys, "docs", "remove", *lib, str(docs / "crew.docx"))
+    assert code == 0
+    code, out, _ = cli(capsys, "docs", "list", *lib, "--json")
+    assert [Path(d["path"]).name for d in json.loads(out)] == ["boats.pdf"]
+
+
+def test_ingest_exit_code_1_when_some_fail(capsys, docs, library_dir):
+    (docs / "bad.docx").write_bytes(os.urandom(2048))
+    code, out, _ = cli(capsys, "ingest", "--library", str(library_dir), "--json", str(docs))
+    assert code == 1
+    summary = json.loads(out)
+    assert summary["ingested"] == 2
+    assert [Path(f["path"]).name for f in summary["failed"]] == ["bad.docx"]
+    assert summary["failed"][0]["reason"]
+
+
+def test_usage_errors_exit_2(capsys, library_dir):
+    with pytest.raises(SystemExit) as err:
+        main(["ingest", "--no-such-flag"])
+    assert err.value.code == 2
+    with pytest.raises(SystemExit) as err:
+        main(["search"])
+    assert err.value.code == 2
+    code, _, err_text = cli(capsys, "search", "--library", str(library_dir), "--k", "0", "q")
+    assert code == 2 and "--k" in err_text
+
+
+def test_collection_scope(capsys, docs, library_dir):
+    lib = ["--library", str(library_dir)]
+    cli(capsys, "ingest", *lib, "--collection", "sea", str(docs / "boats.pdf"))
+    cli(capsys, "ingest", *lib, "--collection", "home", str(docs / "crew.docx"))
+    code, out, _ = cli(capsys, "search", *lib, "--json", "--collection", "home", "anchor")
+    assert all(r["path"].endswith("crew.docx") for r in json.loads(out))
+    code, out, _ = cli(capsys, "collections", *lib, "--json")
+    assert json.loads(out) == [{"name": "home", "documents": 1}, {"name": "sea", "documents": 1}]
+
+
+def test_library_from_environment(capsys, docs, tmp_path, monkeypatch):
+    target = tmp_path / "env-lib"
+    monkeypatch.setenv("FOLIO_LIBRARY", str(target))
+    code, _, _ = cli(capsys, "ingest", "--json", str(docs / "crew.docx"))
+    assert code == 0
+    assert (target / "lancedb").is_dir()
+
+
+def test_folio_command_in_a_real_process(docs, library_dir):
+    """The entry point as a user runs it: a new process, offline, JSON on stdout only."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = subprocess.run(
+        [sys.executable, "-m", "app", "ingest", "--library", str(library_dir), "--json",
+         str(docs)], capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["ingested"] == 2
+    run = subprocess.run(
+        [sys.executable, "-m", "app", "search", "--library", str(library_dir), "--json",
+         "life jacket"], capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)[0]["page"] == 1
+    run = subprocess.run([sys.executable, "-m", "app"], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert run.returncode == 0 and "ingest" in run.stdout
+
+
+def test_core_does_not_import_qt():
+    """app/core stays Qt-free: the CLI and the window drive the same engine."""
+    import ast
+
+    for path in (ROOT / "app" / "core").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            assert not any(n.split(".")[0] in ("PySide6", "PyQt6", "qasync") for n in names), (
+                f"{path} imports Qt"
+            )
+    modules = sorted(
+        f"app.core.{p.stem}" for p in (ROOT / "app" / "core").glob("*.py") if p.stem != "__init__"
+    )
+    code = f"import sys, {', '.join(modules)}; " + (
+        "sys.exit(any(m.split('.')[0] in ('PySide6', 'shiboken6') for m in sys.modules))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    assert subprocess.run([sys.executable, "-c", code], env=env, timeout=300).returncode == 0
