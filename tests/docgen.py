@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+import pytest
 
 import pymupdf
 
@@ -45,3 +48,19 @@ LOREM = (
 
 def long_pages(n: int, topic: str = "topic") -> list[str]:
     return [f"Page {i + 1} about {topic} number {i + 1}. " + LOREM * 6 for i in range(n)]
+
+
+def unreadable_file(tmp_path):
+    """A file this process may not read. Root reads any mode-000 file, but not a write-only
+    /proc/sys entry, so as root the test reads one of those through a .txt link."""
+    if os.geteuid() != 0:
+        p = tmp_path / "secret.txt"
+        p.write_text("hidden")
+        p.chmod(0)
+        return p
+    target = Path("/proc/sys/vm/drop_caches")
+    if not target.exists():
+        pytest.fail("no unreadable file available to test permission denied as root")
+    link = tmp_path / "secret.txt"
+    link.symlink_to(target)
+    return link

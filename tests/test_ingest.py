@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from docgen import long_pages, make_docx, make_pdf
+from docgen import long_pages, make_docx, make_pdf, unreadable_file
 
 from app.core import ingest as ingest_mod
 from app.core.ingest import IngestOptions, IngestSummary, discover, ingest
@@ -171,7 +171,7 @@ def test_unsupported_and_missing_files_fail_alone(lib, tmp_path):
     assert lib.get(odd).status == FAILED
 
 
-def test_vanished_and_unreadable_files(lib, tmp_path, monkeypatch, embedder):
+def test_vanished_and_unreadable_files(lib, tmp_path, embedder):
     from app.core.splitter import Splitter
 
     gone = tmp_path / "gone.txt"
@@ -179,21 +179,9 @@ def test_vanished_and_unreadable_files(lib, tmp_path, monkeypatch, embedder):
     item = ingest_mod._prepare(lib, gone, IngestOptions(), splitter, "fp")
     assert item.status == FAILED and item.message == "the file no longer exists"
 
-    locked = tmp_path / "locked.txt"
-    locked.write_text("private words")
-    if os.geteuid() != 0:
-        locked.chmod(0)
-    else:  # root reads any file; make the read fail the way a locked file does
-        real = ingest_mod.sha256_file
-
-        def deny(path):
-            if Path(path) == locked:
-                raise PermissionError(13, "Permission denied")
-            return real(path)
-
-        monkeypatch.setattr(ingest_mod, "sha256_file", deny)
+    locked = unreadable_file(tmp_path)
     summary, _ = run(lib, [locked])
-    assert summary.failed == [{"path": str(locked), "reason": "permission denied"}]
+    assert [f["reason"] for f in summary.failed] == ["permission denied"]
 
 
 def test_encrypted_pdf_is_reported(lib, tmp_path):
