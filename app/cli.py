@@ -331,18 +331,21 @@ def cmd_reindex(args) -> int:
     from app.core.ingest import IngestOptions
     from app.core.library import Library
 
-    name = args.embedder
-    spec = resolve_spec(name) if name else None
     root = _library_path(args)
-    lib = Library(root, embedder_name=None)
-    target = spec.name if spec else lib.embedder_name
-    paths = lib.reset_for_embedder(name or target)
-    lib = Library.open(root, embedder_name=name or target)
+    current = Library(root)  # no embedder check: switching embedders is the point
+    source = args.embedder or current.meta.get("embedder_source") or current.embedder_name
+    try:
+        name = resolve_spec(source).name
+    except ValueError as exc:
+        print(f"folio reindex: {exc}", file=sys.stderr)
+        return 2
+    paths = current.reset_for_embedder(source)
+    lib = Library.open(root)
     summary = _run_ingest(lib, paths, IngestOptions(force=True), args.json)
     if args.json:
         _print_json(summary.to_json())
     else:
-        print(f"re-indexed {summary.ingested} documents with {target} "
+        print(f"re-indexed {summary.ingested} documents with {name} "
               f"({len(summary.failed)} failed)")
     return 1 if summary.failed else 0
 

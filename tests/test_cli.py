@@ -149,3 +149,24 @@ def test_core_does_not_import_qt():
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     assert subprocess.run([sys.executable, "-c", code], env=env, timeout=300).returncode == 0
+
+
+def test_reindex_with_another_embedder_folder(capsys, docs, library_dir, embedder, tmp_path):
+    """A library built by one embedder refuses another until re-indexed with it; a model
+    given as a folder is found again when the library is reopened."""
+    import shutil
+
+    other = tmp_path / "my-embedder"
+    shutil.copytree(embedder.spec.path, other)
+    lib = ["--library", str(library_dir)]
+    assert cli(capsys, "ingest", *lib, "--json", str(docs))[0] == 0
+    code, out, _ = cli(capsys, "reindex", *lib, "--json", "--embedder", str(other))
+    assert code == 0 and json.loads(out)["ingested"] == 2
+    meta = json.loads((library_dir / "library.json").read_text())
+    assert meta["embedder"] == "my-embedder" and meta["embedder_source"] == str(other)
+    code, out, _ = cli(capsys, "search", *lib, "--json", "life jacket")
+    assert code == 0 and json.loads(out)[0]["page"] == 1
+    listed = json.loads(cli(capsys, "docs", "list", *lib, "--json")[1])
+    assert {d["embedder"] for d in listed} == {"my-embedder"}
+    code, _, err = cli(capsys, "reindex", *lib, "--embedder", "no-such-model")
+    assert code == 2 and "Unknown embedder" in err

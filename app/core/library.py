@@ -206,6 +206,11 @@ class Library:
     """A library folder opened for reading and writing by this process."""
 
     def __init__(self, root: Path, embedder=None, *, embedder_name: str | None = None):
+        """Open (creating if needed) the library at `root`.
+
+        `embedder` is a ready embedder object; `embedder_name` a known name or a model folder.
+        Either must match what built the library, else `EmbedderMismatch`.
+        """
         import lancedb
 
         self.root = Path(root).expanduser().resolve()
@@ -213,12 +218,15 @@ class Library:
         self._embedder = embedder
         self._lock = threading.RLock()
         self.meta = self._load_meta()
-        requested = embedder.name if embedder is not None else embedder_name
+        source = embedder_name
+        requested = embedder.name if embedder is not None else _embedder_name(source)
         built_with = self.meta.get("embedder")
         if built_with and requested and built_with != requested:
             raise EmbedderMismatch(built_with, requested)
         if not built_with:
             self.meta["embedder"] = requested or _default_embedder_name()
+            if source:
+                self.meta["embedder_source"] = source
         self.embedder_name: str = self.meta["embedder"]
         self._db = lancedb.connect(str(self.root / "lancedb"), read_consistency_interval=timedelta(0))
         self._docs_table = self._open_or_create("documents", DOCUMENTS_SCHEMA)
@@ -269,7 +277,7 @@ class Library:
         if self._embedder is None:
             from app.core.embedder import get_embedder
 
-            self._embedder = get_embedder(self.embedder_name)
+            self._embedder = get_embedder(self.meta.get("embedder_source") or self.embedder_name)
         return self._embedder
 
     def _chunks(self):
@@ -518,8 +526,9 @@ class Library:
             self._chunks_table.create_index("fts", config=FTS(with_position=False), name="fts_idx")
         self._fts_ready = "fts_idx" in names or self._chunks_table.count_rows() > 0
 
-    def reset_for_embedder(self, embedder_name: str) -> list[str]:
-        """Drop every vector and record a new embedder; returns the paths to index again."""
+    def reset_for_embedder(self, embedder_source: str) -> list[str]:
+        """Drop every vector and record a new embedder (a known name or a model folder);
+        returns the paths to index again."""
         with self._lock:
             paths = [d.path for d in self.documents()]
             if self._chunks_table is not None:
@@ -530,7 +539,9 @@ class Library:
                 doc.status, doc.chunks, doc.embedder = QUEUED, 0, ""
                 self.put_document(doc)
             self.meta.pop("dims", None)
-            self.meta["embedder"] = embedder_name
+            self.meta["embedder"] = _embedder_name(embedder_source)
+            self.meta["embedder_source"] = embedder_source
+            self.embedder_name = self.meta["embedder"]
             self._save_meta()
             self._embedder = None
             self._fts_ready = False
@@ -593,6 +604,15 @@ class Library:
 
     def chunks_table(self):
         return self._chunks_table
+
+
+def _embedder_name(source: str | None) -> str | None:
+    """The name an embedder is recorded under, from a known name or a model folder."""
+    if not source:
+        return None
+    from app.core.embedder import resolve_spec
+
+    return resolve_spec(source).name
 
 
 def _default_embedder_name() -> str:
