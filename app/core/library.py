@@ -430,6 +430,21 @@ class Library:
             self._docs_table.delete(f"doc_id = {_sql_str(doc.doc_id)}")
             self._docs().pop(doc.doc_id, None)
 
+    def document_chunks(self, doc_id: str) -> list[dict]:
+        """A document's live chunks in reading order (text, page, page_end, section...)."""
+        if self._chunks_table is None:
+            return []
+        rows = (
+            self._chunks_table.search()
+            .where(f"doc_id = {_sql_str(doc_id)} AND live = true")
+            .select(["chunk_index", "text", "page", "page_end", "section", "char_start",
+                     "char_end"])
+            .limit(None)
+            .to_arrow()
+            .to_pylist()
+        )
+        return sorted(rows, key=lambda r: r["chunk_index"])
+
     def chunk_count(self, live_only: bool = True) -> int:
         if self._chunks_table is None:
             return 0
@@ -574,7 +589,7 @@ class Library:
         mode: str = "hybrid",
         mmr: bool = False,
         mmr_lambda: float = 0.7,
-        candidates: int = 40,
+        candidates: int = 50,
     ) -> list[SearchResult]:
         from app.core.search import hybrid_search
 

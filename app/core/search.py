@@ -23,6 +23,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RRF_K = 60
+# Users paraphrase; shared words are weaker evidence than shared meaning. On the Octave
+# question set (benchmarks/bench_retrieval.py) BM25 at 0.5-0.7 of the vector weight beat
+# both equal weights and either list alone.
+VECTOR_WEIGHT = 1.0
+FTS_WEIGHT = 0.6
 _COLUMNS = [
     "id", "doc_id", "chunk_index", "text", "section", "page", "page_end",
     "char_start", "char_end", "vector",
@@ -75,7 +80,7 @@ def hybrid_search(
     mode: str = "hybrid",
     mmr: bool = False,
     mmr_lambda: float = 0.7,
-    candidates: int = 40,
+    candidates: int = 50,
     query_vector: np.ndarray | None = None,
 ) -> list[SearchResult]:
     """Search the library's live chunks. `mode` is "hybrid", "vector" or "fts"."""
@@ -103,13 +108,13 @@ def hybrid_search(
             .to_list()
         )
         ranked.append([h["id"] for h in hits])
-        weights.append(1.0)
+        weights.append(VECTOR_WEIGHT)
         rows.update({h["id"]: h for h in hits})
     words = fts_query(query)
     if mode in ("hybrid", "fts") and words:
         hits = _fts(lib, words, where, pool)
         ranked.append([h["id"] for h in hits])
-        weights.append(1.0)
+        weights.append(FTS_WEIGHT if mode == "hybrid" else 1.0)
         for h in hits:
             rows.setdefault(h["id"], h)
     if not rows:
