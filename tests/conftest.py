@@ -22,6 +22,29 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+SHARED_MODELS = Path(os.environ.get("FOLIO_TEST_MODELS",
+                                    Path.home() / ".cache" / "folio-test-models"))
+
+
+@pytest.fixture(scope="session")
+def starter_model() -> Path:
+    """The real starter GGUF (Gemma 3 270M), assembled and verified once."""
+    from app.core.models import ensure_starter_model
+
+    return ensure_starter_model(SHARED_MODELS)
+
+
+@pytest.fixture(scope="session")
+def llm(starter_model):
+    """One real llama.cpp runtime on the starter model for the whole session."""
+    from app.core.llm import LLMRuntime, LoadSettings
+
+    runtime = LLMRuntime()
+    runtime.load(starter_model, LoadSettings(n_ctx=2048))
+    yield runtime
+    runtime.close()
+
+
 @pytest.fixture(autouse=True)
 def folio_home(tmp_path_factory, monkeypatch):
     """Never touch the user's real data: FOLIO_HOME, library and logs live in a temp dir."""
@@ -29,6 +52,8 @@ def folio_home(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("FOLIO_HOME", str(home))
     monkeypatch.setenv("FOLIO_LIBRARY", str(home / "library"))
     monkeypatch.setenv("FOLIO_LOG_DIR", str(home / "logs"))
+    # The starter model is assembled once per machine, not once per test's home.
+    monkeypatch.setenv("FOLIO_MODELS", str(SHARED_MODELS))
     return home
 
 

@@ -1,0 +1,1094 @@
+"""The local LLM runtime: one GGUF model in llama.cpp, driven from one worker thread.
+
+llama.cpp contexts are not thread-safe, and a desktop app calls the model from the UI thread,
+the chat engine and background jobs. So `LLMRuntime` owns one daemon thread that holds the only
+reference to the loaded `Llama`; every public method turns into a job on that thread's queue and
+waits for (or streams) the result. Calls from any thread are serialised; there is never a second
+model in memory (switching frees the old one before the new one loads).
+
+Generation is a generator of events (`Token`, then one `Done`) that the caller iterates on its
+own thread while the worker produces into a queue. The prompt is evaluated in slices sized
+(from the measured rate) to take about 75 ms each, with the cancel flag checked between slices
+and between tokens, so a cancel lands within one slice or one token (under 200 ms) even during
+a long prompt. Smaller slices would cancel faster but read the prompt slower (on 1 CPU thread,
+8-token slices run at ~55% of full speed, 16 at ~75%, 64 at ~97%); on a GPU the slices grow to
+the batch size. The model stays usable after a cancel: the KV cache keeps what was evaluated,
+and the next prompt reuses the longest common prefix instead of starting over.
+
+Chat models are prompted with the GGUF's own Jinja chat template, rendered in Jinja's immutable
+sandbox (templates come from downloaded files). Base models without a template, like the
+starter model, are prompted as a Question/Answer document (see `format_completion_prompt`).
+
+An OpenAI-compatible HTTP provider comes later; `LLMProvider` is the seam it will fill.
+"""
+
+from __future__ import annotations
+
+import atexit
+import codecs
+import ctypes
+import datetime
+import gc
+import json
+import logging
+import os
+import queue
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from app.core.models import ModelError, is_gguf
+
+log = logging.getLogger(__name__)
+
+FinishReason = Literal["stop", "length", "cancelled", "error"]
+
+PREFILL_SLICE_SECONDS = 0.075  # target time per prompt slice: the cancel latency during prefill
+_FIRST_SLICE = 16
+_SEEDED_SLICE = 16  # seeded runs cut prompts the same way every time (see _prefill)
+_MIN_SLICE = 8
+_RANDOM_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: llama.cpp picks a random seed
+
+
+class ChatTemplateError(ModelError):
+    """The model's chat template failed to render (bad syntax, refused by the sandbox, or the
+    template itself raised, e.g. on roles it does not support)."""
+
+
+# -- settings and results ----------------------------------------------------------------------
+
+
+def default_threads() -> int:
+    """Physical cores, but leave one logical core free for the UI and the embedder.
+
+    ggml's worker threads spin at barriers: with every core busy, one preempted thread stalls
+    the others (seen here on 2 cores: 2 threads beside one busy process ran 40x slower than 1).
+    """
+    try:
+        logical = len(os.sched_getaffinity(0))  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        logical = os.cpu_count() or 1
+    try:
+        import psutil
+
+        physical = psutil.cpu_count(logical=False) or logical
+    except Exception:  # noqa: BLE001 - psutil is optional here
+        physical = logical
+    return max(1, min(physical, logical - 1))
+
+
+@dataclass(frozen=True, slots=True)
+class LoadSettings:
+    """How to load a model. n_ctx 0 means the model's own training context (can be huge)."""
+
+    n_ctx: int = 4096
+    n_gpu_layers: str | int = "auto"  # "auto": all layers when the build has a GPU, else 0
+    threads: int | None = None  # None: default_threads()
+    batch_size: int = 512
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.n_ctx, int) or self.n_ctx < 0 or 0 < self.n_ctx < 64:
+            raise ValueError(f"n_ctx must be 0 (model default) or at least 64, got {self.n_ctx!r}")
+        gl = self.n_gpu_layers
+        if gl != "auto" and (isinstance(gl, bool) or not isinstance(gl, int) or gl < -1):
+            raise ValueError(f'n_gpu_layers must be "auto", -1 (all) or >= 0, got {gl!r}')
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise ValueError(f"threads must be None or >= 1, got {self.threads!r}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What was loaded and how. `device` says where it actually runs, after any fallback."""
+
+    path: Path
+    name: str
+    n_ctx: int
+    n_ctx_train: int
+    device: str  # "cpu" | "gpu"
+    gpu_layers: int  # layers actually offloaded (0 on CPU)
+    threads: int
+    chat_template: str | None
+    bos_token: str
+    eos_token: str
+    architecture: str
+    load_seconds: float
+    notes: tuple[str, ...] = ()
+    batch_size: int = 512
+    n_params: int = 0
+    size_bytes: int = 0
+
+    @property
+    def is_chat_model(self) -> bool:
+        return bool(self.chat_template)
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationSettings:
+    """Sampling settings. temperature 0 is greedy; top_k 0 and min_p 0 turn those filters off;
+    seed None draws a fresh random seed per generation."""
+
+    temperature: float = 0.7
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.1
+    max_tokens: int = 512
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        def number(name: str, lo: float, hi: float, *, lo_open: bool = False) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{name} must be a number, got {value!r}")
+            if value > hi or value < lo or (lo_open and value == lo):
+                bracket = "(" if lo_open else "["
+                raise ValueError(f"{name} must be in {bracket}{lo}, {hi}], got {value!r}")
+
+        number("temperature", 0.0, 5.0)
+        number("top_p", 0.0, 1.0, lo_open=True)
+        number("min_p", 0.0, 1.0)
+        number("repeat_penalty", 0.0, 5.0, lo_open=True)
+        for name in ("top_k", "max_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+        if self.top_k < 0:
+            raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if self.seed is not None and (
+            isinstance(self.seed, bool)
+            or not isinstance(self.seed, int)
+            or not 0 <= self.seed < _RANDOM_SEED
+        ):
+            raise ValueError(f"seed must be None or an integer in [0, 2**32-1), got {self.seed!r}")
+        stop = self.stop
+        if isinstance(stop, str):
+            stop = (stop,)
+        stop = tuple(stop)
+        if not all(isinstance(s, str) and s for s in stop):
+            raise ValueError(f"stop must be non-empty strings, got {stop!r}")
+        object.__setattr__(self, "stop", stop)
+
+    def merged(self, overrides: Mapping[str, Any] | None) -> GenerationSettings:
+        """These settings with per-chat overrides applied (validated; unknown keys are errors)."""
+        if not overrides:
+            return self
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(f"unknown generation settings: {', '.join(unknown)}")
+        return replace(self, **dict(overrides))
+
+
+def defaults_for(info: ModelInfo | None) -> GenerationSettings:
+    """Per-model defaults. Base models and tiny models wander and loop at 0.7, so they get a
+    cooler temperature and a firmer repeat penalty; chat models keep the usual defaults."""
+    base = GenerationSettings()
+    if info is None:
+        return base
+    small = 0 < info.n_params < 1_000_000_000
+    if not info.is_chat_model:
+        return replace(base, temperature=0.3 if small else 0.5, top_p=0.9, repeat_penalty=1.15)
+    if small:
+        return replace(base, temperature=0.5)
+    return base
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """A piece of generated text (complete UTF-8 characters, never part of a stop string)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The last event of a generation. ttft is measured from when the worker started the job
+    to the first sampled token; tokens_per_second is the decode rate after the prompt."""
+
+    finish_reason: FinishReason
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    ttft_seconds: float | None = None
+    tokens_per_second: float = 0.0
+    prefill_seconds: float = 0.0
+    cached_tokens: int = 0  # prompt tokens reused from the KV cache
+    error: str | None = None
+    token_ids: tuple[int, ...] = ()
+
+
+LLMEvent = Token | Done
+
+
+@runtime_checkable
+class LLMProvider(Protocol):
+    """What the chat engine needs from a language model. `LLMRuntime` is the local one; an
+    OpenAI-compatible HTTP provider will be another."""
+
+    @property
+    def info(self) -> ModelInfo | None: ...
+    @property
+    def is_chat_model(self) -> bool: ...
+    def load(self, path: Path | str, settings: LoadSettings | None = None) -> ModelInfo: ...
+    def unload(self) -> None: ...
+    def generate(
+        self,
+        prompt: str,
+        settings: GenerationSettings | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[LLMEvent]: ...
+    def format_chat(
+        self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True
+    ) -> tuple[str, list[str]]: ...
+    def count_tokens(self, text: str) -> int: ...
+    def close(self) -> None: ...
+
+
+# -- prompt formats ----------------------------------------------------------------------------
+
+# Markers that end (or start) a turn in common templates. A chat model normally ends its turn
+# with an end-of-generation token, which stops generation by itself; these catch models that
+# write the marker as plain text or run on into the next turn.
+_TURN_MARKERS = (
+    "<end_of_turn>",
+    "<start_of_turn>",
+    "<|im_end|>",
+    "<|im_start|>",
+    "<|eot_id|>",
+    "<|start_header_id|>",
+    "<|end|>",
+    "<|user|>",
+    "<|endoftext|>",
+    "<|END_OF_TURN_TOKEN|>",
+    "</s>",
+    "[INST]",
+)
+
+# Base models continue documents. "Question:/Answer:" pairs are everywhere in what they were
+# trained on (FAQ pages, exams, QA datasets, the prompts of most benchmarks), so a base model
+# continues "Answer:" with an answer and then starts the next "Question:", which is where we
+# stop it. "User:/Assistant:" transcripts are rarer in web text and invite role-play.
+COMPLETION_STOPS = ("\nQuestion:", "\nUser:", "\nAnswer:")
+
+
+def _check_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+        raise ValueError("messages must be a list of {'role', 'content'} mappings")
+    checked = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping) or not isinstance(m.get("role"), str):
+            raise ValueError(f"message {i} needs a string 'role'")
+        if not isinstance(m.get("content"), str):
+            raise ValueError(f"message {i} needs a string 'content'")
+        checked.append(dict(m))
+    return checked
+
+
+def format_completion_prompt(
+    messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True
+) -> tuple[str, list[str]]:
+    """A chat as a document a base model continues: system text as a preamble, then
+    "Question: ...\\nAnswer: ..." turns, ending with an open "Answer:"."""
+    parts: list[str] = []
+    preamble = []
+    for m in _check_messages(messages):
+        role, content = m["role"].lower(), m["content"].strip()
+        if role == "system":
+            preamble.append(content)
+        elif role == "user":
+            parts.append(f"Question: {content}")
+        elif role == "assistant":
+            parts.append(f"Answer: {content}")
+        else:
+            parts.append(f"{m['role'].capitalize()}: {content}")
+    text = "\n\n".join(p for p in preamble if p)
+    turns = []
+    for p in parts:
+        # An answer follows its question on the next line; each Q/A pair is its own paragraph.
+        if p.startswith("Answer:") and turns and turns[-1].startswith("Question:"):
+            turns[-1] += "\n" + p
+        else:
+            turns.append(p)
+    body = "\n\n".join(turns)
+    if add_generation_prompt:
+        if turns and turns[-1].startswith("Question:"):
+            body += "\nAnswer:"
+        else:
+            body += ("\n\n" if body else "") + "Answer:"
+    prompt = f"{text}\n\n{body}" if text and body else (text or body)
+    return prompt, list(COMPLETION_STOPS)
+
+
+def _raise_exception(message: str) -> None:
+    raise ChatTemplateError(f"The chat template refused the conversation: {message}")
+
+
+def _strftime_now(fmt: str) -> str:
+    return datetime.datetime.now().strftime(fmt)
+
+
+def _tojson(value: Any, indent: int | None = None, ensure_ascii: bool = False, **_: Any) -> str:
+    # Hugging Face's tojson: no HTML escaping (Jinja's default turns '<' into \u003c).
+    return json.dumps(value, indent=indent, ensure_ascii=ensure_ascii, sort_keys=False)
+
+
+@lru_cache(maxsize=16)
+def _compile_template(template: str) -> Any:
+    import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+
+    class Sandbox(ImmutableSandboxedEnvironment):
+        # Jinja's sandbox turns an unsafe attribute into a silent Undefined (printed as "");
+        # refuse loudly instead, so a hostile template fails rather than half-renders.
+        def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
+            raise SecurityError(
+                f"access to attribute {attribute!r} of a {type(obj).__name__!r} is unsafe"
+            )
+
+    env = Sandbox(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = _strftime_now
+    try:
+        return env.from_string(template)
+    except jinja2.TemplateError as exc:
+        raise ChatTemplateError(f"The chat template does not parse: {exc}") from exc
+
+
+def render_chat_template(
+    template: str,
+    messages: Sequence[Mapping[str, str]],
+    *,
+    bos_token: str = "",
+    eos_token: str = "",
+    add_generation_prompt: bool = True,
+    **extra: Any,
+) -> str:
+    """Render a Hugging Face style Jinja chat template in the immutable sandbox: templates
+    ship inside downloaded model files, so they may not touch Python internals or mutate data."""
+    import jinja2
+
+    checked = _check_messages(messages)
+    compiled = _compile_template(template)
+    try:
+        return compiled.render(
+            messages=checked,
+            add_generation_prompt=add_generation_prompt,
+            bos_token=bos_token,
+            eos_token=eos_token,
+            **extra,
+        )
+    except ChatTemplateError:
+        raise
+    except jinja2.TemplateError as exc:  # SecurityError and UndefinedError included
+        raise ChatTemplateError(f"The chat template failed to render: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - a template can fail in many ways
+        raise ChatTemplateError(f"The chat template failed to render: {exc!r}") from exc
+
+
+def chat_stop_strings(template: str, eos_token: str = "") -> list[str]:
+    """Stop strings for a chat template: the turn markers it uses, and the EOS text."""
+    stops = [m for m in _TURN_MARKERS if m in template]
+    if eos_token and eos_token not in stops:
+        stops.append(eos_token)
+    return stops
+
+
+def format_chat(
+    messages: Sequence[Mapping[str, str]],
+    *,
+    template: str | None,
+    bos_token: str = "",
+    eos_token: str = "",
+    add_generation_prompt: bool = True,
+) -> tuple[str, list[str]]:
+    """(prompt, stop strings): the chat template when there is one, else the completion format."""
+    if not template:
+        return format_completion_prompt(messages, add_generation_prompt)
+    prompt = render_chat_template(
+        template,
+        messages,
+        bos_token=bos_token,
+        eos_token=eos_token,
+        add_generation_prompt=add_generation_prompt,
+    )
+    return prompt, chat_stop_strings(template, eos_token)
+
+
+# -- streaming text: UTF-8 and stop strings ----------------------------------------------------
+
+
+class _Utf8Stream:
+    """Token pieces are bytes; a multi-byte character can straddle tokens. Bytes are held until
+    they decode; a sequence that can never decode becomes U+FFFD (that is real garbage)."""
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def feed(self, data: bytes) -> str:
+        return self._decoder.decode(data)
+
+    def pending(self) -> bool:
+        return bool(self._decoder.getstate()[0])
+
+
+class _StopFilter:
+    """Emits text as it comes, except any tail that could be the start of a stop string, which
+    is held until the next text shows whether it is. A stop string therefore always begins in
+    the held text, never in what was emitted, and is never emitted itself."""
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self.stops = [s for s in stops if s]
+        self.held = ""
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        """(text safe to emit, whether a stop string was found)."""
+        held = self.held + text
+        if not self.stops:
+            self.held = ""
+            return held, False
+        first = -1
+        for s in self.stops:
+            i = held.find(s)
+            if i != -1 and (first == -1 or i < first):
+                first = i
+        if first != -1:
+            self.held = ""
+            return held[:first], True
+        keep = 0
+        for s in self.stops:
+            for n in range(min(len(s) - 1, len(held)), keep, -1):
+                if held.endswith(s[:n]):
+                    keep = n
+                    break
+        self.held = held[len(held) - keep :] if keep else ""
+        return held[: len(held) - keep], False
+
+    def flush(self) -> str:
+        held, self.held = self.held, ""
+        return held
+
+
+# -- the runtime -------------------------------------------------------------------------------
+
+
+class _Job:
+    """A unit of work for the worker thread: run it, or fail it (runtime closed)."""
+
+    __slots__ = ("fn", "on_fail")
+
+    def __init__(self, fn: Callable[[], None], on_fail: Callable[[BaseException], None]) -> None:
+        self.fn = fn
+        self.on_fail = on_fail
+
+
+_STOP_WORKER = object()
+_live_runtimes: weakref.WeakSet[LLMRuntime] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all_at_exit() -> None:
+    # The worker is a daemon thread: stop it before the interpreter tears llama.cpp down.
+    for rt in list(_live_runtimes):
+        try:
+            rt.close(timeout=5.0)
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
+
+
+class LLMRuntime:
+    """One loaded model, owned by one worker thread. Thread-safe; satisfies LLMProvider."""
+
+    def __init__(self, *, name: str = "folio-llm") -> None:
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._closed = False
+        self._info: ModelInfo | None = None
+        self._active_cancel: threading.Event | None = None
+        # Touched only on the worker thread:
+        self._llm: Any = None
+        self._slice = _FIRST_SLICE
+        self._thread = threading.Thread(target=self._worker, name=name, daemon=True)
+        self._thread.start()
+        _live_runtimes.add(self)
+
+    # -- public API --------------------------------------------------------------------------
+
+    @property
+    def info(self) -> ModelInfo | None:
+        return self._info
+
+    @property
+    def is_chat_model(self) -> bool:
+        info = self._info
+        return bool(info and info.is_chat_model)
+
+    def load(self, path: Path | str, settings: LoadSettings | None = None) -> ModelInfo:
+        """Load a GGUF model, freeing the current one first. On failure nothing is loaded."""
+        settings = settings or LoadSettings()
+        return self._call(lambda: self._load_now(Path(path).expanduser(), settings))
+
+    def unload(self) -> None:
+        self._call(self._free_model)
+
+    def tokenize(self, text: str, add_bos: bool = False, special: bool = False) -> list[int]:
+        """The model's own tokens for `text`. add_bos adds BOS only where the model uses one."""
+        return self._call(lambda: self._tokenize_now(text, add_bos, special))
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenize(text))
+
+    def detokenize(self, ids: Sequence[int], special: bool = False) -> str:
+        ids = [int(i) for i in ids]
+        return self._call(lambda: self._detokenize_now(ids, special))
+
+    def format_chat(
+        self,
+        messages: Sequence[Mapping[str, str]],
+        add_generation_prompt: bool = True,
+        template: str | None = None,
+    ) -> tuple[str, list[str]]:
+        """(prompt, stop strings) for the loaded model: its chat template, or the completion
+        format when it has none. `template` overrides the model's (no model needed then)."""
+        info = self._info
+        if template is None:
+            if info is None:
+                raise ModelError("No model is loaded")
+            template = info.chat_template
+        return format_chat(
+            messages,
+            template=template,
+            bos_token=info.bos_token if info else "",
+            eos_token=info.eos_token if info else "",
+            add_generation_prompt=add_generation_prompt,
+        )
+
+    def generate(
+        self,
+        prompt: str,
+        settings: GenerationSettings | None = None,
+        cancel: threading.Event | None = None,
+        *,
+        parse_special: bool = True,
+    ) -> Iterator[LLMEvent]:
+        """Stream `Token` events and one final `Done`. Setting `cancel` (or abandoning the
+        iterator) stops generation at the next slice or token; the model stays usable.
+        parse_special: text like "<end_of_turn>" in the prompt becomes the special token (what
+        rendered chat templates need)."""
+        if not isinstance(prompt, str):
+            raise TypeError("prompt must be a str")
+        settings = settings or GenerationSettings()
+        self._check_open()
+        if self._info is None:
+            raise ModelError("No model is loaded")
+        return self._stream(prompt, settings, cancel, parse_special)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop any generation, free the model and stop the worker. Safe to call twice."""
+        with self._lock:
+            first = not self._closed
+            self._closed = True
+            active = self._active_cancel
+        if active is not None:
+            active.set()
+        if first:
+            self._jobs.put(_STOP_WORKER)
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("The LLM worker did not stop within %.0f s", timeout)
+        _live_runtimes.discard(self)
+
+    def __enter__(self) -> LLMRuntime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- job plumbing ------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ModelError("The LLM runtime is closed")
+
+    def _submit(self, job: _Job) -> None:
+        with self._lock:
+            if self._closed:
+                raise ModelError("The LLM runtime is closed")
+            self._jobs.put(job)
+
+    def _call(self, fn: Callable[[], Any]) -> Any:
+        """Run fn on the worker thread and return its result (or raise its exception)."""
+        if threading.current_thread() is self._thread:
+            return fn()
+        done = threading.Event()
+        box: dict[str, Any] = {}
+
+        def run() -> None:
+            try:
+                box["result"] = fn()
+            except BaseException as exc:  # noqa: BLE001 - re-raised on the caller's thread
+                box["error"] = exc
+            finally:
+                done.set()
+
+        def fail(exc: BaseException) -> None:
+            box["error"] = exc
+            done.set()
+
+        self._submit(_Job(run, fail))
+        while not done.wait(0.5):
+            if not self._thread.is_alive():
+                raise ModelError("The LLM worker thread has stopped")
+        if "error" in box:
+            raise box["error"]
+        return box.get("result")
+
+    def _worker(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is _STOP_WORKER:
+                break
+            if self._closed:
+                job.on_fail(ModelError("The LLM runtime is closed"))
+                continue
+            try:
+                job.fn()
+            except BaseException:  # noqa: BLE001 - the worker must outlive a bad job
+                log.exception("LLM job failed")
+        try:
+            self._free_model()
+        except Exception:  # noqa: BLE001
+            log.exception("Freeing the model failed")
+        # Fail whatever was queued behind the stop.
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            if job is not _STOP_WORKER:
+                job.on_fail(ModelError("The LLM runtime is closed"))
+
+    # -- worker-side: loading ----------------------------------------------------------------
+
+    def _free_model(self) -> None:
+        llm, self._llm = self._llm, None
+        self._info = None
+        if llm is not None:
+            name = getattr(llm, "model_path", "?")
+            try:
+                llm.close()
+            finally:
+                del llm
+                gc.collect()
+            log.info("Unloaded %s", name)
+
+    def _construct(self, path: Path, settings: LoadSettings, layers: int, threads: int) -> Any:
+        import llama_cpp
+
+        return llama_cpp.Llama(
+            model_path=str(path),
+            n_ctx=settings.n_ctx,
+            n_batch=settings.batch_size,
+            n_ubatch=settings.batch_size,
+            n_threads=threads,
+            n_threads_batch=threads,
+            n_gpu_layers=layers,
+            seed=_RANDOM_SEED,
+            verbose=False,
+        )
+
+    def _load_now(self, path: Path, settings: LoadSettings) -> ModelInfo:
+        if not path.is_file():
+            raise ModelError(f"Model file not found: {path}")
+        if not is_gguf(path):
+            raise ModelError(
+                f"{path.name} is not a GGUF model file (llama.cpp loads .gguf files only)"
+            )
+        # Free the old model before the new one allocates: two models may not fit in memory.
+        self._free_model()
+
+        import llama_cpp
+
+        gpu_build = bool(llama_cpp.llama_supports_gpu_offload())
+        requested = settings.n_gpu_layers
+        layers = (-1 if gpu_build else 0) if requested == "auto" else int(requested)
+        threads = settings.threads or default_threads()
+        notes: list[str] = []
+        started = time.perf_counter()
+        try:
+            llm = self._construct(path, settings, layers, threads)
+        except Exception as exc:  # noqa: BLE001 - llama.cpp reports failures as ValueError etc.
+            if layers == 0:
+                raise ModelError(f"llama.cpp could not load {path.name}: {exc}") from exc
+            log.warning("Loading %s on %s GPU layers failed (%s); using CPU", path, layers, exc)
+            notes.append(f"GPU load failed: {exc}; running on CPU")
+            gc.collect()
+            try:
+                llm = self._construct(path, settings, 0, threads)
+            except Exception as exc2:  # noqa: BLE001
+                raise ModelError(f"llama.cpp could not load {path.name}: {exc2}") from exc2
+            layers = 0
+        load_seconds = time.perf_counter() - started
+
+        try:
+            info = self._describe(llm, path, settings, layers, threads, gpu_build, notes)
+        except Exception:
+            llm.close()
+            raise
+        info = replace(info, load_seconds=load_seconds)
+        self._llm = llm
+        self._info = info
+        self._slice = _FIRST_SLICE
+        log.info(
+            "Loaded %s (%s, n_ctx %d, %s, %d threads) in %.2f s%s",
+            info.name,
+            info.architecture,
+            info.n_ctx,
+            info.device,
+            info.threads,
+            load_seconds,
+            "".join(f"; {n}" for n in info.notes),
+        )
+        return info
+
+    def _describe(
+        self,
+        llm: Any,
+        path: Path,
+        settings: LoadSettings,
+        layers: int,
+        threads: int,
+        gpu_build: bool,
+        notes: list[str],
+    ) -> ModelInfo:
+        import llama_cpp
+
+        meta: dict[str, str] = dict(getattr(llm, "metadata", None) or {})
+        arch = meta.get("general.architecture") or "unknown"
+        try:
+            n_ctx_train = int(meta.get(f"{arch}.context_length", 0))
+        except ValueError:
+            n_ctx_train = 0
+        n_ctx_train = n_ctx_train or int(llama_cpp.llama_model_n_ctx_train(llm.model))
+        n_layer = int(llama_cpp.llama_model_n_layer(llm.model))
+        if layers != 0 and not gpu_build:
+            notes.append(
+                f"GPU offload requested ({layers} layers) but this llama.cpp build has no GPU "
+                "support; running on CPU"
+            )
+        offloaded = 0
+        if layers != 0 and gpu_build:
+            offloaded = n_layer + 1 if layers < 0 else min(layers, n_layer + 1)
+        n_ctx = int(llm.n_ctx())
+        if n_ctx_train and n_ctx > n_ctx_train:
+            notes.append(
+                f"context {n_ctx} exceeds the model's training context {n_ctx_train}; "
+                "answers may degrade past it"
+            )
+        vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        return ModelInfo(
+            path=path,
+            name=meta.get("general.name") or path.stem,
+            n_ctx=n_ctx,
+            n_ctx_train=n_ctx_train,
+            device="gpu" if offloaded else "cpu",
+            gpu_layers=offloaded,
+            threads=threads,
+            chat_template=meta.get("tokenizer.chat_template") or None,
+            bos_token=self._special_text(vocab, llama_cpp.llama_vocab_bos(vocab)),
+            eos_token=self._special_text(vocab, llama_cpp.llama_vocab_eos(vocab)),
+            architecture=arch,
+            load_seconds=0.0,
+            notes=tuple(notes),
+            batch_size=min(settings.batch_size, n_ctx),
+            n_params=int(llama_cpp.llama_model_n_params(llm.model)),
+            size_bytes=path.stat().st_size,
+        )
+
+    @staticmethod
+    def _special_text(vocab: Any, token: int) -> str:
+        if token is None or token < 0:
+            return ""
+        return _piece(vocab, token, special=True).decode("utf-8", errors="replace")
+
+    # -- worker-side: tokens -----------------------------------------------------------------
+
+    def _require_llm(self) -> Any:
+        if self._llm is None:
+            raise ModelError("No model is loaded")
+        return self._llm
+
+    def _tokenize_now(self, text: str, add_bos: bool, special: bool) -> list[int]:
+        llm = self._require_llm()
+        return list(llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special))
+
+    def _detokenize_now(self, ids: list[int], special: bool) -> str:
+        import llama_cpp
+
+        llm = self._require_llm()
+        if not ids:
+            return ""
+        vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        arr = (llama_cpp.llama_token * len(ids))(*ids)
+        size = max(64, len(ids) * 8)
+        for _ in range(2):
+            buf = ctypes.create_string_buffer(size)
+            n = llama_cpp.llama_detokenize(vocab, arr, len(ids), buf, size, False, special)
+            if n >= 0:
+                return buf.raw[:n].decode("utf-8", errors="replace")
+            size = -n
+        raise ModelError("detokenize failed")
+
+    def _prompt_tokens(self, llm: Any, prompt: str, parse_special: bool) -> list[int]:
+        import llama_cpp
+
+        tokens = list(llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=parse_special))
+        vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        bos = llama_cpp.llama_vocab_bos(vocab)
+        # BOS once: a rendered chat template usually writes it as text already.
+        wants_bos = bool(llama_cpp.llama_vocab_get_add_bos(vocab)) and bos >= 0
+        if wants_bos and (not tokens or tokens[0] != bos):
+            tokens.insert(0, bos)
+        return tokens
+
+    # -- worker-side: generation -------------------------------------------------------------
+
+    def _stream(
+        self,
+        prompt: str,
+        settings: GenerationSettings,
+        cancel: threading.Event | None,
+        parse_special: bool,
+    ) -> Iterator[LLMEvent]:
+        events: queue.SimpleQueue[LLMEvent] = queue.SimpleQueue()
+        abandon = threading.Event()  # set when the consumer stops iterating early
+
+        def cancelled() -> bool:
+            return abandon.is_set() or (cancel is not None and cancel.is_set()) or self._closed
+
+        def run() -> None:
+            with self._lock:
+                self._active_cancel = abandon
+            try:
+                self._generate_now(prompt, settings, parse_special, cancelled, events.put)
+            except BaseException as exc:  # noqa: BLE001 - always end with Done
+                log.exception("Generation failed")
+                events.put(Done("error", error=str(exc) or repr(exc)))
+            finally:
+                with self._lock:
+                    self._active_cancel = None
+
+        def fail(exc: BaseException) -> None:
+            events.put(Done("error", error=str(exc)))
+
+        try:
+            self._submit(_Job(run, fail))
+            while True:
+                try:
+                    event = events.get(timeout=0.5)
+                except queue.Empty:
+                    if not self._thread.is_alive():
+                        yield Done("error", error="The LLM worker thread has stopped")
+                        return
+                    continue
+                yield event
+                if isinstance(event, Done):
+                    return
+        finally:
+            abandon.set()
+
+    def _generate_now(
+        self,
+        prompt: str,
+        settings: GenerationSettings,
+        parse_special: bool,
+        cancelled: Callable[[], bool],
+        emit: Callable[[LLMEvent], None],
+    ) -> None:
+        import llama_cpp
+
+        started = time.perf_counter()
+        llm = self._llm
+        if llm is None:
+            emit(Done("error", error="No model is loaded"))
+            return
+        tokens = self._prompt_tokens(llm, prompt, parse_special)
+        n_prompt = len(tokens)
+        n_ctx = int(llm.n_ctx())
+        if n_prompt >= n_ctx:
+            emit(
+                Done(
+                    "error",
+                    prompt_tokens=n_prompt,
+                    error=f"The prompt is {n_prompt} tokens but the context holds {n_ctx}",
+                )
+            )
+            return
+
+        def finish(reason: FinishReason, **kw: Any) -> None:
+            emit(Done(reason, prompt_tokens=n_prompt, seconds=time.perf_counter() - started, **kw))
+
+        if cancelled():
+            finish("cancelled")
+            return
+        try:
+            cached = self._prefill(llm, tokens, cancelled, seeded=settings.seed is not None)
+        except Exception as exc:  # noqa: BLE001
+            log.exception("Prompt evaluation failed")
+            llm.reset()
+            finish("error", error=f"Prompt evaluation failed: {exc}")
+            return
+        prefill_done = time.perf_counter()
+        prefill_seconds = prefill_done - started
+        if cached is None:
+            finish("cancelled", prefill_seconds=prefill_seconds)
+            return
+
+        vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        llm.set_seed(settings.seed if settings.seed is not None else _RANDOM_SEED)
+        sampler = llm.generate(
+            tokens,
+            top_k=settings.top_k,
+            top_p=settings.top_p,
+            min_p=settings.min_p,
+            temp=settings.temperature,
+            repeat_penalty=settings.repeat_penalty,
+        )
+        text = _Utf8Stream()
+        stops = _StopFilter(settings.stop)
+        ids: list[int] = []
+        ttft: float | None = None
+        reason: FinishReason = "stop"
+        stop_hit = False
+        error: str | None = None
+        try:
+            while True:
+                if cancelled():
+                    reason = "cancelled"
+                    break
+                if ids and llm.n_tokens >= n_ctx:
+                    reason = "length"  # the next token would not fit in the context
+                    break
+                token = int(next(sampler))
+                if ttft is None:
+                    ttft = time.perf_counter() - started
+                if llama_cpp.llama_vocab_is_eog(vocab, token):
+                    reason = "stop"
+                    break
+                ids.append(token)
+                piece = text.feed(_piece(vocab, token))
+                if piece:
+                    out, stop_hit = stops.feed(piece)
+                    if out:
+                        emit(Token(out))
+                    if stop_hit:
+                        reason = "stop"
+                        break
+                if len(ids) >= settings.max_tokens:
+                    reason = "length"
+                    break
+        except Exception as exc:  # noqa: BLE001
+            log.exception("Generation failed")
+            llm.reset()
+            reason, error = "error", f"Generation failed: {exc}"
+        finally:
+            sampler.close()
+        if not stop_hit:
+            rest = stops.flush()
+            if rest:
+                emit(Token(rest))
+        end = time.perf_counter()
+        decode_seconds = end - prefill_done
+        finish(
+            reason,
+            completion_tokens=len(ids),
+            ttft_seconds=ttft,
+            tokens_per_second=len(ids) / decode_seconds if ids and decode_seconds > 0 else 0.0,
+            prefill_seconds=prefill_seconds,
+            cached_tokens=cached,
+            error=error,
+            token_ids=tuple(ids),
+        )
+
+    def _prefill(
+        self, llm: Any, tokens: list[int], cancelled: Callable[[], bool], *, seeded: bool
+    ) -> int | None:
+        """Evaluate the prompt in slices of about PREFILL_SLICE_SECONDS, checking `cancelled`
+        between them. Returns the number of prompt tokens reused from the KV cache, or None
+        when cancelled (what was evaluated stays cached for the next prompt).
+
+        The logits depend on how the prompt was cut into batches (by up to ~1.0 on the starter
+        model): llama.cpp runs different kernels for different batch sizes. A reused prefix was cut by an earlier
+        call, and adaptive slices depend on timing, so a seeded run starts from an empty cache
+        and cuts the prompt the same way every time: same seed, same prompt, same text."""
+        reuse = 0 if seeded else self._reusable_prefix(llm, tokens)
+        if reuse:
+            llm.n_tokens = reuse
+        else:
+            llm.reset()
+        pos = reuse
+        while pos < len(tokens):
+            if cancelled():
+                return None
+            n = min(_SEEDED_SLICE if seeded else self._slice, len(tokens) - pos)
+            t0 = time.perf_counter()
+            llm.eval(tokens[pos : pos + n])
+            elapsed = time.perf_counter() - t0
+            pos += n
+            if not seeded and n >= _MIN_SLICE and elapsed > 0:
+                # Aim each slice at the target time; grow at most 2x per step.
+                ideal = int(n * PREFILL_SLICE_SECONDS / elapsed)
+                self._slice = max(_MIN_SLICE, min(ideal, self._slice * 2, int(llm.n_batch)))
+        return reuse
+
+    @staticmethod
+    def _reusable_prefix(llm: Any, tokens: list[int]) -> int:
+        """How many leading prompt tokens the KV cache already holds and can keep. At least
+        the last prompt token is always re-evaluated, to get fresh logits to sample from."""
+        import llama_cpp
+        import numpy as np
+
+        n_cached = int(llm.n_tokens)
+        if n_cached == 0 or len(tokens) < 2:
+            return 0
+        n = min(n_cached, len(tokens) - 1)
+        cached = np.asarray(llm.input_ids[:n])
+        wanted = np.asarray(tokens[:n], dtype=cached.dtype)
+        mismatch = np.flatnonzero(cached != wanted)
+        common = int(mismatch[0]) if mismatch.size else n
+        if common == 0:
+            return 0
+        mem = llama_cpp.llama_get_memory(llm.ctx)
+        if mem is None:
+            return 0
+        # A sliding-window cache that has dropped early positions cannot be rewound.
+        if llama_cpp.llama_memory_seq_pos_min(mem, 0) > 0:
+            return 0
+        if not llama_cpp.llama_memory_seq_rm(mem, -1, common, -1):
+            return 0  # recurrent models cannot drop a suffix
+        return common
+
+
+def _piece(vocab: Any, token: int, special: bool = False) -> bytes:
+    """The bytes of one token (special tokens render as "" unless `special`)."""
+    import llama_cpp
+
+    size = 64
+    for _ in range(2):
+        buf = ctypes.create_string_buffer(size)
+        n = llama_cpp.llama_token_to_piece(vocab, token, buf, size, 0, special)
+        if n >= 0:
+            return buf.raw[:n]
+        size = -n
+    return b""
