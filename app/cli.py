@@ -31,6 +31,16 @@ def _library_arg(parser: argparse.ArgumentParser, top: bool = False) -> None:
     )
 
 
+def _model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", metavar="PATH",
+                        help="GGUF model file (default: the starter model)")
+    parser.add_argument("--ctx", type=int, default=None, metavar="N",
+                        help="context length in tokens (default 4096)")
+    parser.add_argument("--max-tokens", type=int, metavar="N", help="longest answer")
+    parser.add_argument("--temperature", type=float, metavar="T")
+    parser.add_argument("--seed", type=int, metavar="N")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="folio",
@@ -92,6 +102,53 @@ def build_parser() -> argparse.ArgumentParser:
     _library_arg(p)
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("ask", help="answer a question from the documents, with sources")
+    _library_arg(p)
+    _model_args(p)
+    p.add_argument("question", nargs="+", metavar="QUESTION")
+    p.add_argument("--collection", action="append", default=[], metavar="NAME",
+                   help="answer from this collection only (repeatable)")
+    p.add_argument("--doc", action="append", default=[], metavar="PATH",
+                   help="answer from this document only (repeatable)")
+    p.add_argument("--no-docs", action="store_true", help="chat without the documents")
+    p.add_argument("--chat", type=int, metavar="ID", help="continue this chat")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser("chat", help="an interactive chat in the terminal")
+    _library_arg(p)
+    _model_args(p)
+    p.add_argument("--chat", type=int, metavar="ID", help="continue this chat")
+    p.add_argument("--collection", action="append", default=[], metavar="NAME")
+    p.add_argument("--no-docs", action="store_true", help="chat without the documents")
+
+    p = sub.add_parser("summarize", help="summarise a whole document")
+    _library_arg(p)
+    _model_args(p)
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--json", action="store_true")
+
+    chats = sub.add_parser("chats", help="list, show, rename, delete, search or export chats")
+    _library_arg(chats)
+    csub = chats.add_subparsers(dest="chats_command", metavar="ACTION")
+    p = csub.add_parser("list", help="list chats (newest first)")
+    _library_arg(p)
+    p.add_argument("--search", metavar="TEXT", help="only chats whose text contains this")
+    p.add_argument("--json", action="store_true")
+    p = csub.add_parser("show", help="print a chat as Markdown with its citations")
+    _library_arg(p)
+    p.add_argument("id", type=int)
+    p = csub.add_parser("export", help="write a chat to a Markdown file")
+    _library_arg(p)
+    p.add_argument("id", type=int)
+    p.add_argument("output", metavar="FILE.md")
+    p = csub.add_parser("rename", help="rename a chat")
+    _library_arg(p)
+    p.add_argument("id", type=int)
+    p.add_argument("title")
+    p = csub.add_parser("delete", help="delete a chat")
+    _library_arg(p)
+    p.add_argument("id", type=int)
+
     p = sub.add_parser("reindex", help="rebuild every vector, e.g. with another embedder")
     _library_arg(p)
     p.add_argument("--embedder", metavar="NAME_OR_DIR",
@@ -111,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.command == "docs" and not getattr(args, "docs_command", None):
         parser.parse_args(["docs", "--help"])
+    if args.command == "chats" and not getattr(args, "chats_command", None):
+        parser.parse_args(["chats", "--help"])
     handler = {
         "ingest": cmd_ingest,
         "search": cmd_search,
@@ -118,12 +177,17 @@ def main(argv: list[str] | None = None) -> int:
         "collections": cmd_collections,
         "info": cmd_info,
         "reindex": cmd_reindex,
+        "ask": cmd_ask,
+        "chat": cmd_chat,
+        "summarize": cmd_summarize,
+        "chats": cmd_chats,
     }[args.command]
     from app.core.library import LibraryError
+    from app.core.models import ModelError
 
     try:
         return handler(args)
-    except LibraryError as exc:
+    except (LibraryError, ModelError) as exc:
         print(f"folio: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -348,6 +412,222 @@ def cmd_reindex(args) -> int:
         print(f"re-indexed {summary.ingested} documents with {name} "
               f"({len(summary.failed)} failed)")
     return 1 if summary.failed else 0
+
+
+def _folio(args):
+    from app.core.engine import DEFAULT_CONTEXT, Folio
+
+    return Folio(_library_path(args), model_path=getattr(args, "model", None),
+                 n_ctx=getattr(args, "ctx", None) or DEFAULT_CONTEXT)
+
+
+def _overrides(args) -> dict:
+    out = {}
+    for key in ("max_tokens", "temperature", "seed"):
+        value = getattr(args, key, None)
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def _scope(args) -> dict:
+    if getattr(args, "no_docs", False):
+        return {"mode": "none"}
+    if getattr(args, "doc", None):
+        return {"mode": "documents", "documents": args.doc}
+    if getattr(args, "collection", None):
+        return {"mode": "collections", "collections": args.collection}
+    return {"mode": "all"}
+
+
+def _format_source(s: dict) -> str:
+    where = ""
+    if s.get("page"):
+        where = f", p. {s['page']}"
+        if s.get("page_end") and s["page_end"] != s["page"]:
+            where = f", pp. {s['page']}-{s['page_end']}"
+    section = f" ({s['section']})" if s.get("section") else ""
+    return f"[{s['n']}] {s['path']}{where}{section}"
+
+
+def _stream_answer(events, *, quiet: bool) -> dict:
+    """Print tokens as they come (unless quiet) and return the final state."""
+    result = {"answer": "", "sources": [], "stats": {}, "error": None, "message_id": None}
+    for ev in events:
+        if ev.kind == "token" and not quiet:
+            sys.stdout.write(ev.text)
+            sys.stdout.flush()
+        elif ev.kind == "done":
+            result.update(answer=ev.text, sources=ev.sources, stats=ev.stats,
+                          message_id=ev.message_id)
+        elif ev.kind == "error":
+            result["error"] = ev.text
+    if not quiet:
+        sys.stdout.write("\n")
+        if result["sources"]:
+            print("\nSources:")
+            for s in result["sources"]:
+                print("  " + _format_source(s))
+    return result
+
+
+def _with_cancel(run):
+    """Run `run(cancel)`; the first Ctrl+C stops the answer cleanly, keeping what was said."""
+    cancel = threading.Event()
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum, frame):
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        return run(cancel)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def cmd_ask(args) -> int:
+    import time
+
+    folio = _folio(args)
+    try:
+        started = time.monotonic()
+        store = folio.store
+        if args.chat:
+            chat_id = store.get_chat(args.chat).id
+            store.update_chat(chat_id, scope=_scope(args))
+        else:
+            chat_id = store.create_chat(scope=_scope(args)).id
+        engine = folio.chat
+        question = " ".join(args.question)
+        result = _with_cancel(lambda cancel: _stream_answer(
+            engine.ask(chat_id, question, cancel=cancel, overrides=_overrides(args)),
+            quiet=args.json))
+        if args.json:
+            _print_json({
+                "answer": result["answer"],
+                "sources": [
+                    {k: s.get(k) for k in ("path", "page", "page_end", "section", "score",
+                                           "text")}
+                    for s in result["sources"]
+                ],
+                "cited": result["stats"].get("cited", []),
+                "model": folio.runtime.info.name,
+                "prompt_tokens": result["stats"].get("prompt_tokens", 0),
+                "completion_tokens": result["stats"].get("completion_tokens", 0),
+                "seconds": round(time.monotonic() - started, 3),
+                "chat_id": chat_id,
+                "error": result["error"],
+            })
+        elif result["error"]:
+            print(f"folio: {result['error']}", file=sys.stderr)
+        return 1 if result["error"] else 0
+    finally:
+        folio.close()
+
+
+def cmd_chat(args) -> int:
+    folio = _folio(args)
+    try:
+        store = folio.store
+        chat = store.get_chat(args.chat) if args.chat else store.create_chat(scope=_scope(args))
+        engine = folio.chat
+        print(f"Folio chat {chat.id} with {folio.runtime.info.name}. Type a question; "
+              "/new starts a new chat, /regen answers again, /quit leaves. "
+              "Ctrl+C stops an answer.")
+        for m in store.messages(chat.id):
+            who = "you" if m.role == "user" else "folio"
+            print(f"{who}> {m.content}")
+        while True:
+            try:
+                line = input("you> ").strip()
+            except (EOFError, KeyboardInterrupt):
+                print()
+                return 0
+            if not line:
+                continue
+            if line in ("/quit", "/exit"):
+                return 0
+            if line == "/new":
+                chat = store.create_chat(scope=_scope(args))
+                print(f"(new chat {chat.id})")
+                continue
+            if line == "/regen":
+                events = lambda cancel: engine.regenerate(chat.id, cancel=cancel)  # noqa: E731
+            else:
+                events = lambda cancel, q=line: engine.ask(chat.id, q, cancel=cancel)  # noqa: E731
+            sys.stdout.write("folio> ")
+            result = _with_cancel(lambda cancel: _stream_answer(events(cancel), quiet=False))
+            if result["error"]:
+                print(f"(error: {result['error']})")
+    finally:
+        folio.close()
+
+
+def cmd_summarize(args) -> int:
+    folio = _folio(args)
+    try:
+        engine = folio.chat
+        tty = sys.stderr.isatty() and not args.json
+
+        def run(cancel):
+            final = {"text": "", "error": None, "stats": {}}
+            for ev in engine.summarize(args.path, cancel=cancel):
+                if ev.kind == "progress" and tty:
+                    sys.stderr.write(f"\r{ev.text} ({ev.done}/{ev.total})\033[K")
+                    sys.stderr.flush()
+                elif ev.kind == "done":
+                    final.update(text=ev.text, stats=ev.stats)
+                elif ev.kind == "error":
+                    final["error"] = ev.text
+            _clear_line(tty)
+            return final
+
+        final = _with_cancel(run)
+        if args.json:
+            _print_json({"path": args.path, "summary": final["text"], "error": final["error"],
+                         **{k: v for k, v in final["stats"].items() if k != "document"}})
+        elif final["error"]:
+            print(f"folio: {final['error']}", file=sys.stderr)
+        else:
+            print(final["text"])
+        return 1 if final["error"] else 0
+    finally:
+        folio.close()
+
+
+def cmd_chats(args) -> int:
+    from app.core.history import ChatStore
+
+    store = ChatStore.for_library(_library_path(args))
+    try:
+        if args.chats_command == "list":
+            chats = store.list_chats(args.search)
+            if args.json:
+                _print_json([{"id": c.id, "title": c.title, "updated_at": c.updated_at}
+                             for c in chats])
+            for c in chats if not args.json else ():
+                print(f"{c.id:5}  {c.title}")
+            return 0
+        try:
+            store.get_chat(args.id)
+        except KeyError:
+            print(f"folio: there is no chat {args.id}", file=sys.stderr)
+            return 1
+        if args.chats_command == "show":
+            print(store.export_markdown(args.id))
+        elif args.chats_command == "export":
+            Path(args.output).write_text(store.export_markdown(args.id), "utf-8")
+            print(f"wrote {args.output}")
+        elif args.chats_command == "rename":
+            store.rename_chat(args.id, args.title)
+        elif args.chats_command == "delete":
+            store.delete_chat(args.id)
+        return 0
+    finally:
+        store.close()
 
 
 if __name__ == "__main__":  # pragma: no cover
