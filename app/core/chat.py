@@ -28,6 +28,19 @@ NOTHING_FOUND = (
     "Try rephrasing the question, or check that the right documents are in the library."
 )
 CITATION = re.compile(r"\[(\d{1,3})\]")
+# Chat-template control tokens (<|im_end|>, <end_of_turn>, [INST]...) written in a document or
+# a question must stay text: the runtime parses special tokens in the rendered prompt.
+_CONTROL = re.compile(
+    r"<(\|[^<>|\n]{1,40}\||/?(?:start_of_turn|end_of_turn|bos|eos|s|pad|unk|mask)\b)>"
+    r"|\[(/?INST|/?SYS)\]"
+)
+
+
+def defuse(text: str) -> str:
+    """Break control-token spellings with a zero-width space so they tokenize as text."""
+    return _CONTROL.sub(
+        lambda m: f"<\u200b{m.group(1)}>" if m.group(1) else f"[\u200b{m.group(2)}]", text
+    )
 # A base model continues a transcript; these end its answer where a new turn would begin.
 COMPLETION_STOPS = ["\nQuestion:", "\nSources:", "\n\n\n", "\nUser:", "<end_of_turn>"]
 
@@ -326,6 +339,11 @@ class ChatEngine:
     ) -> tuple[str, list[str]]:
         info = self.llm.info
         system = self.prompts.render("system")
+        question = defuse(question)
+        sources = [{**s, "text": defuse(s["text"]), "section": defuse(s.get("section") or "")}
+                   for s in sources]
+        turns = [_Turn(defuse(t.question), defuse(t.answer), t.answer_id) for t in turns]
+        summary = defuse(summary)
         context = self.prompts.render("context", sources=sources) if sources else ""
         if info is not None and info.chat_template:
             if summary:
