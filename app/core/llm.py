@@ -7,13 +7,12 @@ waits for (or streams) the result. Calls from any thread are serialised; there i
 model in memory (switching frees the old one before the new one loads).
 
 Generation is a generator of events (`Token`, then one `Done`) that the caller iterates on its
-own thread while the worker produces into a queue. The prompt is evaluated in slices sized
-(from the measured rate) to take about 75 ms each, with the cancel flag checked between slices
-and between tokens, so a cancel lands within one slice or one token (under 200 ms) even during
-a long prompt. Smaller slices would cancel faster but read the prompt slower (on 1 CPU thread,
-8-token slices run at ~55% of full speed, 16 at ~75%, 64 at ~97%); on a GPU the slices grow to
-the batch size. The model stays usable after a cancel: the KV cache keeps what was evaluated,
-and the next prompt reuses the longest common prefix instead of starting over.
+own thread while the worker produces into a queue. The prompt is evaluated in full batches, as
+plain llama.cpp does (slicing it small to check a cancel flag cost ~40% of prompt speed), and
+llama.cpp's abort callback checks the cancel flag while a batch is computed, so a cancel lands
+within milliseconds even in a long prompt; between tokens the flag is checked too. The model
+stays usable after a cancel: the KV cache keeps the completed batches, and the next prompt
+reuses the longest common prefix instead of starting over.
 
 Chat models are prompted with the GGUF's own Jinja chat template, rendered in Jinja's immutable
 sandbox (templates come from downloaded files). Base models without a template, like the
@@ -48,10 +47,6 @@ log = logging.getLogger(__name__)
 
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 
-PREFILL_SLICE_SECONDS = 0.075  # target time per prompt slice: the cancel latency during prefill
-_FIRST_SLICE = 16
-_SEEDED_SLICE = 16  # seeded runs cut prompts the same way every time (see _prefill)
-_MIN_SLICE = 8
 _RANDOM_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: llama.cpp picks a random seed
 
 
@@ -517,7 +512,8 @@ class LLMRuntime:
         self._active_cancel: threading.Event | None = None
         # Touched only on the worker thread:
         self._llm: Any = None
-        self._slice = _FIRST_SLICE
+        self._abort_check: Callable[[], bool] | None = None
+        self._abort_callback: Any = None  # the ctypes callback; kept alive with the model
         self._thread = threading.Thread(target=self._worker, name=name, daemon=True)
         self._thread.start()
         _live_runtimes.add(self)
@@ -749,7 +745,7 @@ class LLMRuntime:
         info = replace(info, load_seconds=load_seconds)
         self._llm = llm
         self._info = info
-        self._slice = _FIRST_SLICE
+        self._install_abort_callback(llm)
         log.info(
             "Loaded %s (%s, n_ctx %d, %s, %d threads) in %.2f s%s",
             info.name,
@@ -1024,33 +1020,51 @@ class LLMRuntime:
     def _prefill(
         self, llm: Any, tokens: list[int], cancelled: Callable[[], bool], *, seeded: bool
     ) -> int | None:
-        """Evaluate the prompt in slices of about PREFILL_SLICE_SECONDS, checking `cancelled`
-        between them. Returns the number of prompt tokens reused from the KV cache, or None
-        when cancelled (what was evaluated stays cached for the next prompt).
+        """Evaluate the prompt in full batches, as llama.cpp does on its own, while its abort
+        callback watches `cancelled`: a cancel stops the batch being computed within a few
+        milliseconds. Returns the number of prompt tokens reused from the KV cache, or None
+        when cancelled (the batches completed so far stay cached for the next prompt).
 
-        The logits depend on how the prompt was cut into batches (by up to ~1.0 on the starter
-        model): llama.cpp runs different kernels for different batch sizes. A reused prefix was cut by an earlier
-        call, and adaptive slices depend on timing, so a seeded run starts from an empty cache
-        and cuts the prompt the same way every time: same seed, same prompt, same text."""
+        The logits depend on how the prompt was cut into batches (llama.cpp runs different
+        kernels for different batch sizes), and a reused prefix was cut by an earlier call, so
+        a seeded run starts from an empty cache: same seed, same prompt, same text."""
         reuse = 0 if seeded else self._reusable_prefix(llm, tokens)
         if reuse:
             llm.n_tokens = reuse
         else:
             llm.reset()
-        pos = reuse
-        while pos < len(tokens):
-            if cancelled():
+        if cancelled():
+            return None
+        self._abort_check = cancelled
+        try:
+            llm.eval(tokens[reuse:])
+        except RuntimeError:
+            if cancelled():  # llama_decode returned 2: aborted by the callback
                 return None
-            n = min(_SEEDED_SLICE if seeded else self._slice, len(tokens) - pos)
-            t0 = time.perf_counter()
-            llm.eval(tokens[pos : pos + n])
-            elapsed = time.perf_counter() - t0
-            pos += n
-            if not seeded and n >= _MIN_SLICE and elapsed > 0:
-                # Aim each slice at the target time; grow at most 2x per step.
-                ideal = int(n * PREFILL_SLICE_SECONDS / elapsed)
-                self._slice = max(_MIN_SLICE, min(ideal, self._slice * 2, int(llm.n_batch)))
+            raise
+        finally:
+            self._abort_check = None
         return reuse
+
+    def _install_abort_callback(self, llm: Any) -> None:
+        """Let llama.cpp ask, while it computes a batch, whether to stop (CPU backend: between
+        graph nodes; GPU backends: between batches)."""
+        import llama_cpp
+
+        def should_abort(_data: Any) -> bool:
+            check = self._abort_check
+            try:
+                return bool(check and check())
+            except Exception:  # noqa: BLE001 - never raise into C
+                return False
+
+        callback = llama_cpp.ggml_abort_callback(should_abort)
+        try:
+            llama_cpp.llama_set_abort_callback(llm._ctx.ctx, callback, None)
+        except Exception as exc:  # noqa: BLE001 - older bindings: cancel between tokens only
+            log.warning("llama.cpp abort callback unavailable (%s)", exc)
+            return
+        self._abort_callback = callback
 
     @staticmethod
     def _reusable_prefix(llm: Any, tokens: list[int]) -> int:
