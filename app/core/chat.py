@@ -83,6 +83,7 @@ def source_dict(n: int, r: SearchResult) -> dict:
         "n": n, "path": r.path, "page": r.page, "page_end": r.page_end, "section": r.section,
         "score": r.score, "similarity": r.similarity, "text": r.text, "title": r.title,
         "name": Path(r.path).name, "chunk_id": r.chunk_id,
+        "char_start": r.char_start, "char_end": r.char_end,
     }
 
 
