@@ -1,0 +1,229 @@
+"""The window's settings: typed, with their defaults in one place and a schema version.
+
+Stored as JSON in `<data dir>/settings.json`. Loading is forgiving, because a settings file
+that stops the app from starting is worse than a lost preference: unknown keys are ignored,
+a value of the wrong type or out of range falls back to its default (with a warning in the
+log), and an unreadable file is set aside as `settings.json.bad` and the defaults are used.
+Saving writes a temp file and renames it over the old one, so a crash never leaves half a file.
+
+Older files are brought up to date by `migrate()`, one schema step at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from app.core.chat import ChatConfig
+from app.core.paths import data_dir, default_library
+from app.core.splitter import SplitterConfig
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+THEMES = ("system", "light", "dark")
+DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
+
+# Valid ranges, shared with the settings dialog so its widgets cannot offer what load rejects.
+CHUNK_TOKENS_RANGE = (32, 2048)
+RETRIEVAL_K_RANGE = (1, 50)
+N_CTX_RANGE = (0, 1_048_576)  # 0: the model's own training context
+
+
+def settings_path() -> Path:
+    return data_dir() / "settings.json"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass
+class AppSettings:
+    schema_version: int = SCHEMA_VERSION
+    library: str = field(default_factory=lambda: str(default_library()))
+    embedder: str = DEFAULT_EMBEDDER  # a known name or a model folder
+    chunk_tokens: int = 200
+    overlap_tokens: int = 40
+    retrieval_k: int = 5
+    mmr: bool = True
+    min_similarity: float = 0.25
+    theme: str = "system"
+    model_path: str | None = None  # None: the starter model
+    n_ctx: int = 4096
+    n_gpu_layers: str | int = "auto"
+
+    # -- the engine's configs -------------------------------------------------------------
+
+    def splitter_config(self) -> SplitterConfig:
+        return SplitterConfig(chunk_tokens=self.chunk_tokens, overlap_tokens=self.overlap_tokens)
+
+    def chat_config(self) -> ChatConfig:
+        return ChatConfig(k=self.retrieval_k, mmr=self.mmr, min_similarity=self.min_similarity)
+
+    # -- validation -----------------------------------------------------------------------
+
+    def problems(self) -> dict[str, str]:
+        """Field name -> why its value is not acceptable. Empty when all is well."""
+        bad: dict[str, str] = {}
+        if not isinstance(self.library, str) or not self.library.strip():
+            bad["library"] = "must be a folder path"
+        if not isinstance(self.embedder, str) or not self.embedder.strip():
+            bad["embedder"] = "must be an embedder name or a model folder"
+        lo, hi = CHUNK_TOKENS_RANGE
+        if not _is_int(self.chunk_tokens) or not lo <= self.chunk_tokens <= hi:
+            bad["chunk_tokens"] = f"must be an integer from {lo} to {hi}"
+        if (
+            not _is_int(self.overlap_tokens)
+            or self.overlap_tokens < 0
+            or (_is_int(self.chunk_tokens) and self.overlap_tokens >= self.chunk_tokens)
+        ):
+            bad["overlap_tokens"] = "must be an integer from 0 to chunk_tokens - 1"
+        lo, hi = RETRIEVAL_K_RANGE
+        if not _is_int(self.retrieval_k) or not lo <= self.retrieval_k <= hi:
+            bad["retrieval_k"] = f"must be an integer from {lo} to {hi}"
+        if not isinstance(self.mmr, bool):
+            bad["mmr"] = "must be true or false"
+        if (
+            isinstance(self.min_similarity, bool)
+            or not isinstance(self.min_similarity, int | float)
+            or not -1.0 <= self.min_similarity <= 1.0
+        ):
+            bad["min_similarity"] = "must be a number from -1 to 1"
+        if self.theme not in THEMES:
+            bad["theme"] = f"must be one of {', '.join(THEMES)}"
+        if self.model_path is not None and (
+            not isinstance(self.model_path, str) or not self.model_path.strip()
+        ):
+            bad["model_path"] = "must be a file path or null"
+        lo, hi = N_CTX_RANGE
+        if not _is_int(self.n_ctx) or not lo <= self.n_ctx <= hi:
+            bad["n_ctx"] = f"must be an integer from {lo} to {hi}"
+        gl = self.n_gpu_layers
+        if gl != "auto" and (not _is_int(gl) or gl < -1):
+            bad["n_gpu_layers"] = '"auto", -1 (all) or a number of layers'
+        return bad
+
+    # -- files ----------------------------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AppSettings:
+        """Settings from a (migrated) dict: unknown keys ignored, bad values defaulted."""
+        known = {f.name for f in fields(cls)} - {"schema_version"}
+        unknown = sorted(set(data) - known - {"schema_version"})
+        if unknown:
+            log.info("settings: ignoring unknown keys %s", ", ".join(unknown))
+        settings = cls(**{k: v for k, v in data.items() if k in known})
+        if isinstance(settings.min_similarity, int) and not isinstance(
+            settings.min_similarity, bool
+        ):
+            settings.min_similarity = float(settings.min_similarity)
+        defaults = cls()
+        # The overlap is judged against the chunk size, so that is settled first.
+        for skip in ({"overlap_tokens"}, set()):
+            for name, why in settings.problems().items():
+                if name in skip:
+                    continue
+                default = getattr(defaults, name)
+                log.warning(
+                    "settings: %s = %r %s; using the default %r",
+                    name,
+                    getattr(settings, name),
+                    why,
+                    default,
+                )
+                setattr(settings, name, default)
+        return settings
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def load(cls, path: Path | str | None = None) -> AppSettings:
+        path = Path(path) if path is not None else settings_path()
+        if not path.exists():
+            return cls()
+        try:
+            data = json.loads(path.read_text("utf-8"))
+            if not isinstance(data, dict):
+                raise TypeError(f"expected a JSON object, found {type(data).__name__}")
+            data = migrate(data)
+        except (OSError, UnicodeDecodeError, ValueError, TypeError) as exc:
+            bad = path.with_name(path.name + ".bad")
+            log.warning(
+                "settings: %s is unreadable (%s); kept as %s, using defaults", path, exc, bad.name
+            )
+            try:
+                os.replace(path, bad)
+            except OSError as move_exc:
+                log.warning("settings: could not set %s aside: %s", path, move_exc)
+            return cls()
+        return cls.from_dict(data)
+
+    def save(self, path: Path | str | None = None) -> Path:
+        path = Path(path) if path is not None else settings_path()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = self.to_dict()
+        data["schema_version"] = SCHEMA_VERSION
+        text = json.dumps(data, indent=2, sort_keys=False) + "\n"
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+
+# -- migrations ---------------------------------------------------------------------------
+
+# schema_version N -> a function that turns a version-N dict into a version-(N+1) dict.
+# Version 1 is the first; add `MIGRATIONS[1] = _v1_to_v2` when the schema changes.
+MIGRATIONS: dict[int, Any] = {}
+
+
+def migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """Bring a settings dict from its schema_version up to SCHEMA_VERSION, step by step.
+
+    A file without a version is taken as version 1. A file from a newer Folio is read as is
+    (unknown keys are ignored and bad values defaulted), so a downgrade keeps working.
+    """
+    data = dict(data)
+    version = data.get("schema_version", 1)
+    if not _is_int(version) or version < 1:
+        log.warning("settings: schema_version %r is not valid; reading as version 1", version)
+        version = 1
+    if version > SCHEMA_VERSION:
+        log.warning(
+            "settings: written by a newer Folio (schema %d > %d); reading what we know",
+            version,
+            SCHEMA_VERSION,
+        )
+        data["schema_version"] = SCHEMA_VERSION
+        return data
+    while version < SCHEMA_VERSION:
+        step = MIGRATIONS.get(version)
+        if step is None:
+            raise ValueError(f"no migration from settings schema {version}")
+        data = step(dict(data))
+        version += 1
+        data["schema_version"] = version
+    data["schema_version"] = version
+    return data
+
+
+def load(path: Path | str | None = None) -> AppSettings:
+    return AppSettings.load(path)
+
+
+def save(settings: AppSettings, path: Path | str | None = None) -> Path:
+    return settings.save(path)
