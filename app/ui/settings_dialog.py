@@ -1,0 +1,440 @@
+"""The Settings dialog: library folder, embedder, chunking, retrieval, theme, prompt templates.
+
+The widgets only offer valid values (their ranges come from `app.core.settings`), so OK
+never has to refuse a number. Prompt templates are files of their own (PromptSet): Save
+stores one at once after checking that it parses; edits not yet saved are kept while the
+dialog is open and saved by OK, which stays open and shows the error if one does not parse.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QGuiApplication, QPalette
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QMessageBox,
+    QPlainTextEdit,
+    QPushButton,
+    QSpinBox,
+    QSplitter,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.core.prompts import TEMPLATES, PromptError, PromptSet
+from app.core.settings import (
+    CHUNK_TOKENS_RANGE,
+    DEFAULT_EMBEDDER,
+    RETRIEVAL_K_RANGE,
+    THEMES,
+    AppSettings,
+)
+
+log = logging.getLogger(__name__)
+
+OTHER_FOLDER = "Other folder…"
+REINDEX_NOTE = (
+    "Changing the embedder means the library must be re-indexed: every document is "
+    "embedded again with the new model."
+)
+CHUNKING_NOTE = (
+    "New chunk sizes apply to documents indexed from now on; re-index to apply "
+    "them to the whole library."
+)
+THEME_LABELS = {"system": "Follow the system", "light": "Light", "dark": "Dark"}
+
+
+def apply_theme(theme: str) -> None:
+    """Ask Qt for a light or dark palette, or go back to following the system."""
+    hints = QGuiApplication.styleHints()
+    if theme == "light":
+        hints.setColorScheme(Qt.ColorScheme.Light)
+    elif theme == "dark":
+        hints.setColorScheme(Qt.ColorScheme.Dark)
+    else:
+        hints.unsetColorScheme()
+
+
+def _known_embedders() -> list[str]:
+    try:
+        from app.core.embedder import known_specs
+
+        return list(known_specs())
+    except Exception as exc:  # noqa: BLE001 - a missing model package must not stop Settings
+        log.warning("settings: could not list embedders: %s", exc)
+        return [DEFAULT_EMBEDDER]
+
+
+def _note(text: str = "") -> QLabel:
+    label = QLabel(text)
+    label.setWordWrap(True)
+    label.setTextFormat(Qt.TextFormat.PlainText)
+    label.setAutoFillBackground(True)
+    label.setBackgroundRole(QPalette.ColorRole.ToolTipBase)
+    label.setForegroundRole(QPalette.ColorRole.ToolTipText)
+    label.setContentsMargins(6, 4, 6, 4)
+    label.hide()
+    return label
+
+
+class SettingsDialog(QDialog):
+    """Edits a copy of AppSettings; OK saves it (and any template edits), Cancel discards."""
+
+    settings_changed = Signal(object)  # AppSettings, after it has been saved
+
+    def __init__(
+        self,
+        settings: AppSettings | None = None,
+        parent: QWidget | None = None,
+        *,
+        prompts: PromptSet | None = None,
+        path: Path | str | None = None,
+    ):
+        super().__init__(parent)
+        self.setWindowTitle("Settings — Folio")
+        self.setAccessibleName("Settings")
+        self._original = settings if settings is not None else AppSettings.load(path)
+        self._path = path
+        self.prompts = prompts if prompts is not None else PromptSet()
+        self._drafts: dict[str, str] = {}  # template -> unsaved text
+        self._current_template: str | None = None
+        # Tests replace this; it returns a folder path or "".
+        self.choose_folder = lambda title, start: QFileDialog.getExistingDirectory(
+            self, title, start
+        )
+
+        self.tabs = QTabWidget(self)
+        self.tabs.addTab(self._general_tab(), "General")
+        self.tabs.addTab(self._search_tab(), "Indexing && search")
+        self.tabs.addTab(self._prompts_tab(), "Prompts")
+
+        self.button_box = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel, self
+        )
+        self.button_box.accepted.connect(self.accept)
+        self.button_box.rejected.connect(self.reject)
+        self.ok_button = self.button_box.button(QDialogButtonBox.StandardButton.Ok)
+        self.ok_button.setAccessibleName("Save settings")
+        self.button_box.button(QDialogButtonBox.StandardButton.Cancel).setAccessibleName(
+            "Discard changes"
+        )
+
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.tabs)
+        layout.addWidget(self.button_box)
+        self.resize(720, 560)
+        self._load_values(self._original)
+
+    # -- tabs -----------------------------------------------------------------------------
+
+    def _general_tab(self) -> QWidget:
+        page = QWidget()
+        form = QFormLayout(page)
+
+        self.library_edit = QLineEdit()
+        self.library_edit.setAccessibleName("Library folder")
+        self.library_edit.setClearButtonEnabled(True)
+        browse = self.browse_button = QPushButton("Browse…")
+        browse.setAccessibleName("Choose the library folder")
+        browse.clicked.connect(self._browse_library)
+        row = QHBoxLayout()
+        row.addWidget(self.library_edit, 1)
+        row.addWidget(browse)
+        label = QLabel("&Library folder:")
+        label.setBuddy(self.library_edit)
+        form.addRow(label, row)
+
+        self.embedder_combo = QComboBox()
+        self.embedder_combo.setAccessibleName("Embedder")
+        self.embedder_combo.currentIndexChanged.connect(self._embedder_chosen)
+        form.addRow("&Embedder:", self.embedder_combo)
+        self.embedder_note = _note(REINDEX_NOTE)
+        self.embedder_note.setAccessibleName("Embedder note")
+        form.addRow("", self.embedder_note)
+
+        self.theme_combo = QComboBox()
+        self.theme_combo.setAccessibleName("Theme")
+        for theme in THEMES:
+            self.theme_combo.addItem(THEME_LABELS[theme], theme)
+        form.addRow("&Theme:", self.theme_combo)
+        return page
+
+    def _search_tab(self) -> QWidget:
+        page = QWidget()
+        form = QFormLayout(page)
+        self.chunk_spin = QSpinBox()
+        self.chunk_spin.setAccessibleName("Chunk size in tokens")
+        self.chunk_spin.setRange(*CHUNK_TOKENS_RANGE)
+        self.chunk_spin.setSingleStep(50)
+        self.chunk_spin.setSuffix(" tokens")
+        self.chunk_spin.valueChanged.connect(self._chunk_changed)
+        form.addRow("&Chunk size:", self.chunk_spin)
+
+        self.overlap_spin = QSpinBox()
+        self.overlap_spin.setAccessibleName("Overlap in tokens")
+        self.overlap_spin.setRange(0, CHUNK_TOKENS_RANGE[1] - 1)
+        self.overlap_spin.setSingleStep(10)
+        self.overlap_spin.setSuffix(" tokens")
+        self.overlap_spin.setToolTip("Always less than the chunk size")
+        self.overlap_spin.valueChanged.connect(self._update_notes)
+        form.addRow("&Overlap:", self.overlap_spin)
+        self.chunk_note = _note(CHUNKING_NOTE)
+        form.addRow("", self.chunk_note)
+
+        self.k_spin = QSpinBox()
+        self.k_spin.setAccessibleName("Sources per answer")
+        self.k_spin.setRange(*RETRIEVAL_K_RANGE)
+        form.addRow("&Sources per answer:", self.k_spin)
+
+        self.mmr_check = QCheckBox("Prefer &varied sources (MMR)")
+        self.mmr_check.setAccessibleName("Prefer varied sources")
+        form.addRow("", self.mmr_check)
+        return page
+
+    def _prompts_tab(self) -> QWidget:
+        page = QWidget()
+        layout = QVBoxLayout(page)
+        intro = QLabel(
+            "Prompt templates are Jinja2. Your version replaces the default; if it "
+            "ever fails, the default is used and the error is shown here."
+        )
+        intro.setWordWrap(True)
+        layout.addWidget(intro)
+
+        split = QSplitter(Qt.Orientation.Horizontal)
+        self.template_list = QListWidget()
+        self.template_list.setAccessibleName("Prompt templates")
+        for name in TEMPLATES:
+            item = QListWidgetItem(name)
+            item.setData(Qt.ItemDataRole.UserRole, name)
+            self.template_list.addItem(item)
+        self.template_list.currentItemChanged.connect(self._template_selected)
+        split.addWidget(self.template_list)
+
+        right = QWidget()
+        rl = QVBoxLayout(right)
+        rl.setContentsMargins(0, 0, 0, 0)
+        self.template_state = QLabel()
+        self.template_state.setAccessibleName("Template state")
+        rl.addWidget(self.template_state)
+        self.template_edit = QPlainTextEdit()
+        self.template_edit.setAccessibleName("Template text")
+        self.template_edit.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        font = self.template_edit.font()
+        font.setFamily("monospace")
+        font.setStyleHint(font.StyleHint.Monospace)
+        self.template_edit.setFont(font)
+        self.template_edit.textChanged.connect(self._template_edited)
+        rl.addWidget(self.template_edit, 1)
+        self.template_error = _note()
+        self.template_error.setAccessibleName("Template error")
+        self.template_error.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        rl.addWidget(self.template_error)
+        buttons = QHBoxLayout()
+        self.template_save = QPushButton("&Save template")
+        self.template_save.setAccessibleName("Save template")
+        self.template_save.clicked.connect(self.save_current_template)
+        self.template_reset = QPushButton("&Reset to default")
+        self.template_reset.setAccessibleName("Reset template to default")
+        self.template_reset.clicked.connect(self.reset_current_template)
+        buttons.addStretch(1)
+        buttons.addWidget(self.template_reset)
+        buttons.addWidget(self.template_save)
+        rl.addLayout(buttons)
+        split.addWidget(right)
+        split.setStretchFactor(1, 1)
+        split.setSizes([160, 520])
+        layout.addWidget(split, 1)
+        return page
+
+    # -- values ---------------------------------------------------------------------------
+
+    def _load_values(self, s: AppSettings) -> None:
+        self.library_edit.setText(s.library)
+        self.embedder_combo.blockSignals(True)
+        self.embedder_combo.clear()
+        for name in _known_embedders():
+            self.embedder_combo.addItem(name, name)
+        if self.embedder_combo.findData(s.embedder) < 0:
+            self.embedder_combo.addItem(s.embedder, s.embedder)
+        self.embedder_combo.addItem(OTHER_FOLDER, None)
+        self.embedder_combo.setCurrentIndex(self.embedder_combo.findData(s.embedder))
+        self._embedder_index = self.embedder_combo.currentIndex()
+        self.embedder_combo.blockSignals(False)
+        self.theme_combo.setCurrentIndex(max(0, self.theme_combo.findData(s.theme)))
+        self.chunk_spin.setValue(s.chunk_tokens)
+        self.overlap_spin.setMaximum(s.chunk_tokens - 1)
+        self.overlap_spin.setValue(s.overlap_tokens)
+        self.k_spin.setValue(s.retrieval_k)
+        self.mmr_check.setChecked(s.mmr)
+        self.template_list.setCurrentRow(0)
+        self._update_notes()
+
+    def settings(self) -> AppSettings:
+        """The settings as the widgets show them now (fields not in the dialog unchanged)."""
+        return dataclasses.replace(
+            self._original,
+            library=self.library_edit.text().strip() or self._original.library,
+            embedder=self.embedder_combo.currentData() or self._original.embedder,
+            chunk_tokens=self.chunk_spin.value(),
+            overlap_tokens=self.overlap_spin.value(),
+            retrieval_k=self.k_spin.value(),
+            mmr=self.mmr_check.isChecked(),
+            theme=self.theme_combo.currentData(),
+        )
+
+    def _browse_library(self) -> None:
+        folder = self.choose_folder("Library folder", self.library_edit.text())
+        if folder:
+            self.library_edit.setText(folder)
+
+    def _embedder_chosen(self, index: int) -> None:
+        if self.embedder_combo.itemData(index) is None:  # "Other folder…"
+            folder = self.choose_folder("Embedder model folder", str(Path.home()))
+            self.embedder_combo.blockSignals(True)
+            if folder:
+                at = self.embedder_combo.findData(folder)
+                if at < 0:
+                    at = self.embedder_combo.count() - 1
+                    self.embedder_combo.insertItem(at, folder, folder)
+                self.embedder_combo.setCurrentIndex(at)
+            else:
+                self.embedder_combo.setCurrentIndex(self._embedder_index)
+            self.embedder_combo.blockSignals(False)
+        self._embedder_index = self.embedder_combo.currentIndex()
+        self._update_notes()
+
+    def _chunk_changed(self, value: int) -> None:
+        # Lowering the maximum clamps the overlap: it can never reach the chunk size.
+        self.overlap_spin.setMaximum(value - 1)
+        self._update_notes()
+
+    def _update_notes(self) -> None:
+        self.embedder_note.setVisible(
+            (self.embedder_combo.currentData() or self._original.embedder)
+            != self._original.embedder
+        )
+        self.chunk_note.setVisible(
+            (self.chunk_spin.value(), self.overlap_spin.value())
+            != (self._original.chunk_tokens, self._original.overlap_tokens)
+        )
+
+    # -- templates ------------------------------------------------------------------------
+
+    def _template_selected(self, current: QListWidgetItem | None, _previous=None) -> None:
+        if current is None:
+            return
+        name = current.data(Qt.ItemDataRole.UserRole)
+        self._current_template = name
+        text = self._drafts.get(name)
+        if text is None:
+            try:
+                text = self.prompts.source(name)
+            except PromptError as exc:
+                text = ""
+                self._show_template_error(str(exc))
+        self.template_edit.blockSignals(True)
+        self.template_edit.setPlainText(text)
+        self.template_edit.blockSignals(False)
+        self._show_template_error(self.prompts.errors.get(name, ""))
+        self._refresh_template_state()
+
+    def _template_edited(self) -> None:
+        name = self._current_template
+        if name is None:
+            return
+        self._drafts[name] = self.template_edit.toPlainText()
+        self._refresh_template_state()
+
+    def _refresh_template_state(self) -> None:
+        for i in range(self.template_list.count()):
+            item = self.template_list.item(i)
+            name = item.data(Qt.ItemDataRole.UserRole)
+            marks = []
+            if self.prompts.is_customised(name):
+                marks.append("yours")
+            if name in self._drafts:
+                marks.append("unsaved")
+            item.setText(f"{name}  ({', '.join(marks)})" if marks else name)
+        name = self._current_template
+        if name is None:
+            return
+        state = "Your version" if self.prompts.is_customised(name) else "The default"
+        if name in self._drafts:
+            state += " — edited, not saved yet"
+        self.template_state.setText(f"{name}.j2: {state}")
+        self.template_reset.setEnabled(self.prompts.is_customised(name) or name in self._drafts)
+
+    def _show_template_error(self, message: str) -> None:
+        self.template_error.setText(message)
+        self.template_error.setVisible(bool(message))
+
+    def save_current_template(self) -> bool:
+        name = self._current_template
+        if name is None:
+            return True
+        return self._save_template(name, self.template_edit.toPlainText())
+
+    def _save_template(self, name: str, text: str) -> bool:
+        try:
+            self.prompts.save_user_template(name, text)
+        except PromptError as exc:
+            self._show_template_error(f"{name}.j2 was not saved: {exc}")
+            return False
+        except OSError as exc:
+            self._show_template_error(f"{name}.j2 could not be written: {exc}")
+            return False
+        self._drafts.pop(name, None)
+        self.prompts.errors.pop(name, None)
+        self._show_template_error("")
+        self._refresh_template_state()
+        return True
+
+    def reset_current_template(self) -> None:
+        name = self._current_template
+        if name is None:
+            return
+        self.prompts.reset_user_template(name)
+        self._drafts.pop(name, None)
+        self._template_selected(self.template_list.currentItem())
+
+    # -- OK / Cancel ----------------------------------------------------------------------
+
+    def accept(self) -> None:
+        for name, text in list(self._drafts.items()):
+            if not self._save_template(name, text):
+                message = self.template_error.text()
+                self.tabs.setCurrentIndex(2)
+                self.template_list.setCurrentRow(TEMPLATES.index(name))
+                self._show_template_error(message)
+                return
+        new = self.settings()
+        problems = new.problems()
+        if problems:  # the widgets' ranges should make this impossible
+            QMessageBox.warning(
+                self, "Settings", "\n".join(f"{k}: {v}" for k, v in problems.items())
+            )
+            return
+        try:
+            new.save(self._path)
+        except OSError as exc:
+            QMessageBox.warning(self, "Settings", f"The settings could not be saved: {exc}")
+            return
+        self._original = new
+        self.settings_changed.emit(new)
+        super().accept()

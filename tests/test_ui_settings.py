@@ -1,0 +1,146 @@
+"""The Settings dialog, driven through its real widgets."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QPoint, Qt
+
+from app.core.prompts import PromptSet
+from app.core.settings import AppSettings
+from app.ui.settings_dialog import REINDEX_NOTE, SettingsDialog
+
+
+def make_dialog(qtbot, **kwargs):
+    dialog = SettingsDialog(**kwargs)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    return dialog
+
+
+def test_ok_persists_edited_values(qtbot, tmp_path):
+    dialog = make_dialog(qtbot)
+    new_library = str(tmp_path / "my library")
+    dialog.library_edit.clear()
+    qtbot.keyClicks(dialog.library_edit, new_library)
+    dialog.tabs.setCurrentIndex(1)
+    dialog.chunk_spin.setValue(300)
+    dialog.overlap_spin.setValue(50)
+    dialog.k_spin.setValue(8)
+    box = dialog.mmr_check
+    qtbot.mouseClick(box, Qt.MouseButton.LeftButton, pos=QPoint(8, box.height() // 2))
+    assert not box.isChecked()
+    dialog.tabs.setCurrentIndex(0)
+    dialog.theme_combo.setCurrentIndex(dialog.theme_combo.findData("dark"))
+    with qtbot.waitSignal(dialog.settings_changed) as changed:
+        qtbot.mouseClick(dialog.ok_button, Qt.MouseButton.LeftButton)
+    assert dialog.result() == dialog.DialogCode.Accepted
+    saved = AppSettings.load()
+    assert changed.args[0] == saved
+    assert saved.library == new_library
+    assert (saved.chunk_tokens, saved.overlap_tokens, saved.retrieval_k) == (300, 50, 8)
+    assert saved.mmr is False and saved.theme == "dark"
+    # Fields the dialog does not show are kept.
+    assert saved.n_ctx == AppSettings().n_ctx
+
+
+def test_cancel_discards(qtbot):
+    AppSettings(retrieval_k=6).save()
+    dialog = make_dialog(qtbot)
+    assert dialog.k_spin.value() == 6
+    dialog.k_spin.setValue(12)
+    qtbot.keyClick(dialog, Qt.Key.Key_Escape)
+    assert dialog.result() == dialog.DialogCode.Rejected
+    assert AppSettings.load().retrieval_k == 6
+
+
+def test_overlap_is_kept_below_chunk_size(qtbot):
+    dialog = make_dialog(qtbot)
+    dialog.chunk_spin.setValue(100)
+    dialog.overlap_spin.setValue(150)
+    assert dialog.overlap_spin.value() == 99
+    dialog.overlap_spin.setValue(80)
+    dialog.chunk_spin.setValue(64)
+    assert dialog.overlap_spin.value() == 63
+    # Typing a too-large overlap is refused by the spin box too.
+    dialog.overlap_spin.selectAll()
+    qtbot.keyClicks(dialog.overlap_spin, "500")
+    dialog.overlap_spin.interpretText()
+    assert dialog.overlap_spin.value() < dialog.chunk_spin.value()
+    assert dialog.chunk_note.isVisible() or dialog.tabs.currentIndex() != 1
+    dialog.accept()
+    saved = AppSettings.load()
+    assert saved.overlap_tokens < saved.chunk_tokens == 64
+    saved.splitter_config()
+
+
+def test_embedder_change_shows_reindex_note(qtbot, tmp_path):
+    dialog = make_dialog(qtbot)
+    combo = dialog.embedder_combo
+    assert combo.currentData() == "all-MiniLM-L6-v2"
+    assert not dialog.embedder_note.isVisible()
+    combo.setCurrentIndex(combo.findData("all-mpnet-base-v2"))
+    assert dialog.embedder_note.isVisible()
+    assert dialog.embedder_note.text() == REINDEX_NOTE
+    # "Other folder…" asks for a folder; cancelling keeps the previous choice.
+    dialog.choose_folder = lambda *_: ""
+    combo.setCurrentIndex(combo.count() - 1)
+    assert combo.currentData() == "all-mpnet-base-v2"
+    model_dir = tmp_path / "my-embedder"
+    model_dir.mkdir()
+    dialog.choose_folder = lambda *_: str(model_dir)
+    combo.setCurrentIndex(combo.count() - 1)
+    assert combo.currentData() == str(model_dir)
+    dialog.accept()
+    assert AppSettings.load().embedder == str(model_dir)
+    combo.setCurrentIndex(combo.findData("all-MiniLM-L6-v2"))
+
+
+def test_browse_sets_library_folder(qtbot, tmp_path):
+    dialog = make_dialog(qtbot)
+    dialog.choose_folder = lambda *_: str(tmp_path)
+    qtbot.mouseClick(dialog.browse_button, Qt.MouseButton.LeftButton)
+    assert dialog.library_edit.text() == str(tmp_path)
+
+
+def test_broken_template_is_not_saved_and_error_is_shown(qtbot):
+    prompts = PromptSet()
+    dialog = make_dialog(qtbot, prompts=prompts)
+    dialog.tabs.setCurrentIndex(2)
+    dialog.template_list.setCurrentRow(0)
+    name = dialog.template_list.currentItem().data(Qt.ItemDataRole.UserRole)
+    assert dialog.template_edit.toPlainText() == prompts.source(name, default=True)
+    dialog.template_edit.selectAll()
+    qtbot.keyClicks(dialog.template_edit, "Hello {% if %} broken")
+    qtbot.mouseClick(dialog.template_save, Qt.MouseButton.LeftButton)
+    assert dialog.template_error.isVisible()
+    assert "does not parse" in dialog.template_error.text()
+    assert not prompts.is_customised(name)
+    # OK does not close over a broken template either.
+    qtbot.mouseClick(dialog.ok_button, Qt.MouseButton.LeftButton)
+    assert dialog.isVisible() and dialog.template_error.isVisible()
+    assert not prompts.is_customised(name)
+
+    # A good template saves; Reset goes back to the default.
+    dialog.template_edit.setPlainText("You answer from the documents. {{ 1 + 1 }}")
+    qtbot.mouseClick(dialog.template_save, Qt.MouseButton.LeftButton)
+    assert not dialog.template_error.isVisible()
+    assert prompts.source(name) == "You answer from the documents. {{ 1 + 1 }}"
+    assert "yours" in dialog.template_list.item(0).text()
+    qtbot.mouseClick(dialog.template_reset, Qt.MouseButton.LeftButton)
+    assert not prompts.is_customised(name)
+    assert dialog.template_edit.toPlainText() == prompts.source(name, default=True)
+
+
+def test_unsaved_template_edit_is_saved_by_ok(qtbot):
+    prompts = PromptSet()
+    dialog = make_dialog(qtbot, prompts=prompts)
+    dialog.tabs.setCurrentIndex(2)
+    dialog.template_list.setCurrentRow(1)
+    name = dialog.template_list.currentItem().data(Qt.ItemDataRole.UserRole)
+    dialog.template_edit.setPlainText("Sources:\n{{ sources | length }}")
+    dialog.template_list.setCurrentRow(0)  # switching keeps the draft
+    dialog.template_list.setCurrentRow(1)
+    assert dialog.template_edit.toPlainText() == "Sources:\n{{ sources | length }}"
+    qtbot.mouseClick(dialog.ok_button, Qt.MouseButton.LeftButton)
+    assert not dialog.isVisible()
+    assert prompts.source(name) == "Sources:\n{{ sources | length }}"
