@@ -44,7 +44,8 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="folio",
-        description="Chat with your own documents, entirely on your own machine.",
+        description="Chat with your own documents, entirely on your own machine. "
+        "Run without a command to open the window.",
     )
     parser.add_argument("--version", action="version", version=f"folio {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -163,9 +164,16 @@ def main(argv: list[str] | None = None) -> int:
     from app.core.logs import setup_logging
 
     setup_logging(verbose=args.verbose)
-    if args.command is None:
-        parser.print_help()
-        return 0
+    if args.command is None:  # no subcommand: the desktop window
+        if (sys.platform.startswith("linux") and not os.environ.get("QT_QPA_PLATFORM")
+                and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")):
+            parser.print_help()
+            print("\nfolio: no display to open the window on; use a command above.",
+                  file=sys.stderr)
+            return 2
+        from app.ui.app import run as run_window
+
+        return run_window(args.library)
     if args.command == "docs" and not getattr(args, "docs_command", None):
         parser.parse_args(["docs", "--help"])
     if args.command == "chats" and not getattr(args, "chats_command", None):

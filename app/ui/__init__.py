@@ -1,0 +1,1 @@
+"""The desktop window (PySide6). Nothing in app/core imports from here."""

@@ -1,0 +1,541 @@
+"""The library: collections, their documents and what indexing is doing to them.
+
+The panel never touches LanceDB on the GUI thread: opening the library, listing documents and
+every change (ingest, remove, re-index, move to a collection) run as jobs, and the tree is
+rebuilt from the list a job hands back. While an ingest runs, its events overlay live status
+("queued", "indexing", "failed: why") on the rows until the next listing catches up.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from PySide6.QtCore import QFileInfo, Qt, QUrl, Signal
+from PySide6.QtGui import QDesktopServices
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QFileIconProvider,
+    QHBoxLayout,
+    QHeaderView,
+    QInputDialog,
+    QLabel,
+    QMenu,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSizePolicy,
+    QSplitter,
+    QStackedWidget,
+    QStyle,
+    QTextBrowser,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+log = logging.getLogger(__name__)
+
+NO_COLLECTION = "Unsorted"
+DOC_ROLE = Qt.ItemDataRole.UserRole
+COLLECTION_ROLE = Qt.ItemDataRole.UserRole + 1
+STATUS_LABELS = {"queued": "Queued", "indexing": "Indexing…", "ready": "Ready",
+                 "failed": "Failed", "removing": "Removing…"}
+
+
+def fmt_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    seconds = int(seconds)
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class LibraryPanel(QWidget):
+    """Left side of the window. `state_changed` tells the window to update its status bar."""
+
+    state_changed = Signal()
+    document_status = Signal(str, str)  # path, status: tests and the status bar follow it
+    ingest_finished = Signal(object)  # IngestSummary
+    summarize_requested = Signal(str)  # path
+    error = Signal(str, str)  # message, details
+
+    def __init__(self, folio, workers, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.folio = folio
+        self.workers = workers
+        self.docs: list = []  # DocumentRecord from the last listing
+        self.chunks = 0
+        self.overlay: dict[str, tuple[str, str]] = {}  # path -> (status, message), live
+        self.ingest_job = None
+        self.ingest_job_collection: str | None = None
+        self._ingest_queue: list[tuple[list[str], str | None]] = []
+        self._refreshing = False
+        self._refresh_again = False
+        self._last_refresh = 0.0
+        self.opened = False
+        self._collection_of: dict[str, str | None] = {}  # queued path -> target collection
+        self._icons = QFileIconProvider()
+        self._build()
+
+    # -- layout -------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        header = QHBoxLayout()
+        title = QLabel("<b>Library</b>")
+        header.addWidget(title)
+        header.addStretch(1)
+        self.add_files_btn = QPushButton("Add files…")
+        self.add_files_btn.setAccessibleName("Add files")
+        self.add_files_btn.clicked.connect(self.choose_files)
+        self.add_folder_btn = QPushButton("Add folder…")
+        self.add_folder_btn.setAccessibleName("Add folder")
+        self.add_folder_btn.clicked.connect(self.choose_folder)
+        header.addWidget(self.add_files_btn)
+        header.addWidget(self.add_folder_btn)
+        layout.addLayout(header)
+
+        self.stack = QStackedWidget()
+        empty = QWidget()
+        ev = QVBoxLayout(empty)
+        ev.addStretch(1)
+        icon = QLabel()
+        icon.setPixmap(self.style().standardIcon(
+            QStyle.StandardPixmap.SP_FileDialogNewFolder).pixmap(48, 48))
+        icon.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        ev.addWidget(icon)
+        self.empty_label = QLabel(
+            "<p style='font-size:large'><b>Drop documents here</b></p>"
+            "<p>PDF, Word, EPUB, HTML, Markdown, text and code files.<br>"
+            "Or use <i>Add files…</i> (Ctrl+O) or <i>Add folder…</i>.</p>")
+        self.empty_label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.empty_label.setWordWrap(True)
+        self.empty_label.setAccessibleName("Empty library: drop documents here")
+        ev.addWidget(self.empty_label)
+        ev.addStretch(2)
+        self.stack.addWidget(empty)
+
+        self.tree = QTreeWidget()
+        self.tree.setAccessibleName("Documents")
+        self.tree.setHeaderLabels(["Title", "Pages", "Status", "Added"])
+        self.tree.setRootIsDecorated(True)
+        self.tree.setUniformRowHeights(True)
+        self.tree.setSelectionMode(QTreeWidget.SelectionMode.ExtendedSelection)
+        self.tree.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.tree.customContextMenuRequested.connect(self._context_menu)
+        self.tree.itemSelectionChanged.connect(self._show_details)
+        self.tree.itemDoubleClicked.connect(lambda item, _c: self._open(self._doc_of(item)))
+        hdr = self.tree.header()
+        hdr.setStretchLastSection(False)
+        hdr.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        hdr.setMinimumSectionSize(36)
+        self.tree.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        for col in (1, 2, 3):
+            hdr.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(self.tree)
+        self.details = QTextBrowser()
+        self.details.setAccessibleName("Document details")
+        self.details.setOpenExternalLinks(False)
+        self.details.setPlaceholderText("Select a document to see its details.")
+        split.addWidget(self.details)
+        split.setStretchFactor(0, 4)
+        split.setStretchFactor(1, 1)
+        self.stack.addWidget(split)
+        layout.addWidget(self.stack, 1)
+
+        # Overall progress while an ingest runs.
+        self.progress_box = QWidget()
+        pb = QVBoxLayout(self.progress_box)
+        pb.setContentsMargins(0, 0, 0, 0)
+        row = QHBoxLayout()
+        self.progress = QProgressBar()
+        self.progress.setAccessibleName("Indexing progress")
+        self.progress.setRange(0, 0)
+        self.cancel_btn = QPushButton("Cancel")
+        self.cancel_btn.setAccessibleName("Cancel indexing")
+        self.cancel_btn.clicked.connect(self.cancel_ingest)
+        row.addWidget(self.progress, 1)
+        row.addWidget(self.cancel_btn)
+        pb.addLayout(row)
+        self.progress_label = QLabel()
+        self.progress_label.setSizePolicy(QSizePolicy.Policy.Ignored,
+                                          QSizePolicy.Policy.Preferred)
+        pb.addWidget(self.progress_label)
+        self.progress_box.hide()
+        layout.addWidget(self.progress_box)
+
+    # -- listing ------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """List the library in the background; repeated calls while one runs fold into one."""
+        if self._refreshing:
+            self._refresh_again = True
+            return
+        self._refreshing = True
+        folio = self.folio
+
+        def work(job):
+            lib = folio.library
+            return lib.documents(), lib.chunk_count()
+
+        job = self.workers.submit(work, pool="io", name="list documents")
+        job.finished.connect(self._listed)
+        job.failed.connect(self._list_failed)
+
+    def _listed(self, result) -> None:
+        self._refreshing = False
+        self.opened = True
+        self.docs, self.chunks = result
+        self._last_refresh = time.monotonic()
+        self._rebuild()
+        if self._refresh_again:
+            self._refresh_again = False
+            self.refresh()
+
+    def _list_failed(self, message: str) -> None:
+        self._refreshing = False
+        self.error.emit(f"The library could not be opened: {message}", message)
+
+    def status_of(self, path: str) -> str | None:
+        if path in self.overlay:
+            return self.overlay[path][0]
+        for d in self.docs:
+            if d.path == path:
+                return d.status
+        return None
+
+    def error_of(self, path: str) -> str:
+        if path in self.overlay and self.overlay[path][1]:
+            return self.overlay[path][1]
+        for d in self.docs:
+            if d.path == path:
+                return d.error or ""
+        return ""
+
+    def collections(self) -> list[str]:
+        return sorted({c for d in self.docs for c in d.collections})
+
+    def selected_collection(self) -> str | None:
+        item = self.tree.currentItem()
+        while item is not None:
+            name = item.data(0, COLLECTION_ROLE)
+            if name is not None:
+                return name or None
+            item = item.parent()
+        return None
+
+    def _rebuild(self) -> None:
+        rows: dict[str, dict] = {}
+        for d in self.docs:
+            rows[d.path] = {"path": d.path, "title": d.title or d.name, "pages": d.pages,
+                            "status": d.status, "error": d.error, "added": d.added_at,
+                            "collections": list(d.collections), "doc": d}
+        for path, (status, message) in self.overlay.items():
+            target = self._collection_of.get(path)
+            row = rows.setdefault(path, {"path": path, "title": Path(path).name, "pages": None,
+                                         "added": 0, "collections": [target] if target else [],
+                                         "doc": None, "error": ""})
+            row["status"] = status
+            if status == "failed":
+                row["error"] = message or row.get("error", "")
+        selected = {self._doc_path(i) for i in self.tree.selectedItems()}
+        current = self.selected_collection()
+        expanded = {self.tree.topLevelItem(i).data(0, COLLECTION_ROLE)
+                    for i in range(self.tree.topLevelItemCount())
+                    if not self.tree.topLevelItem(i).isExpanded()}
+        self.tree.setUpdatesEnabled(False)
+        self.tree.clear()
+        groups: dict[str, list[dict]] = {}
+        for row in rows.values():
+            for name in row["collections"] or [""]:
+                groups.setdefault(name, []).append(row)
+        folder_icon = self.style().standardIcon(QStyle.StandardPixmap.SP_DirIcon)
+        for name in sorted(groups, key=lambda n: (n == "", n.lower())):
+            members = sorted(groups[name], key=lambda r: r["title"].lower())
+            top = QTreeWidgetItem([f"{name or NO_COLLECTION}  ({len(members)})", "", "", ""])
+            top.setData(0, COLLECTION_ROLE, name)
+            top.setIcon(0, folder_icon)
+            top.setFirstColumnSpanned(False)
+            self.tree.addTopLevelItem(top)
+            for row in members:
+                item = self._doc_item(row)
+                top.addChild(item)
+                if row["path"] in selected:
+                    item.setSelected(True)
+            top.setExpanded(name not in expanded)
+            if name == (current or "") and not selected:
+                self.tree.setCurrentItem(top)
+        self.tree.setUpdatesEnabled(True)
+        self.stack.setCurrentIndex(1 if rows else 0)
+        self._show_details()
+        self.state_changed.emit()
+
+    def _doc_item(self, row: dict) -> QTreeWidgetItem:
+        status = row["status"]
+        label = STATUS_LABELS.get(status, status)
+        pages = str(row["pages"]) if row["pages"] else ""
+        added = time.strftime("%Y-%m-%d", time.localtime(row["added"])) if row["added"] else ""
+        item = QTreeWidgetItem([row["title"], pages, label, added])
+        item.setData(0, DOC_ROLE, row["path"])
+        item.setIcon(0, self._icons.icon(QFileInfo(row["path"])))
+        item.setToolTip(0, row["path"])
+        item.setTextAlignment(1, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if status == "failed":
+            item.setIcon(2, self.style().standardIcon(QStyle.StandardPixmap.SP_MessageBoxWarning))
+            item.setToolTip(2, row.get("error") or "failed")
+            item.setToolTip(0, f"{row['path']}\nFailed: {row.get('error') or ''}")
+        elif status in ("queued", "indexing"):
+            item.setIcon(2, self.style().standardIcon(QStyle.StandardPixmap.SP_BrowserReload))
+        return item
+
+    def _doc_path(self, item: QTreeWidgetItem | None) -> str | None:
+        return item.data(0, DOC_ROLE) if item is not None else None
+
+    def _doc_of(self, item: QTreeWidgetItem | None):
+        path = self._doc_path(item)
+        return next((d for d in self.docs if d.path == path), None) if path else None
+
+    def selected_docs(self) -> list:
+        seen, out = set(), []
+        for item in self.tree.selectedItems():
+            d = self._doc_of(item)
+            if d is not None and d.path not in seen:
+                seen.add(d.path)
+                out.append(d)
+        return out
+
+    def _show_details(self) -> None:
+        item = self.tree.currentItem()
+        path = self._doc_path(item)
+        if not path:
+            self.details.clear()
+            return
+        d = self._doc_of(item)
+        status = self.status_of(path) or ""
+        parts = [f"<b>{_esc(d.title or d.name) if d else _esc(Path(path).name)}</b>",
+                 f"<br>{_esc(path)}", f"<br>Status: {STATUS_LABELS.get(status, status)}"]
+        err = self.error_of(path)
+        if status == "failed" and err:
+            parts.append(f"<br><b>Why it failed:</b> {_esc(err)}")
+        if d is not None:
+            if d.pages:
+                parts.append(f"<br>Pages: {d.pages}")
+            if d.chunks:
+                parts.append(f"<br>Passages indexed: {d.chunks}")
+            if d.author:
+                parts.append(f"<br>Author: {_esc(d.author)}")
+            if d.collections:
+                parts.append(f"<br>Collections: {_esc(', '.join(d.collections))}")
+            for w in d.warnings:
+                parts.append(f"<br>Warning: {_esc(w)}")
+        self.details.setHtml("".join(parts))
+
+    # -- adding -------------------------------------------------------------------------
+
+    def choose_files(self) -> None:
+        files, _ = QFileDialog.getOpenFileNames(self, "Add files to the library")
+        if files:
+            self.ingest(files)
+
+    def choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Add a folder to the library")
+        if folder:
+            self.ingest([folder])
+
+    def ingest(self, paths: list[str], collection: str | None = ..., force: bool = False) -> None:
+        """Index files/folders into `collection` (default: the selected one). Runs queue up."""
+        if collection is ...:
+            collection = self.selected_collection()
+        paths = [str(Path(p).absolute()) for p in paths]
+        for p in paths:
+            if Path(p).is_file():
+                self.overlay[p] = ("queued", "")
+        self._rebuild()
+        self._collection_of.update({p: collection for p in paths})
+        self._ingest_queue.append((paths, collection, force))
+        if self.ingest_job is None:
+            self._start_next_ingest()
+
+    def _start_next_ingest(self) -> None:
+        if not self._ingest_queue:
+            return
+        paths, collection, force = self._ingest_queue.pop(0)
+        self.ingest_job_collection = collection
+        folio = self.folio
+
+        def work(job):
+            from app.core.ingest import IngestOptions, IngestSummary, discover, ingest
+
+            files, _ = discover(paths)
+            yield ("queued", [str(f) for f in files])
+            summary = IngestSummary()
+            lib = folio.library
+            yield from ingest(lib, paths, IngestOptions(collection=collection, force=force),
+                              cancel=job.cancel, summary=summary)
+            return summary
+
+        self.ingest_job = job = self.workers.submit(work, pool="ingest", name="ingest")
+        job.yielded.connect(self._ingest_event)
+        job.finished.connect(self._ingest_done)
+        job.failed.connect(self._ingest_failed)
+        self.progress.setRange(0, 0)
+        self.progress_label.setText("Looking at the files…")
+        self.cancel_btn.setEnabled(True)
+        self.progress_box.show()
+        self.state_changed.emit()
+
+    def _ingest_event(self, ev) -> None:
+        if isinstance(ev, tuple):
+            target = self.ingest_job_collection
+            for p in ev[1]:
+                self.overlay.setdefault(p, ("queued", ""))
+                self._collection_of.setdefault(p, target)
+            self._rebuild()
+            return
+        if ev.kind == "file_start":
+            self.overlay[ev.path] = ("indexing", "")
+            self.document_status.emit(ev.path, "indexing")
+            self._rebuild()
+        elif ev.kind == "file":
+            status = "ready" if ev.status == "skipped" else ev.status
+            self.overlay[ev.path] = (status, ev.message if status == "failed" else "")
+            self.document_status.emit(ev.path, status)
+            if status == "failed":
+                self.error.emit(f"Could not add {Path(ev.path).name}: {ev.message}",
+                                f"{ev.path}\n{ev.message}")
+            self.refresh()
+        if ev.files_total:
+            self.progress.setRange(0, 1000)
+            frac = ev.files_done / ev.files_total
+            self.progress.setValue(int(frac * 1000))
+            name = Path(ev.current).name if ev.current else ""
+            rate = f" · {ev.rate:.1f} passages/s" if ev.rate else ""
+            self.progress_label.setText(
+                f"{ev.files_done} of {ev.files_total} files · {ev.chunks_done} passages{rate}"
+                f" · ETA {fmt_eta(ev.eta)}" + (f" · {name}" if name else ""))
+            self.progress_label.setToolTip(ev.current or "")
+
+    def _ingest_done(self, summary) -> None:
+        self.ingest_job = None
+        self.progress_box.hide()
+        for path, (status, _msg) in list(self.overlay.items()):
+            if status != "failed":  # the listing knows the truth now; failures keep their why
+                self.overlay.pop(path)
+        self.refresh()
+        self.ingest_finished.emit(summary)
+        if summary is not None and summary.cancelled:
+            for path, (status, _m) in list(self.overlay.items()):
+                if status == "queued":
+                    self.overlay.pop(path)
+        self._start_next_ingest()
+        self.state_changed.emit()
+
+    def _ingest_failed(self, message: str) -> None:
+        self.ingest_job = None
+        self.progress_box.hide()
+        for path, (status, _m) in list(self.overlay.items()):
+            if status in ("queued", "indexing"):
+                self.overlay.pop(path)
+        self.error.emit(f"Indexing stopped: {message}", message)
+        self.refresh()
+        self._start_next_ingest()
+        self.state_changed.emit()
+
+    def cancel_ingest(self) -> None:
+        self._ingest_queue.clear()
+        if self.ingest_job is not None:
+            self.ingest_job.cancel.set()
+            self.cancel_btn.setEnabled(False)
+            self.progress_label.setText("Stopping after the current batch…")
+
+    @property
+    def indexing(self) -> bool:
+        return self.ingest_job is not None
+
+    # -- context menu -------------------------------------------------------------------
+
+    def _context_menu(self, pos) -> None:
+        docs = self.selected_docs()
+        if not docs:
+            return
+        menu = QMenu(self)
+        one = docs[0] if len(docs) == 1 else None
+        if one:
+            menu.addAction("Open", lambda: self._open(one))
+            menu.addAction("Show in folder", lambda: self._show_in_folder(one))
+            act = menu.addAction("Summarise", lambda: self.summarize_requested.emit(one.path))
+            act.setEnabled(one.status == "ready")
+            menu.addSeparator()
+        menu.addAction("Re-index", lambda: self.ingest([d.path for d in docs], None, True))
+        menu.addAction("Move to collection…", lambda: self._to_collection(docs, move=True))
+        menu.addAction("Copy to collection…", lambda: self._to_collection(docs, move=False))
+        menu.addSeparator()
+        menu.addAction("Remove from library…", lambda: self._remove(docs))
+        menu.exec(self.tree.viewport().mapToGlobal(pos))
+
+    def _open(self, doc) -> None:
+        if doc is not None:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(doc.path))
+
+    def _show_in_folder(self, doc) -> None:
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(Path(doc.path).parent)))
+
+    def _remove(self, docs) -> None:
+        names = "\n".join(d.title or d.name for d in docs[:10])
+        more = f"\n…and {len(docs) - 10} more" if len(docs) > 10 else ""
+        answer = QMessageBox.question(
+            self, "Remove from library",
+            f"Remove these documents from the library?\n\n{names}{more}\n\n"
+            "The files themselves stay where they are.")
+        if answer != QMessageBox.StandardButton.Yes:
+            return
+        self.remove(docs)
+
+    def remove(self, docs) -> None:
+        folio = self.folio
+
+        def work(job):
+            lib = folio.library
+            for d in docs:
+                lib.remove(d)
+            lib.optimize()
+
+        for d in docs:
+            self.overlay.pop(d.path, None)
+        job = self.workers.submit(work, pool="ingest", name="remove")
+        job.finished.connect(lambda _r: self.refresh())
+        job.failed.connect(lambda m: self.error.emit(f"Could not remove: {m}", m))
+
+    def _to_collection(self, docs, move: bool) -> None:
+        name, ok = QInputDialog.getItem(
+            self, "Move to collection" if move else "Copy to collection",
+            "Collection (pick one or type a new name):", self.collections() or [""], 0, True)
+        if ok and name.strip():
+            self.set_collection(docs, name.strip(), move)
+
+    def set_collection(self, docs, name: str, move: bool) -> None:
+        source = self.selected_collection()
+        folio = self.folio
+
+        def work(job):
+            lib = folio.library
+            for d in docs:
+                names = set(d.collections)
+                if move:
+                    names.discard(source) if source else names.clear()
+                names.add(name)
+                lib.set_collections(d, names)
+
+        job = self.workers.submit(work, pool="ingest", name="collections")
+        job.finished.connect(lambda _r: self.refresh())
+        job.failed.connect(lambda m: self.error.emit(f"Could not change collections: {m}", m))
+
+
+def _esc(text: str) -> str:
+    return (text or "").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

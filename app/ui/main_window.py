@@ -1,0 +1,420 @@
+"""The main window: library on the left, chat in the centre, model and source view on the right.
+
+The window is built and shown before anything heavy is imported; `start()` (called once the
+window is visible) opens the library and loads the model as jobs, so the first paint never
+waits for torch or llama.cpp. Errors are shown in a banner at the top with their details a
+click away; nothing on the hot path opens a modal dialog.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+from PySide6.QtCore import QEvent, QObject, QSettings, Qt, QUrl, Signal
+from PySide6.QtGui import QAction, QDesktopServices, QKeySequence
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QPlainTextEdit,
+    QPushButton,
+    QSplitter,
+    QStyle,
+    QTabWidget,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.core.engine import Folio
+from app.ui.chat_panel import ChatPanel
+from app.ui.library_panel import LibraryPanel
+from app.ui.model_panel import ModelPanel
+from app.workers import Workers
+
+log = logging.getLogger(__name__)
+
+SETTINGS_ENV = "FOLIO_QSETTINGS"  # an .ini path: tests and portable installs
+
+
+def open_settings(path: str | None = None) -> QSettings:
+    path = path or os.environ.get(SETTINGS_ENV)
+    if path:
+        return QSettings(str(path), QSettings.Format.IniFormat)
+    return QSettings("Folio", "Folio")
+
+
+def local_paths(mime) -> list[str]:
+    if mime is None or not mime.hasUrls():
+        return []
+    return [u.toLocalFile() for u in mime.urls() if u.isLocalFile() and u.toLocalFile()]
+
+
+class Banner(QFrame):
+    """A dismissable, non-blocking message with its details one click away."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        self.setAutoFillBackground(True)
+        self.setAccessibleName("Message")
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(8, 4, 8, 4)
+        row = QHBoxLayout()
+        icon = QLabel()
+        icon.setPixmap(self.style().standardIcon(
+            QStyle.StandardPixmap.SP_MessageBoxWarning).pixmap(20, 20))
+        row.addWidget(icon)
+        self.text = QLabel()
+        self.text.setWordWrap(True)
+        self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        row.addWidget(self.text, 1)
+        self.details_btn = QPushButton("Details")
+        self.details_btn.setAccessibleName("Show error details")
+        self.details_btn.setCheckable(True)
+        row.addWidget(self.details_btn)
+        close = QToolButton()
+        close.setText("✕")
+        close.setAutoRaise(True)
+        close.setToolTip("Dismiss")
+        close.setAccessibleName("Dismiss message")
+        close.clicked.connect(self.hide)
+        row.addWidget(close)
+        layout.addLayout(row)
+        self.details = QPlainTextEdit()
+        self.details.setReadOnly(True)
+        self.details.setAccessibleName("Error details")
+        self.details.setMaximumHeight(140)
+        self.details.hide()
+        self.details_btn.toggled.connect(self.details.setVisible)
+        layout.addWidget(self.details)
+        self.history: list[tuple[str, str]] = []
+        self.hide()
+
+    def show_message(self, message: str, details: str = "") -> None:
+        self.history.append((message, details))
+        more = f"  (+{len(self.history) - 1} earlier)" if len(self.history) > 1 else ""
+        self.text.setText(message + more)
+        self.details.setPlainText("\n\n".join(f"{m}\n{d}" if d and d != m else m
+                                              for m, d in reversed(self.history)))
+        self.show()
+
+    def hideEvent(self, event) -> None:
+        self.history.clear()
+        self.details_btn.setChecked(False)
+        super().hideEvent(event)
+
+
+class MainWindow(QMainWindow):
+    model_loaded = Signal(object)  # ModelInfo
+    model_failed = Signal(str)
+    source_opened = Signal(dict)
+
+    def __init__(self, library_path: Path | str | None = None, *,
+                 settings: QSettings | None = None, folio: Folio | None = None,
+                 load_model: bool = True):
+        super().__init__()
+        self.setWindowTitle("Folio")
+        self.setAcceptDrops(True)
+        self.settings = settings or open_settings()
+        self.folio = folio or Folio(library_path or os.environ.get("FOLIO_LIBRARY") or None)
+        self.workers = Workers(self)
+        self.load_model_on_start = load_model
+        self.model_info = None
+        self.model_job = None
+        self.viewer = None
+        self._started = False
+        self._closed = False
+
+        self.library = LibraryPanel(self.folio, self.workers)
+        self.chat = ChatPanel(
+            self.folio, self.workers, collections=self.library.collections,
+            documents=lambda: [(d.path, d.title or d.name) for d in self.library.docs
+                               if d.status == "ready"])
+        self.model = ModelPanel()
+        self.right = QTabWidget()
+        self.right.setAccessibleName("Model and sources")
+        self.right.addTab(self.model, "Model")
+
+        self.banner = Banner()
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.setChildrenCollapsible(False)
+        self.splitter.addWidget(self.library)
+        self.splitter.addWidget(self.chat)
+        self.splitter.addWidget(self.right)
+        self.splitter.setStretchFactor(0, 0)
+        self.splitter.setStretchFactor(1, 1)
+        self.splitter.setStretchFactor(2, 0)
+        central = QWidget()
+        cl = QVBoxLayout(central)
+        cl.setContentsMargins(0, 0, 0, 0)
+        cl.setSpacing(0)
+        cl.addWidget(self.banner)
+        cl.addWidget(self.splitter, 1)
+        self.setCentralWidget(central)
+
+        self._build_status_bar()
+        self._build_menus()
+        self._connect()
+        self._restore()
+
+    # -- construction -------------------------------------------------------------------
+
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.model_status = QLabel("Loading model…")
+        self.model_status.setAccessibleName("Model status")
+        self.library_status = QLabel("Opening library…")
+        self.library_status.setAccessibleName("Library status")
+        self.index_status = QLabel("")
+        self.index_status.setAccessibleName("Indexing status")
+        bar.addPermanentWidget(self.index_status)
+        bar.addPermanentWidget(self.library_status)
+        bar.addPermanentWidget(self.model_status)
+
+    def _build_menus(self) -> None:
+        file = self.menuBar().addMenu("&File")
+        self.add_files_action = file.addAction("Add files…", self.library.choose_files)
+        self.add_files_action.setShortcut(QKeySequence.StandardKey.Open)
+        file.addAction("Add folder…", self.library.choose_folder)
+        file.addSeparator()
+        self.settings_action = file.addAction("Settings…", self.open_settings_dialog)
+        self.settings_action.setShortcut(QKeySequence.StandardKey.Preferences)
+        file.addSeparator()
+        quit_action = file.addAction("Quit", self.close)
+        quit_action.setShortcut(QKeySequence.StandardKey.Quit)
+
+        chat = self.menuBar().addMenu("&Chat")
+        new = chat.addAction("New chat", self.chat.new_chat)
+        new.setShortcut(QKeySequence.StandardKey.New)
+        search = chat.addAction("Search chats", self.focus_search)
+        search.setShortcut(QKeySequence.StandardKey.Find)
+        chat.addSeparator()
+        chat.addAction("Regenerate answer", self.chat.regenerate)
+        chat.addAction("Copy last answer", self.chat.copy_last_answer)
+        chat.addAction("Export to Markdown…", self.chat.export_markdown)
+        stop = QAction("Stop answer", self)
+        stop.setShortcut(QKeySequence(Qt.Key.Key_Escape))
+        stop.triggered.connect(self.chat.stop)
+        chat.addAction(stop)
+        self.stop_shortcut = stop
+
+    def _connect(self) -> None:
+        self.library.state_changed.connect(self.update_status)
+        self.library.error.connect(self.show_error)
+        self.library.summarize_requested.connect(self.chat.summarize)
+        self.chat.open_source.connect(self.open_source)
+        self.chat.error.connect(self.show_error)
+        self.chat.status.connect(lambda t: self.statusBar().showMessage(t, 5000))
+        self.chat.chat_changed.connect(self._chat_changed)
+        self.model.settings_edited.connect(self._settings_edited)
+        # Drops onto text widgets would otherwise paste the file name.
+        for w in (self.chat.input, self.chat.view, self.chat.view.viewport(),
+                  self.library.tree.viewport(), self.library.details):
+            w.installEventFilter(self)
+
+    # -- start-up -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the library and load the model in the background; call once shown."""
+        if self._started:
+            return
+        self._started = True
+        self.library.refresh()
+        if self.load_model_on_start:
+            self.load_model()
+
+    def load_model(self) -> None:
+        folio = self.folio
+        self.model.show_loading()
+        self.model_status.setText("Loading model…")
+
+        def work(job):
+            return folio.runtime.info
+
+        self.model_job = job = self.workers.submit(work, pool="llm", name="load model")
+        job.finished.connect(self._model_ready)
+        job.failed.connect(self._model_failed)
+
+    def _model_ready(self, info) -> None:
+        self.model_info = info
+        self.model_job = None
+        self.model.show_info(info)
+        self.update_status()
+        self.model_loaded.emit(info)
+        # Warm the embedder now, so the first question does not wait for torch.
+        folio = self.folio
+        self.workers.submit(lambda job: folio.library.embedder, pool="io", name="embedder")
+
+    def _model_failed(self, message: str) -> None:
+        detail = self.model_job.error_detail if self.model_job else message
+        self.model_job = None
+        self.model.show_error(message)
+        self.model_status.setText("No model")
+        self.show_error(f"The model could not be loaded: {message}", detail)
+        self.model_failed.emit(message)
+
+    # -- state --------------------------------------------------------------------------
+
+    def update_status(self) -> None:
+        info = self.model_info
+        if info is not None:
+            self.model_status.setText(f"{info.name} · {info.device.upper()}")
+        lib = self.library
+        if lib.opened:
+            docs = len(lib.docs)
+            self.library_status.setText(
+                f"{docs} document{'s' * (docs != 1)} · {lib.chunks:,} passages")
+        self.index_status.setText("Indexing…" if lib.indexing else "")
+
+    def show_error(self, message: str, details: str = "") -> None:
+        log.warning("%s", message)
+        self.banner.show_message(message, details)
+        self.statusBar().showMessage(message, 8000)
+
+    def focus_search(self) -> None:
+        self.chat.search.setFocus()
+        self.chat.search.selectAll()
+
+    def _chat_changed(self, chat_id) -> None:
+        settings = None
+        if chat_id is not None:
+            settings = self.folio.store.get_chat(chat_id).settings or {}
+            self.settings.setValue(self._last_chat_key(), chat_id)
+        self.model.show_settings(settings)
+
+    def _settings_edited(self, values: dict) -> None:
+        if self.chat.chat_id is not None:
+            chat = self.folio.store.get_chat(self.chat.chat_id)
+            self.folio.store.update_chat(chat.id, settings={**(chat.settings or {}), **values})
+
+    # -- sources ------------------------------------------------------------------------
+
+    def open_source(self, source: dict) -> None:
+        """Show a cited passage in the built-in viewer; without it, the default app."""
+        self.source_opened.emit(source)
+        try:
+            if self.viewer is None:
+                from app.ui.viewer import SourceViewer
+
+                self.viewer = SourceViewer(self)
+                self.viewer.title_changed.connect(
+                    lambda t: self.right.setTabText(self.right.indexOf(self.viewer), t[:40]))
+                self.right.addTab(self.viewer, "Source")
+            self.viewer.show_source(source)
+            self.right.setCurrentWidget(self.viewer)
+        except ImportError:
+            QDesktopServices.openUrl(QUrl.fromLocalFile(source.get("path", "")))
+        except Exception as exc:  # the viewer failing must not lose the click
+            log.exception("viewer failed")
+            self.show_error(f"Could not show the source: {exc}", str(exc))
+            QDesktopServices.openUrl(QUrl.fromLocalFile(source.get("path", "")))
+
+    def open_settings_dialog(self) -> None:
+        try:
+            from app.ui import settings_dialog
+        except ImportError:
+            self.show_error("The settings dialog is not available in this build.")
+            return
+        dialog_cls = getattr(settings_dialog, "SettingsDialog", None)
+        if dialog_cls is None:
+            return
+        try:
+            dialog = dialog_cls(parent=self)
+        except TypeError:
+            dialog = dialog_cls(self)
+        dialog.open()
+
+    # -- drag and drop ------------------------------------------------------------------
+
+    def dragEnterEvent(self, event) -> None:
+        if local_paths(event.mimeData()):
+            event.acceptProposedAction()
+
+    def dragMoveEvent(self, event) -> None:
+        if local_paths(event.mimeData()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        paths = local_paths(event.mimeData())
+        if paths:
+            event.acceptProposedAction()
+            self.library.ingest(paths)
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:
+        kind = event.type()
+        if kind in (QEvent.Type.DragEnter, QEvent.Type.DragMove, QEvent.Type.Drop):
+            if local_paths(event.mimeData()):
+                if kind == QEvent.Type.Drop:
+                    self.dropEvent(event)
+                else:
+                    event.acceptProposedAction()
+                return True
+        return super().eventFilter(obj, event)
+
+    # -- persistence --------------------------------------------------------------------
+
+    def _last_chat_key(self) -> str:
+        digest = hashlib.sha1(str(self.folio.library_path.resolve()).encode()).hexdigest()[:12]
+        return f"chat/last_{digest}"
+
+    def _restore(self) -> None:
+        s = self.settings
+        geometry = s.value("window/geometry")
+        if geometry is None or not self.restoreGeometry(geometry):
+            self.resize(1280, 800)
+        state = s.value("window/state")
+        if state is not None:
+            self.restoreState(state)
+        sizes = _ints(s.value("window/splitter"))
+        self.splitter.setSizes(sizes if len(sizes) == 3 else [380, 700, 280])
+        chat_sizes = _ints(s.value("window/chat_splitter"))
+        if len(chat_sizes) == 2:
+            self.chat.splitter.setSizes(chat_sizes)
+        self.chat.reload_chats()
+        last = s.value(self._last_chat_key())
+        chat_id = None
+        try:
+            chat_id = int(last) if last is not None else None
+        except (TypeError, ValueError):
+            pass
+        if chat_id is None and self.chat.chat_list.count():
+            chat_id = self.chat.chat_list.item(0).data(Qt.ItemDataRole.UserRole)
+        self.chat.open_chat(chat_id)
+
+    def save_settings(self) -> None:
+        s = self.settings
+        s.setValue("window/geometry", self.saveGeometry())
+        s.setValue("window/state", self.saveState())
+        s.setValue("window/splitter", self.splitter.sizes())
+        s.setValue("window/chat_splitter", self.chat.splitter.sizes())
+        if self.chat.chat_id is not None:
+            s.setValue(self._last_chat_key(), self.chat.chat_id)
+        s.sync()
+
+    def closeEvent(self, event) -> None:
+        if not self._closed:
+            self._closed = True
+            self.save_settings()
+            self.chat.stop()
+            self.library.cancel_ingest()
+            self.workers.shutdown()
+            if self.viewer is not None and hasattr(self.viewer, "wait_for_workers"):
+                self.viewer.wait_for_workers()
+            self.folio.close()
+        super().closeEvent(event)
+
+
+def _ints(value) -> list[int]:
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)):
+        value = [value]
+    try:
+        return [int(v) for v in value]
+    except (TypeError, ValueError):
+        return []

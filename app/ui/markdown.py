@@ -1,0 +1,47 @@
+"""Chat text to the HTML subset QTextBrowser draws.
+
+Answers are written by a model that read the user's documents, so their text is untrusted:
+it is first made inert with the history module's escaper (no raw HTML, no links or images
+smuggled in from a document), then rendered by markdown-it with HTML disabled. `[n]` citation
+markers become links the chat panel routes to the source viewer.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+
+from app.core.history import escape_markdown_content
+
+_CITE = re.compile(r"\[(\d{1,3})\]")
+_md = None
+
+
+def _renderer():
+    global _md
+    if _md is None:
+        try:
+            from markdown_it import MarkdownIt
+
+            _md = MarkdownIt("commonmark", {"html": False, "linkify": False}).enable("table")
+        except ImportError:  # degrade to preformatted text rather than fail
+            _md = False
+    return _md
+
+
+def to_html(text: str, cite_prefix: str | None = None, max_n: int = 0) -> str:
+    """Markdown -> HTML; with `cite_prefix`, [n] (1 <= n <= max_n) links to cite_prefix + n."""
+    md = _renderer()
+    if md:
+        out = md.render(escape_markdown_content(text))
+    else:
+        out = f"<p style='white-space:pre-wrap'>{html.escape(text)}</p>"
+    if cite_prefix:
+        def link(m: re.Match) -> str:
+            n = int(m.group(1))
+            if 1 <= n <= max_n:
+                return f"<a href='{cite_prefix}{n}'>[{n}]</a>"
+            return m.group(0)
+
+        out = _CITE.sub(link, out)
+    return out

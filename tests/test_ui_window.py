@@ -1,0 +1,237 @@
+"""The window driven through its real widgets with pytest-qt (offscreen), on the real
+embedder, LanceDB and the starter model. No sleeps: every wait is on a signal or a condition."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from docgen import make_docx, make_pdf
+from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QUrl
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import QApplication
+
+from app.ui.main_window import MainWindow
+
+ROOT = Path(__file__).resolve().parents[1]
+INGEST_TIMEOUT = 180_000  # ms: real embedder on two shared cores
+ANSWER_TIMEOUT = 120_000
+
+
+@pytest.fixture
+def qsettings(tmp_path, monkeypatch):
+    path = tmp_path / "folio.ini"
+    monkeypatch.setenv("FOLIO_QSETTINGS", str(path))
+    return path
+
+
+@pytest.fixture
+def make_window(qtbot, qsettings, starter_model):
+    windows = []
+
+    def make(**kw):
+        w = MainWindow(**kw)
+        qtbot.addWidget(w)
+        w.show()
+        w.start()
+        windows.append(w)
+        return w
+
+    yield make
+    for w in windows:
+        w.close()
+
+
+def drop(widget, paths) -> None:
+    """A real drag-enter and drop carrying file URLs, as a file manager sends them."""
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    centre = widget.rect().center()
+    enter = QDragEnterEvent(centre, Qt.DropAction.CopyAction, mime,
+                            Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, enter)
+    assert enter.isAccepted()
+    event = QDropEvent(QPointF(centre), Qt.DropAction.CopyAction, mime,
+                       Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    QApplication.sendEvent(widget, event)
+    assert event.isAccepted()
+
+
+def ask(qtbot, window, question: str) -> None:
+    box = window.chat.input
+    box.setFocus()
+    qtbot.keyClicks(box, question)
+    qtbot.keyClick(box, Qt.Key.Key_Return)
+
+
+def set_max_tokens(window, n: int) -> None:
+    window.model.max_tokens.setValue(n)  # the real spin box stores it with the chat
+    assert window.folio.store.get_chat(window.chat.chat_id).settings["max_tokens"] == n
+
+
+def test_window_shows_before_heavy_imports():
+    code = ("import sys; import app.ui.main_window, app.workers; "
+            "heavy = [m for m in ('torch', 'llama_cpp', 'lancedb', 'sentence_transformers') "
+            "if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_first_run_shows_empty_state_and_loads_model_in_background(qtbot, make_window):
+    window = make_window()
+    assert window.model_status.text() == "Loading model…"  # shown, not blocked on the load
+    assert window.library.stack.currentIndex() == 0
+    assert "Drop documents here" in window.library.empty_label.text()
+    with qtbot.waitSignal(window.model_loaded, timeout=ANSWER_TIMEOUT) as blocker:
+        pass
+    info = blocker.args[0]
+    qtbot.waitUntil(lambda: info.name in window.model_status.text())
+    assert window.model.name.text() == info.name
+    assert str(info.n_ctx) in window.model.context.text().replace(",", "")
+    qtbot.waitUntil(lambda: window.library.opened)
+    assert window.library_status.text().startswith("0 documents")
+    assert not window.banner.isVisible()
+    for w in (window.library.add_files_btn, window.chat.input, window.chat.send_btn,
+              window.chat.scope, window.library.tree):
+        assert w.accessibleName()
+
+
+@pytest.mark.slow
+def test_drop_index_ask_stream_sources_and_open(qtbot, make_window, tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    pdf = make_pdf(docs / "garden.pdf", [
+        "Watering. Water tomato plants deeply twice a week, early in the morning.",
+        "Pruning. Remove the side shoots of tomatoes when they are five centimetres long.",
+    ], title="Garden Guide")
+    docx = make_docx(docs / "kitchen.docx", {
+        "Bread": ["Let the dough rise for two hours in a warm place before baking."]})
+    corrupt = docs / "broken.pdf"
+    corrupt.write_bytes(b"%PDF-1.7\nthis is not really a PDF\n")
+
+    window = make_window()
+    qtbot.waitUntil(lambda: window.library.opened, timeout=60_000)
+    # Dropped onto the conversation view: "anywhere on the window" includes text widgets.
+    drop(window.chat.view.viewport(), [pdf, docx, corrupt])
+    lib = window.library
+    assert window.library.stack.currentIndex() == 1
+    assert lib.progress_box.isVisible()
+    final = ("ready", "failed")
+    qtbot.waitUntil(lambda: all(lib.status_of(str(p)) in final for p in (pdf, docx, corrupt))
+                    and not lib.indexing, timeout=INGEST_TIMEOUT)
+    assert lib.status_of(str(pdf)) == "ready"
+    assert lib.status_of(str(docx)) == "ready"
+    assert lib.status_of(str(corrupt)) == "failed"
+    reason = lib.error_of(str(corrupt))
+    assert reason
+    assert window.banner.isVisible() and "broken.pdf" in window.banner.text.text()
+    qtbot.waitUntil(lambda: any(d.path == str(pdf) for d in lib.docs), timeout=30_000)
+    rows = {lib.tree.topLevelItem(0).child(i).data(0, Qt.ItemDataRole.UserRole):
+            lib.tree.topLevelItem(0).child(i) for i in range(lib.tree.topLevelItem(0).childCount())}
+    assert reason in rows[str(corrupt)].toolTip(2)
+    assert rows[str(pdf)].text(1) == "2"  # pages
+    assert not lib.progress_box.isVisible()
+    qtbot.waitUntil(lambda: "3 documents" in window.library_status.text())
+
+    # Ask: sources arrive, tokens stream, the answer lists its sources as links.
+    window.chat.new_chat()
+    set_max_tokens(window, 16)
+    tokens: list[str] = []
+    window.chat.token_received.connect(tokens.append)
+    with qtbot.waitSignal(window.chat.sources_received, timeout=ANSWER_TIMEOUT) as got:
+        ask(qtbot, window, "How often should tomato plants be watered?")
+    assert window.chat.stop_btn.isVisible()
+    sources = got.args[0]
+    assert sources and sources[0]["path"] == str(pdf) and sources[0]["page"] == 1
+    with qtbot.waitSignal(window.chat.answer_finished, timeout=ANSWER_TIMEOUT):
+        pass
+    assert tokens
+    messages = window.chat.messages
+    assert [m.role for m in messages] == ["user", "assistant"]
+    answer = messages[-1]
+    assert answer.content and answer.sources
+    assert "".join(tokens).strip() == answer.content
+    html = window.chat.conversation_html()
+    assert f"src:{answer.id}:1" in html and "garden.pdf" in html
+
+    # Clicking a source link opens it at its page.
+    with qtbot.waitSignal(window.source_opened, timeout=10_000) as opened:
+        window.chat.view.anchorClicked.emit(QUrl(f"src:{answer.id}:1"))
+    assert opened.args[0]["path"] == str(pdf)
+    assert opened.args[0]["page"] == 1
+
+
+def test_stop_stops_streaming(qtbot, make_window):
+    window = make_window()
+    window.chat.new_chat()
+    window.chat.set_scope({"mode": "none"})
+    set_max_tokens(window, 400)
+    with qtbot.waitSignal(window.chat.token_received, timeout=ANSWER_TIMEOUT):
+        ask(qtbot, window, "Write a long story about a lighthouse keeper.")
+    with qtbot.waitSignal(window.chat.answer_finished, timeout=30_000) as done:
+        qtbot.keyClick(window.chat.input, Qt.Key.Key_Escape)
+    final = done.args[0]
+    assert final is not None and final.stats["finish_reason"] == "cancelled"
+    assert final.stats["completion_tokens"] < 400
+    answer = window.chat.messages[-1]
+    assert answer.role == "assistant" and answer.status == "cancelled"
+    assert window.chat.send_btn.isVisible() and not window.chat.stop_btn.isVisible()
+    assert "(stopped)" in window.chat.conversation_html()
+
+
+def test_chats_and_layout_persist_across_restart(qtbot, make_window, qsettings):
+    first = make_window()
+    chat_id = first.chat.new_chat()
+    first.chat.set_scope({"mode": "none"})
+    set_max_tokens(first, 8)
+    with qtbot.waitSignal(first.chat.answer_finished, timeout=ANSWER_TIMEOUT):
+        ask(qtbot, first, "Say hello to the lighthouse")
+    other = first.chat.new_chat()  # a second chat, so "last chat" is a real choice
+    first.chat.open_chat(chat_id)
+    # The offscreen screen is small: restoreGeometry() would shrink a wider window to fit it.
+    width = first.minimumSizeHint().width()
+    first.resize(width, 700)
+    qtbot.waitUntil(lambda: first.width() == width)
+    first.splitter.setSizes([300, width - 560, 260])
+    first.chat.splitter.setSizes([150, 350])
+    saved, saved_chat = first.splitter.sizes(), first.chat.splitter.sizes()
+    first.close()
+    assert qsettings.exists()
+    stored = QSettings(str(qsettings), QSettings.Format.IniFormat)
+    assert [int(v) for v in stored.value("window/splitter")] == saved
+
+    second = make_window()
+    assert second.chat.chat_id == chat_id
+    assert second.chat.chat_list.count() == 2
+    assert other != chat_id
+    messages = second.chat.messages
+    assert [m.role for m in messages] == ["user", "assistant"]
+    assert messages[0].content == "Say hello to the lighthouse"
+    assert "Say hello to the lighthouse" in second.chat.view.toPlainText()
+    assert second.folio.store.get_chat(chat_id).scope["mode"] == "none"
+    assert second.model.max_tokens.value() == 8
+    assert second.chat.scope.currentData() == "none"
+    qtbot.waitUntil(lambda: second.isVisible())
+    # Same proportions (the small offscreen screen may shrink the restored window a little).
+    for now, before in ((second.splitter.sizes(), saved),
+                        (second.chat.splitter.sizes(), saved_chat)):
+        for a, b in zip(now, before, strict=True):
+            assert abs(a / sum(now) - b / sum(before)) < 0.08, (now, before)
+
+
+def test_export_markdown(qtbot, make_window, tmp_path):
+    window = make_window()
+    chat_id = window.chat.new_chat()
+    window.folio.store.add_message(chat_id, "user", "What is **this**?")
+    window.chat.reload_messages()
+    out = window.chat.export_markdown(str(tmp_path / "chat.md"))
+    assert out and "What is" in Path(out).read_text("utf-8")
+
+
+def test_cli_help_still_works():
+    out = subprocess.run([sys.executable, "-m", "app", "--help"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=60, check=False)
+    assert out.returncode == 0 and "ingest" in out.stdout and "window" in out.stdout
