@@ -25,11 +25,13 @@ class Folio:
         model_path: Path | str | None = None,
         n_ctx: int = DEFAULT_CONTEXT,
         n_gpu_layers: int | str = "auto",
+        settings=None,
     ):
         self.library_path = Path(library_path) if library_path else default_library()
         self.model_path = Path(model_path).expanduser() if model_path else None
         self.n_ctx = n_ctx
         self.n_gpu_layers = n_gpu_layers
+        self.settings = settings  # AppSettings for retrieval; None: the engine's defaults
         self._lock = threading.Lock()
         self._library = None
         self._store = None
@@ -78,8 +80,16 @@ class Folio:
         if self._engine is None:
             from app.core.chat import ChatEngine
 
-            self._engine = ChatEngine(self.library, self.runtime, self.store)
+            config = self.settings.chat_config() if self.settings is not None else None
+            self._engine = ChatEngine(self.library, self.runtime, self.store, config=config)
         return self._engine
+
+    def configure(self, settings) -> None:
+        """Answer with these AppSettings' retrieval settings from the next question on, also
+        when the engine is already open, so a change in Settings needs no restart."""
+        self.settings = settings
+        if self._engine is not None:
+            self._engine.config = settings.chat_config()
 
     def close(self) -> None:
         with self._lock:

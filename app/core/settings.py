@@ -17,11 +17,13 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from app.core.chat import ChatConfig
 from app.core.paths import data_dir, default_library
-from app.core.splitter import SplitterConfig
+
+if TYPE_CHECKING:  # the engine's modules pull in numpy/pyarrow: the window reads settings first
+    from app.core.chat import ChatConfig
+    from app.core.splitter import SplitterConfig
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +63,13 @@ class AppSettings:
     # -- the engine's configs -------------------------------------------------------------
 
     def splitter_config(self) -> SplitterConfig:
+        from app.core.splitter import SplitterConfig
+
         return SplitterConfig(chunk_tokens=self.chunk_tokens, overlap_tokens=self.overlap_tokens)
 
     def chat_config(self) -> ChatConfig:
+        from app.core.chat import ChatConfig
+
         return ChatConfig(k=self.retrieval_k, mmr=self.mmr, min_similarity=self.min_similarity)
 
     # -- validation -----------------------------------------------------------------------

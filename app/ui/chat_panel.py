@@ -325,6 +325,7 @@ class ChatPanel(QWidget):
         menu.addSeparator()
         menu.addAction("Delete…", self.delete_chat)
         menu.exec(self.chat_list.viewport().mapToGlobal(pos))
+        menu.deleteLater()  # one menu per right-click: do not keep them all as children
 
     def export_markdown(self, path: str | None = None) -> str | None:
         if self.chat_id is None:
@@ -442,7 +443,8 @@ class ChatPanel(QWidget):
             yield from run(engine, job.cancel)
 
         self.stream = {"question": question, "text": "", "sources": [], "status": "streaming",
-                       "hide_from": hide_from, "message_id": None, "error": ""}
+                       "hide_from": hide_from, "message_id": None, "error": "",
+                       "typed": question is not None}
         self.job = job = self.workers.submit(work, pool="llm", name="answer")
         job.yielded.connect(self._on_event)
         job.finished.connect(self._on_finished)
@@ -495,10 +497,25 @@ class ChatPanel(QWidget):
         self.answer_finished.emit(final)
 
     def _on_failed(self, message: str) -> None:
+        job, stream = self.job, self.stream or {}
+        question = stream["question"] if stream.get("typed") else None
+        editing = stream.get("hide_from")
         self._end()
-        self.error.emit(f"The answer failed: {message}", self.job.error_detail if self.job
-                        else message)
+        self._keep_unsent(question, editing)
+        self.error.emit(f"The answer failed: {message}", job.error_detail if job else message)
         self.answer_finished.emit(None)
+
+    def _keep_unsent(self, question: str | None, editing: int | None) -> None:
+        """A job that fails before the engine stored the question (the model would not
+        load, say) must not lose what was typed: put it back in the box to send again."""
+        if not question or self.input.toPlainText().strip():
+            return
+        stored = [m.content for m in self.messages if m.role == "user"]
+        if stored and stored[-1] == question:
+            return
+        if editing is not None and any(m.id == editing for m in self.messages):
+            self.editing_id = editing  # still an edit of that question when sent again
+        self.input.setPlainText(question)
 
     def _end(self) -> None:
         self.job = None
@@ -562,14 +579,25 @@ class ChatPanel(QWidget):
                        "status": "streaming", "hide_from": None, "message_id": None,
                        "error": ""}
         self.job = job = self.workers.submit(work, pool="llm", name="summarise")
-        job.yielded.connect(lambda ev: ev.kind == "progress" and self._set_state(
-            f"Summarising {name}: {ev.text} ({ev.done}/{ev.total})"))
+        job.yielded.connect(lambda ev: self._on_summary_event(ev, name))
         job.finished.connect(self._on_finished)
         job.failed.connect(self._on_failed)
         self._set_state(f"Summarising {name}…")
         self._update_buttons()
         self.busy_changed.emit(True)
         self.render(scroll=True)
+
+    def _on_summary_event(self, ev, name: str) -> None:
+        """Progress goes to the state line; the final event is kept so `answer_finished`
+        carries it, as after a question (None there means the work failed)."""
+        if self.stream is None:
+            return
+        if ev.kind == "progress":
+            self._set_state(f"Summarising {name}: {ev.text} ({ev.done}/{ev.total})")
+        elif ev.kind == "done":
+            self.stream["final"] = ev
+            if ev.stats.get("cancelled"):
+                self.stream["status"] = "cancelled"
 
     # -- rendering ----------------------------------------------------------------------
 

@@ -78,6 +78,7 @@ class LibraryPanel(QWidget):
         self._last_refresh = 0.0
         self.opened = False
         self._collection_of: dict[str, str | None] = {}  # queued path -> target collection
+        self.settings = None  # AppSettings (chunking); None: the splitter's defaults
         self._icons = QFileIconProvider()
         self._build()
 
@@ -368,6 +369,7 @@ class LibraryPanel(QWidget):
         paths, collection, force = self._ingest_queue.pop(0)
         self.ingest_job_collection = collection
         folio = self.folio
+        settings = self.settings  # taken now: a later change applies to the next run
 
         def work(job):
             from app.core.ingest import IngestOptions, IngestSummary, discover, ingest
@@ -376,8 +378,10 @@ class LibraryPanel(QWidget):
             yield ("queued", [str(f) for f in files])
             summary = IngestSummary()
             lib = folio.library
-            yield from ingest(lib, paths, IngestOptions(collection=collection, force=force),
-                              cancel=job.cancel, summary=summary)
+            options = IngestOptions(collection=collection, force=force)
+            if settings is not None:
+                options.splitter = settings.splitter_config()
+            yield from ingest(lib, paths, options, cancel=job.cancel, summary=summary)
             return summary
 
         self.ingest_job = job = self.workers.submit(work, pool="ingest", name="ingest")
@@ -478,6 +482,7 @@ class LibraryPanel(QWidget):
         menu.addSeparator()
         menu.addAction("Remove from library…", lambda: self._remove(docs))
         menu.exec(self.tree.viewport().mapToGlobal(pos))
+        menu.deleteLater()  # one menu per right-click: do not keep them all as children
 
     def _open(self, doc) -> None:
         if doc is not None:
@@ -499,11 +504,16 @@ class LibraryPanel(QWidget):
 
     def remove(self, docs) -> None:
         folio = self.folio
+        paths = [d.path for d in docs]
 
         def work(job):
+            # The library's own records, not the listing's: `remove` marks the record it is
+            # given, and the listing's objects belong to the GUI thread.
             lib = folio.library
-            for d in docs:
-                lib.remove(d)
+            for path in paths:
+                doc = lib.get(path)
+                if doc is not None:
+                    lib.remove(doc)
             lib.optimize()
 
         for d in docs:
@@ -520,17 +530,28 @@ class LibraryPanel(QWidget):
             self.set_collection(docs, name.strip(), move)
 
     def set_collection(self, docs, name: str, move: bool) -> None:
+        """Add `docs` to collection `name`; `move` takes them out of the selected one (out of
+        all of them when the selection is "Unsorted" or a document row outside any)."""
         source = self.selected_collection()
         folio = self.folio
+        paths = [d.path for d in docs]
 
         def work(job):
+            # Re-read each record: the listing may predate a re-index, and writing it back
+            # whole would roll the document back to chunks that no longer exist.
             lib = folio.library
-            for d in docs:
-                names = set(d.collections)
+            for path in paths:
+                doc = lib.get(path)
+                if doc is None:  # removed meanwhile
+                    continue
+                names = set(doc.collections)
                 if move:
-                    names.discard(source) if source else names.clear()
+                    if source:
+                        names.discard(source)
+                    else:
+                        names.clear()
                 names.add(name)
-                lib.set_collections(d, names)
+                lib.set_collections(doc, names)
 
         job = self.workers.submit(work, pool="ingest", name="collections")
         job.finished.connect(lambda _r: self.refresh())

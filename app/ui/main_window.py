@@ -8,6 +8,7 @@ click away; nothing on the hot path opens a modal dialog.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import os
@@ -31,6 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.engine import Folio
+from app.core.settings import AppSettings
 from app.ui.chat_panel import ChatPanel
 from app.ui.library_panel import LibraryPanel
 from app.ui.model_panel import ModelPanel
@@ -120,13 +122,20 @@ class MainWindow(QMainWindow):
         super().__init__()
         self.setWindowTitle("Folio")
         self.setAcceptDrops(True)
-        self.settings = settings or open_settings()
-        self.folio = folio or Folio(library_path or os.environ.get("FOLIO_LIBRARY") or None)
+        self.settings = settings or open_settings()  # window layout (QSettings)
+        # The user's settings (settings.json): library folder, model, chunking, retrieval,
+        # theme. An explicit library or FOLIO_LIBRARY still wins, as on the command line.
+        self.app_settings = AppSettings.load()
+        app = self.app_settings
+        self.folio = folio or Folio(
+            library_path or os.environ.get("FOLIO_LIBRARY") or app.library,
+            model_path=app.model_path, n_ctx=app.n_ctx, n_gpu_layers=app.n_gpu_layers)
         self.workers = Workers(self)
         self.load_model_on_start = load_model
         self.model_info = None
         self.model_job = None
         self.viewer = None
+        self.settings_dialog = None
         self._started = False
         self._closed = False
 
@@ -161,6 +170,7 @@ class MainWindow(QMainWindow):
         self._build_menus()
         self._connect()
         self._restore()
+        self._use_settings(self.app_settings)
 
     # -- construction -------------------------------------------------------------------
 
@@ -225,6 +235,10 @@ class MainWindow(QMainWindow):
             return
         self._started = True
         self.library.refresh()
+        if self.app_settings.theme != "system":  # "system" is what Qt does by itself
+            from app.ui import settings_dialog
+
+            settings_dialog.apply_theme(self.app_settings.theme)
         if self.load_model_on_start:
             self.load_model()
 
@@ -246,9 +260,8 @@ class MainWindow(QMainWindow):
         self.model.show_info(info)
         self.update_status()
         self.model_loaded.emit(info)
-        # Warm the embedder now, so the first question does not wait for torch.
-        folio = self.folio
-        self.workers.submit(lambda job: folio.library.embedder, pool="io", name="embedder")
+        # Warm the embedder now, so the first question or ingest waits for nothing.
+        self.workers.submit(_warm_up(self.folio), pool="io", name="warm up")
 
     def _model_failed(self, message: str) -> None:
         detail = self.model_job.error_detail if self.model_job else message
@@ -314,20 +327,41 @@ class MainWindow(QMainWindow):
             self.show_error(f"Could not show the source: {exc}", str(exc))
             QDesktopServices.openUrl(QUrl.fromLocalFile(source.get("path", "")))
 
+    # -- settings -----------------------------------------------------------------------
+
     def open_settings_dialog(self) -> None:
-        try:
-            from app.ui import settings_dialog
-        except ImportError:
-            self.show_error("The settings dialog is not available in this build.")
+        """Show Settings without blocking the window; one dialog at a time."""
+        if self.settings_dialog is not None:
+            self.settings_dialog.raise_()
+            self.settings_dialog.activateWindow()
             return
-        dialog_cls = getattr(settings_dialog, "SettingsDialog", None)
-        if dialog_cls is None:
-            return
-        try:
-            dialog = dialog_cls(parent=self)
-        except TypeError:
-            dialog = dialog_cls(self)
+        from app.ui.settings_dialog import SettingsDialog
+
+        self.settings_dialog = dialog = SettingsDialog(self.app_settings, self)
+        dialog.settings_changed.connect(self.apply_settings)
+        dialog.finished.connect(self._settings_dialog_closed)
         dialog.open()
+
+    def _settings_dialog_closed(self, _result: int) -> None:
+        dialog, self.settings_dialog = self.settings_dialog, None
+        if dialog is not None:
+            dialog.deleteLater()
+
+    def apply_settings(self, new: AppSettings) -> None:
+        """Use saved settings at once: retrieval from the next question, chunking from the next
+        ingest, the theme now. The library folder and model are opened once, at start-up."""
+        old, self.app_settings = self.app_settings, new
+        self._use_settings(new)
+        from app.ui import settings_dialog  # looked up at call time, so tests can watch it
+
+        settings_dialog.apply_theme(new.theme)
+        if new.library != old.library:
+            self.statusBar().showMessage("The new library folder is used from the next start.",
+                                         8000)
+
+    def _use_settings(self, settings: AppSettings) -> None:
+        self.folio.configure(settings)
+        self.library.settings = settings
 
     # -- drag and drop ------------------------------------------------------------------
 
@@ -407,6 +441,35 @@ class MainWindow(QMainWindow):
                 self.viewer.wait_for_workers()
             self.folio.close()
         super().closeEvent(event)
+
+
+def _warm_up(folio):
+    """Load now what the first ingest or question would otherwise load while the user waits:
+    the embedder's weights (not only its tokenizer), the ingest code and PyMuPDF.
+
+    Those imports leave millions of long-lived objects behind, and each full garbage
+    collection of such a heap holds the GIL for 100-300 ms, freezing the window
+    (benchmarks/bench_gui.py: four stalls over 200 ms early in the first ingest). So the
+    collector is off during the warm-up, and what it loaded is then frozen (`gc.freeze`):
+    later full collections skip it."""
+
+    def work(job):
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            folio.library.embedder.embed_query("warm up")
+            import app.core.ingest  # noqa: F401
+
+            try:
+                import pymupdf  # noqa: F401  (the PDF loader imports it on first use)
+            except ImportError:
+                pass
+        finally:
+            gc.freeze()
+            if was_enabled:
+                gc.enable()
+
+    return work
 
 
 def _ints(value) -> list[int]:
