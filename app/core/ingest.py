@@ -396,8 +396,8 @@ def _finish_done(lib, item: _Done, summary, state, sizes, event) -> Iterator[Ing
             lib.put_document(doc)
     else:
         summary.skipped += 1
-        if doc is not None and lib.get(item.path) is not None:
-            stored = lib.get(item.path)
+        stored = lib.get(item.path) if doc is not None else None
+        if stored is not None:
             if (stored.mtime, stored.collections) != (doc.mtime, doc.collections):
                 lib.put_document(doc)
     yield event("file", path=str(item.path), status=item.status, message=item.message)
