@@ -55,6 +55,15 @@ class Job(QObject):
     # -- worker side --------------------------------------------------------------------
 
     def run(self) -> None:
+        # Nothing may escape into Qt's pool: an exception there is reported by Qt Concurrent
+        # and dropped. The usual one is a report posted after the window (and this job's
+        # C++ side) was destroyed while the work was still running.
+        try:
+            self._run()
+        except BaseException:  # noqa: BLE001
+            log.debug("job %s could not report back", self.name, exc_info=True)
+
+    def _run(self) -> None:
         try:
             result = self.fn(self)
             if isinstance(result, GeneratorType):

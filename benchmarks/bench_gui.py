@@ -27,6 +27,9 @@ FOLIO_STARTUP_PROBE=1, which makes the app print "READY <seconds since process s
 first idle tick after the window has been shown, painted and started, and quit. Reported from
 both clocks: the child's (since its process was created) and the parent's (Popen to the READY
 line). The first run is "cold-ish" (files may still be in the page cache from earlier runs).
+The probe then closes the window while the model is still loading: "close() s" is how long
+that call blocked the GUI thread (the window hides at once; the process exits, "exit s",
+once the load it cannot interrupt has finished).
 """
 
 from __future__ import annotations
@@ -310,11 +313,15 @@ def run_startup(args, tmp: Path) -> dict:
         proc = subprocess.Popen([sys.executable, "-m", "app", "--library", str(lib)], cwd=ROOT,
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)
-        child = parent = None
+        child = parent = close_s = None
+        hidden = False
         for line in proc.stdout:
             if line.startswith("READY "):
                 parent = time.perf_counter() - t0
                 child = float(line.split()[1])
+            elif line.startswith("CLOSED "):
+                close_s = float(line.split()[1])
+                hidden = "hidden=True" in line
                 break
         try:
             proc.communicate(timeout=120)
@@ -326,6 +333,7 @@ def run_startup(args, tmp: Path) -> dict:
             raise RuntimeError(f"no READY line (rc {proc.returncode}):\n{proc.stderr.read()}"
                                if proc.stderr else "no READY line")
         runs.append({"child_s": round(child, 3), "parent_s": round(parent, 3),
+                     "close_s": close_s, "hidden": hidden,
                      "exit_s": round(exit_s, 2), "rc": proc.returncode})
     warm = runs[1:] or runs
     return {
@@ -337,6 +345,7 @@ def run_startup(args, tmp: Path) -> dict:
         "median_parent_s": round(statistics.median(r["parent_s"] for r in runs), 3),
         "median_warm_child_s": round(statistics.median(r["child_s"] for r in warm), 3),
         "median_warm_parent_s": round(statistics.median(r["parent_s"] for r in warm), 3),
+        "max_close_s": max((r["close_s"] or 0) for r in runs),
     }
 
 
@@ -380,9 +389,10 @@ def print_tables(result: dict, why: bool) -> None:
     su = result.get("startup")
     if su:
         print(f"\nStart-up to a shown, painted, idle window (QT_QPA_PLATFORM={su['platform']})")
-        print("  run | child clock s | parent clock s | exit s")
+        print("  run | child clock s | parent clock s | close() s | hidden | exit s")
         for n, r in enumerate(su["runs"], 1):
-            print(f"  {n:>3} | {r['child_s']:>13} | {r['parent_s']:>14} | {r['exit_s']:>6}")
+            print(f"  {n:>3} | {r['child_s']:>13} | {r['parent_s']:>14} | "
+                  f"{r['close_s']!s:>9} | {r['hidden']!s:>6} | {r['exit_s']:>6}")
         print(f"  first (cold-ish): {su['first_child_s']} s child, {su['first_parent_s']} s "
               f"parent; median of {len(su['runs'])}: {su['median_child_s']} / "
               f"{su['median_parent_s']} s; warm median: {su['median_warm_child_s']} / "

@@ -169,6 +169,9 @@ def test_stop_stops_streaming(qtbot, make_window):
     window.chat.new_chat()
     window.chat.set_scope({"mode": "none"})
     set_max_tokens(window, 400)
+    # Greedy decoding: a sampled answer could end by itself after a few tokens, before Esc.
+    window.model.temperature.setValue(0.0)
+    assert window.folio.store.get_chat(window.chat.chat_id).settings["temperature"] == 0.0
     with qtbot.waitSignal(window.chat.token_received, timeout=ANSWER_TIMEOUT):
         ask(qtbot, window, "Write a long story about a lighthouse keeper.")
     with qtbot.waitSignal(window.chat.answer_finished, timeout=30_000) as done:

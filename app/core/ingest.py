@@ -26,13 +26,15 @@ from app.core.library import (
     FAILED,
     INDEXING,
     READY,
+    DiskFull,
     DocumentRecord,
     Library,
     doc_id_for,
+    is_disk_full,
 )
-from app.core.loaders import is_supported, load
+from app.core.loaders import BAD_NAME_REASON, displayable_path, is_supported, load
 from app.core.splitter import Splitter, SplitterConfig
-from app.core.types import Chunk, LoadError
+from app.core.types import DEFAULT_FILE_TIME_LIMIT, Chunk, Deadline, LoadError
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +53,18 @@ class IngestOptions:
     splitter: SplitterConfig = field(default_factory=SplitterConfig)
     optimize: bool = True  # compact the tables when the run ends
     batch_size: int = EMBED_BATCH  # chunks per embed call and LanceDB commit
+    time_limit: float | None = DEFAULT_FILE_TIME_LIMIT  # seconds to load + split one file
 
 
 @dataclass(slots=True)
 class IngestEvent:
-    """One progress report. `kind` is one of: start, file, batch, done, cancelled.
+    """One progress report. `kind` is one of: start, file_start, progress, batch, file,
+    done, cancelled.
 
     For kind "file", `status` says what happened to `path`: ready, skipped or failed
-    (with `message` holding the reason or a warning).
+    (with `message` holding the reason or a warning). "file_start" and "progress" carry the
+    progress within `path`: `file_done` of its `file_total` chunks are embedded and stored
+    ("progress" follows every batch that held some of its chunks).
     """
 
     kind: str
@@ -73,6 +79,8 @@ class IngestEvent:
     elapsed: float = 0.0
     rate: float = 0.0  # chunks per second
     eta: float | None = None  # seconds
+    file_done: int = 0  # chunks of `path` embedded and stored so far
+    file_total: int = 0  # chunks of `path` in all
 
 
 @dataclass(slots=True)
@@ -128,6 +136,8 @@ def discover(
             for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
                 st = os.stat(dirpath)
                 if (st.st_dev, st.st_ino) in visited:
+                    log.warning("not following %s: a link back to a folder already walked",
+                                displayable_path(dirpath))
                     dirnames.clear()
                     continue
                 visited.add((st.st_dev, st.st_ino))
@@ -206,6 +216,9 @@ def _prepare(
     lib: Library, path: Path, options: IngestOptions, splitter: Splitter, fingerprint: str
 ) -> _Work | _Done:
     """Everything before embedding, for one file. Runs on the producer thread."""
+    shown = displayable_path(path)
+    if shown != str(path):  # the library stores paths as text: fail alone, named readably
+        return _Done(Path(shown), FAILED, BAD_NAME_REASON)
     doc_id = doc_id_for(path)
     existing = lib.get(path)
     doc = existing or DocumentRecord(doc_id=doc_id, path=str(path), name=path.name)
@@ -233,8 +246,9 @@ def _prepare(
         return _Done(path, "skipped", "unchanged", doc)
     version = version_for(doc_id, sha, fingerprint)
     try:
-        loaded = load(path, ocr=options.ocr)
-        chunks = splitter.split(loaded)
+        deadline = Deadline(options.time_limit)
+        loaded = load(path, ocr=options.ocr, deadline=deadline)
+        chunks = splitter.split(loaded, deadline)
     except LoadError as exc:
         return _Done(path, FAILED, str(exc), doc)
     except MemoryError:
@@ -272,7 +286,10 @@ def ingest(
     started = time.monotonic()
 
     if paths is None:
-        paths = [d.path for d in lib.documents() if d.status in (INDEXING, "queued")]
+        # Unfinished: interrupted, or stopped by an error that kept what it had staged (a
+        # full disk), so the next run continues instead of starting over.
+        paths = [d.path for d in lib.documents() if d.status in (INDEXING, "queued")
+                 or (d.status == FAILED and d.pending_version)]
     files, problems = discover(paths, options.include, options.exclude)
     sizes = {}
     for f in files:
@@ -335,6 +352,7 @@ def ingest(
 
     pending: list[_Work] = []  # files whose chunks are being embedded, in order
     finished_producing = False
+    disk_full: BaseException | None = None
     try:
         while True:
             if cancel.is_set():
@@ -357,7 +375,8 @@ def ingest(
                 else:
                     item.doc.status, item.doc.pending_version = INDEXING, item.version
                     item.doc.error = ""
-                    yield event("file_start", path=item.doc.path, current=item.doc.path)
+                    yield event("file_start", path=item.doc.path, current=item.doc.path,
+                                file_done=item.staged, file_total=item.total)
                     pending.append(item)
             if not pending:
                 if finished_producing:
@@ -367,6 +386,10 @@ def ingest(
             pending = [w for w in pending if not w.published]
     except _Cancelled:
         summary.cancelled = True
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        disk_full = exc
     finally:
         cancel_producer = summary.cancelled or producer.is_alive()
         if cancel_producer:
@@ -379,9 +402,43 @@ def ingest(
         summary.seconds = round(time.monotonic() - started, 3)
         summary.pages = state["pages"]
         summary.chunks = state["chunks_done"]
-        if options.optimize:
-            lib.optimize()
+        if options.optimize and disk_full is None:
+            try:
+                lib.optimize()
+            except Exception as exc:  # compaction loses nothing: it is retried next run
+                if not is_disk_full(exc):
+                    raise
+                log.warning("disk full: the library was not compacted: %s", exc)
+    if disk_full is not None:
+        yield from _stop_for_full_disk(lib, pending, summary, state, event)
+        name = Path(pending[0].doc.path).name if pending else "the library"
+        raise DiskFull(lib.root, f"indexing {name}") from disk_full
     yield event("cancelled" if summary.cancelled else "done")
+
+
+def _stop_for_full_disk(lib, pending: list[_Work], summary, state, event) -> Iterator[IngestEvent]:
+    """The disk filled up: the batch being written never committed, so every document still
+    in flight keeps what it had staged (not live) and its pending version, and shows failed with
+    the reason. Recording that may itself fail on the full disk: then the rows still say
+    "indexing", which a later run resumes just the same."""
+    reason = ("the disk is full: free some space and add it again; it continues from "
+              "where it stopped")
+    unfinished = [w for w in pending if not w.published]
+    for w in unfinished:
+        w.doc.status, w.doc.error = FAILED, reason
+        if not w.recorded:
+            w.doc.pending_version = ""
+    try:
+        lib.put_documents([w.doc for w in unfinished])
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        log.warning("disk full: could not record the stopped documents (they resume as "
+                    "indexing): %s", exc)
+    for w in unfinished:
+        summary.failed.append({"path": w.doc.path, "reason": reason})
+        state["files_done"] += 1
+        yield event("file", path=w.doc.path, status=FAILED, message=reason)
 
 
 def _finish_done(lib, item: _Done, summary, state, sizes, event) -> Iterator[IngestEvent]:
@@ -426,6 +483,7 @@ def _embed_batch(
         counts: dict[int, int] = {}
         for work, _ in batch:
             counts[id(work)] = counts.get(id(work), 0) + 1
+        touched = []
         for work in pending:
             n = counts.get(id(work), 0)
             if n:
@@ -433,6 +491,10 @@ def _embed_batch(
                 work.staged += n
                 state["chunks_done"] += n
                 state["bytes_done"] += sizes.get(Path(work.doc.path), 0) * n / work.total
+                touched.append(work)
+        for work in touched:
+            yield event("progress", path=work.doc.path, current=work.doc.path,
+                        file_done=work.staged, file_total=work.total)
     complete = [w for w in pending if not w.todo and w.staged >= w.total]
     if complete:
         for w in complete:

@@ -17,6 +17,7 @@ import os
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -26,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 
+from app.core import lock as folio_lock
 from app.core.types import Chunk
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,52 @@ QUEUED, INDEXING, READY, FAILED, REMOVING = "queued", "indexing", "ready", "fail
 
 class LibraryError(Exception):
     """A library problem the user must act on; the message says what to do."""
+
+
+class DiskFull(LibraryError):
+    """The disk holding the library filled up during a write. The write did not happen (a
+    LanceDB commit is all or nothing); what the library held before it is intact."""
+
+    def __init__(self, root: Path | str, doing: str = "writing to the library"):
+        self.root, self.doing = str(root), doing
+        super().__init__(
+            f"Disk full while {doing}: there is no space left on the disk that holds the "
+            f"library ({root}). Free some space, then add the file again; the documents "
+            f"already indexed are kept and the rest continues where it stopped."
+        )
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """Whether an error (or one it was raised from) is "no space left on device": an OSError
+    with errno ENOSPC, or LanceDB's Rust error, which only says so in its message."""
+    import errno
+
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, DiskFull):
+            return True
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        text = str(exc)
+        if "No space left on device" in text or "os error 28" in text or \
+                "Disk quota exceeded" in text:
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+class LibraryLocked(LibraryError):
+    """Another process has the library open for writing (app/core/lock.py); `holder` has
+    its pid, host and start time when known."""
+
+    def __init__(self, exc: folio_lock.LibraryInUse):
+        self.holder = exc.holder
+        super().__init__(str(exc))
+
+
+class ReadOnlyLibrary(LibraryError):
+    pass
 
 
 class EmbedderMismatch(LibraryError):
@@ -205,16 +253,32 @@ class SearchResult:
 class Library:
     """A library folder opened for reading and writing by this process."""
 
-    def __init__(self, root: Path, embedder=None, *, embedder_name: str | None = None):
+    def __init__(self, root: Path, embedder=None, *, embedder_name: str | None = None,
+                 read_only: bool | None = False):
         """Open (creating if needed) the library at `root`.
 
         `embedder` is a ready embedder object; `embedder_name` a known name or a model folder.
         Either must match what built the library, else `EmbedderMismatch`.
+
+        `read_only`: False takes the library's write lock (`LibraryLocked` when another
+        process holds it); True takes no lock and refuses every write; None writes when the
+        lock is free, else opens read-only (`self.read_only` says which).
         """
         import lancedb
 
         self.root = Path(root).expanduser().resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self.read_only = read_only is True
+        if not self.read_only:
+            try:
+                key = folio_lock.acquire(self.root)
+            except folio_lock.LibraryInUse as exc:
+                if read_only is not None:
+                    raise LibraryLocked(exc) from None
+                log.info("%s", exc)
+                self.read_only = True
+            else:
+                self._release = weakref.finalize(self, folio_lock.release, key)
         self._embedder = embedder
         self._lock = threading.RLock()
         self.meta = self._load_meta()
@@ -239,10 +303,27 @@ class Library:
     # -- opening -----------------------------------------------------------------------
 
     @classmethod
-    def open(cls, root: Path | str, embedder=None, *, embedder_name: str | None = None) -> Library:
-        lib = cls(Path(root), embedder, embedder_name=embedder_name)
-        lib.recover()
+    def open(cls, root: Path | str, embedder=None, *, embedder_name: str | None = None,
+             read_only: bool | None = False) -> Library:
+        lib = cls(Path(root), embedder, embedder_name=embedder_name, read_only=read_only)
+        if not lib.read_only:  # only the lock holder may repair: others could race a writer
+            lib.recover()
         return lib
+
+    def close(self) -> None:
+        """Release the write lock now (it is also released when this object is collected);
+        this object then refuses writes, as another process may be writing."""
+        release = getattr(self, "_release", None)
+        if release is not None:
+            release()
+            self.read_only = True
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise ReadOnlyLibrary(
+                f"The library {self.root} is open read-only here (another Folio process is "
+                f"writing to it); close that one to change the library."
+            )
 
     def _load_meta(self) -> dict:
         path = self.root / META_FILE
@@ -320,6 +401,7 @@ class Library:
 
     def put_documents(self, docs: Sequence[DocumentRecord]) -> None:
         """Insert or update document rows in one commit."""
+        self._writable()
         if not docs:
             return
         now = time.time()
@@ -368,6 +450,7 @@ class Library:
     def stage_chunks(self, batch: Sequence[tuple[str, str, Chunk]], vectors: np.ndarray) -> None:
         """Write (doc_id, version, chunk) rows in one commit, invisible to search until
         `publish`."""
+        self._writable()
         if not batch:
             return
         vectors = np.asarray(vectors, dtype=np.float32)
@@ -404,6 +487,7 @@ class Library:
         Versions are unique per document (they hash the document id), so `version IN (...)`
         can only switch on the versions being published.
         """
+        self._writable()
         if not items:
             return
         with self._lock:
@@ -422,6 +506,7 @@ class Library:
 
     def remove(self, doc: DocumentRecord) -> None:
         """Remove a document and its chunks; a crash midway is finished by `recover`."""
+        self._writable()
         with self._lock:
             doc.status = REMOVING
             self.put_document(doc)
@@ -455,6 +540,7 @@ class Library:
 
         Safe to run at any time by the process that writes the library.
         """
+        self._writable()
         fixed = {"removed": 0, "published": 0, "orphans": 0}
         with self._lock:
             docs = self._docs()
@@ -520,6 +606,8 @@ class Library:
 
     def optimize(self) -> None:
         """Compact small fragments, fold new rows into the indexes, drop old table versions."""
+        if self.read_only:
+            return
         with self._lock, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self._ensure_fts_index()
@@ -544,6 +632,7 @@ class Library:
     def reset_for_embedder(self, embedder_source: str) -> list[str]:
         """Drop every vector and record a new embedder (a known name or a model folder);
         returns the paths to index again."""
+        self._writable()
         with self._lock:
             paths = [d.path for d in self.documents()]
             if self._chunks_table is not None:

@@ -18,6 +18,8 @@ def run(library: Path | str | None = None, argv: list[str] | None = None) -> int
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
+    if QApplication.instance() is None:
+        _high_dpi_defaults()
     app = QApplication.instance() or QApplication(argv or sys.argv[:1])
     app.setOrganizationName("Folio")
     app.setApplicationName("Folio")
@@ -32,18 +34,43 @@ def run(library: Path | str | None = None, argv: list[str] | None = None) -> int
     app.lastWindowClosed.connect(closed.set)
 
     window = MainWindow(library)
+    _set_window_icon(app)
     window.show()
     QTimer.singleShot(0, window.start)
     if os.environ.get("FOLIO_STARTUP_PROBE"):
         _startup_probe(window)
     with loop:
         loop.run_until_complete(closed.wait())
+    # Closed during a model load: the window is gone; let the load finish and release it.
+    window.wait_released()
     return 0
+
+
+def _high_dpi_defaults() -> None:
+    """Qt 6 scales for high-DPI screens by itself; only make sure a fractional scale (125 %,
+    150 %) is used as it is rather than rounded, unless the user chose a policy."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtGui import QGuiApplication
+
+    if not os.environ.get("QT_SCALE_FACTOR_ROUNDING_POLICY"):
+        QGuiApplication.setHighDpiScaleFactorRoundingPolicy(
+            Qt.HighDpiScaleFactorRoundingPolicy.PassThrough)
+
+
+def _set_window_icon(app) -> None:
+    from PySide6.QtGui import QIcon
+
+    from app.core.paths import resource_path
+
+    svg = resource_path("icons", "folio.svg")  # vector: crisp at any scale
+    if svg.exists():
+        app.setWindowIcon(QIcon(str(svg)))
 
 
 def _startup_probe(window) -> None:
     """FOLIO_STARTUP_PROBE=1 (benchmarks/bench_gui.py): print "READY <seconds since the process
-    started>" on the first idle tick after the window is shown, painted and started; then quit."""
+    started>" on the first idle tick after the window is shown, painted and started; then
+    close it (the model is still loading) and print "CLOSED <seconds close() took>"."""
     from PySide6.QtCore import QEvent, QObject, QTimer
 
     class Painted(QObject):
@@ -64,7 +91,12 @@ def _startup_probe(window) -> None:
             return
         print(f"READY {_seconds_since_process_start():.3f}", flush=True)
         window.removeEventFilter(painted)
-        window.close()
+        import time
+
+        t0 = time.perf_counter()
+        window.close()  # while the model is still loading: how long does closing block?
+        print(f"CLOSED {time.perf_counter() - t0:.3f} hidden={not window.isVisible()}",
+              flush=True)
 
     QTimer.singleShot(0, check)
 

@@ -117,6 +117,7 @@ class ChatPanel(QWidget):
         self.collections_provider = collections
         self.documents_provider = documents  # -> [(path, title)]
         self.chat_id: int | None = None
+        self._store = None
         self.messages: list = []
         self.job = None
         self.stream: dict | None = None
@@ -130,7 +131,12 @@ class ChatPanel(QWidget):
 
     @property
     def store(self):
-        return self.folio.store
+        """The chat store, looked up once: `Folio`'s properties share one lock, which a
+        model load holds for seconds, so asking `folio.store` on the GUI thread each time
+        froze the window while the model loaded (benchmarks/bench_gui.py --why)."""
+        if self._store is None:
+            self._store = self.folio.store
+        return self._store
 
     # -- layout -------------------------------------------------------------------------
 
@@ -601,7 +607,7 @@ class ChatPanel(QWidget):
 
     # -- rendering ----------------------------------------------------------------------
 
-    def changeEvent(self, event) -> None:  # noqa: N802
+    def changeEvent(self, event) -> None:
         """Light/dark switch: the conversation's colours come from the palette; redraw."""
         super().changeEvent(event)
         if event.type() == QEvent.Type.PaletteChange:

@@ -15,6 +15,7 @@ from pathlib import Path
 from PySide6.QtCore import QFileInfo, Qt, QUrl, Signal
 from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import (
+    QApplication,
     QFileDialog,
     QFileIconProvider,
     QHBoxLayout,
@@ -29,6 +30,8 @@ from PySide6.QtWidgets import (
     QSplitter,
     QStackedWidget,
     QStyle,
+    QStyledItemDelegate,
+    QStyleOptionProgressBar,
     QTextBrowser,
     QTreeWidget,
     QTreeWidgetItem,
@@ -41,8 +44,42 @@ log = logging.getLogger(__name__)
 NO_COLLECTION = "Unsorted"
 DOC_ROLE = Qt.ItemDataRole.UserRole
 COLLECTION_ROLE = Qt.ItemDataRole.UserRole + 1
+PROGRESS_ROLE = Qt.ItemDataRole.UserRole + 2  # status column: 0-100 while the file indexes
+STATUS_COLUMN = 2
 STATUS_LABELS = {"queued": "Queued", "indexing": "Indexing…", "ready": "Ready",
-                 "failed": "Failed", "removing": "Removing…"}
+                 "failed": "Failed", "removing": "Removing…", "stopped": "Stopped"}
+
+
+class StatusDelegate(QStyledItemDelegate):
+    """Draws the status cell of a document that is indexing as a progress bar (its own
+    chunks embedded so far), the way the style draws a QProgressBar; other cells as usual."""
+
+    def paint(self, painter, option, index) -> None:
+        value = index.data(PROGRESS_ROLE)
+        if value is None:
+            super().paint(painter, option, index)
+            return
+        bar = QStyleOptionProgressBar()
+        bar.rect = option.rect.adjusted(2, 3, -2, -3)
+        bar.state = option.state | QStyle.StateFlag.State_Horizontal
+        bar.direction = option.direction
+        bar.fontMetrics = option.fontMetrics
+        bar.palette = option.palette
+        bar.minimum, bar.maximum, bar.progress = 0, 100, int(value)
+        bar.text = f"{int(value)}%"
+        bar.textVisible = True
+        bar.textAlignment = Qt.AlignmentFlag.AlignCenter
+        widget = option.widget
+        style = widget.style() if widget is not None else QApplication.style()
+        if option.state & QStyle.StateFlag.State_Selected:
+            painter.fillRect(option.rect, option.palette.highlight())
+        style.drawControl(QStyle.ControlElement.CE_ProgressBar, bar, painter, widget)
+
+    def sizeHint(self, option, index):
+        size = super().sizeHint(option, index)
+        if index.data(PROGRESS_ROLE) is not None:
+            size.setWidth(max(size.width(), option.fontMetrics.horizontalAdvance("100%") * 3))
+        return size
 
 
 def fmt_eta(seconds: float | None) -> str:
@@ -59,6 +96,7 @@ class LibraryPanel(QWidget):
 
     state_changed = Signal()
     document_status = Signal(str, str)  # path, status: tests and the status bar follow it
+    document_progress = Signal(str, int)  # path, percent of its chunks stored (while indexing)
     ingest_finished = Signal(object)  # IngestSummary
     summarize_requested = Signal(str)  # path
     error = Signal(str, str)  # message, details
@@ -70,6 +108,8 @@ class LibraryPanel(QWidget):
         self.docs: list = []  # DocumentRecord from the last listing
         self.chunks = 0
         self.overlay: dict[str, tuple[str, str]] = {}  # path -> (status, message), live
+        self.file_progress: dict[str, tuple[int, int]] = {}  # path -> (chunks done, total)
+        self.batch_size: int | None = None  # chunks per embed batch; None: the engine's
         self.ingest_job = None
         self.ingest_job_collection: str | None = None
         self._ingest_queue: list[tuple[list[str], str | None]] = []
@@ -136,6 +176,7 @@ class LibraryPanel(QWidget):
         hdr.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         hdr.setMinimumSectionSize(36)
         self.tree.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.tree.setItemDelegateForColumn(STATUS_COLUMN, StatusDelegate(self.tree))
         for col in (1, 2, 3):
             hdr.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
         split = QSplitter(Qt.Orientation.Vertical)
@@ -279,6 +320,10 @@ class LibraryPanel(QWidget):
 
     def _doc_item(self, row: dict) -> QTreeWidgetItem:
         status = row["status"]
+        path = row["path"]
+        stopped = status == "indexing" and path not in self.overlay
+        if stopped:  # an "indexing" record no run is working on: cancelled or interrupted
+            status = "stopped"
         label = STATUS_LABELS.get(status, status)
         pages = str(row["pages"]) if row["pages"] else ""
         added = time.strftime("%Y-%m-%d", time.localtime(row["added"])) if row["added"] else ""
@@ -293,7 +338,49 @@ class LibraryPanel(QWidget):
             item.setToolTip(0, f"{row['path']}\nFailed: {row.get('error') or ''}")
         elif status in ("queued", "indexing"):
             item.setIcon(2, self.style().standardIcon(QStyle.StandardPixmap.SP_BrowserReload))
+            progress = self._percent(path)
+            if status == "indexing" and progress is not None:
+                item.setData(STATUS_COLUMN, PROGRESS_ROLE, progress)
+        elif status == "stopped":
+            item.setIcon(2, self.style().standardIcon(QStyle.StandardPixmap.SP_MediaPause))
+            progress = self._percent(path)
+            if progress is not None:
+                item.setText(2, f"Stopped at {progress}%")
+            item.setToolTip(2, "Indexing was stopped before this document was finished. "
+                               "Choose Resume indexing (or add it again) to continue from "
+                               "where it stopped.")
+        item.setData(STATUS_COLUMN, Qt.ItemDataRole.AccessibleTextRole, item.text(2))
         return item
+
+    def _percent(self, path: str) -> int | None:
+        done, total = self.file_progress.get(path, (0, 0))
+        return int(100 * done / total) if total else None
+
+    def is_stopped(self, path: str) -> bool:
+        """Indexing of `path` began and was stopped (cancel, crash) before it finished."""
+        return path not in self.overlay and any(
+            d.path == path and d.status == "indexing" for d in self.docs)
+
+    def doc_items(self, path: str) -> list[QTreeWidgetItem]:
+        """The rows showing `path` (one per collection it is in)."""
+        out = []
+        for i in range(self.tree.topLevelItemCount()):
+            top = self.tree.topLevelItem(i)
+            for j in range(top.childCount()):
+                if top.child(j).data(0, DOC_ROLE) == path:
+                    out.append(top.child(j))
+        return out
+
+    def _show_progress(self, path: str, done: int, total: int) -> None:
+        self.file_progress[path] = (done, total)
+        percent = self._percent(path)
+        if percent is None or self.overlay.get(path, ("",))[0] != "indexing":
+            return
+        for item in self.doc_items(path):
+            item.setData(STATUS_COLUMN, PROGRESS_ROLE, percent)
+            item.setData(STATUS_COLUMN, Qt.ItemDataRole.AccessibleTextRole,
+                         f"Indexing, {percent}%")
+        self.document_progress.emit(path, percent)
 
     def _doc_path(self, item: QTreeWidgetItem | None) -> str | None:
         return item.data(0, DOC_ROLE) if item is not None else None
@@ -321,6 +408,9 @@ class LibraryPanel(QWidget):
         status = self.status_of(path) or ""
         parts = [f"<b>{_esc(d.title or d.name) if d else _esc(Path(path).name)}</b>",
                  f"<br>{_esc(path)}", f"<br>Status: {STATUS_LABELS.get(status, status)}"]
+        if self.is_stopped(path):
+            parts[-1] = ("<br>Status: Stopped before it was finished: choose <i>Resume "
+                         "indexing</i> from its menu to continue where it stopped.")
         err = self.error_of(path)
         if status == "failed" and err:
             parts.append(f"<br><b>Why it failed:</b> {_esc(err)}")
@@ -370,6 +460,7 @@ class LibraryPanel(QWidget):
         self.ingest_job_collection = collection
         folio = self.folio
         settings = self.settings  # taken now: a later change applies to the next run
+        batch_size = self.batch_size
 
         def work(job):
             from app.core.ingest import IngestOptions, IngestSummary, discover, ingest
@@ -379,8 +470,11 @@ class LibraryPanel(QWidget):
             summary = IngestSummary()
             lib = folio.library
             options = IngestOptions(collection=collection, force=force)
+            if batch_size:
+                options.batch_size = batch_size
             if settings is not None:
                 options.splitter = settings.splitter_config()
+                options.time_limit = settings.file_time_limit
             yield from ingest(lib, paths, options, cancel=job.cancel, summary=summary)
             return summary
 
@@ -404,10 +498,18 @@ class LibraryPanel(QWidget):
             return
         if ev.kind == "file_start":
             self.overlay[ev.path] = ("indexing", "")
+            if ev.file_total:
+                self.file_progress[ev.path] = (ev.file_done, ev.file_total)
             self.document_status.emit(ev.path, "indexing")
             self._rebuild()
+            if ev.file_total:
+                self._show_progress(ev.path, ev.file_done, ev.file_total)
+        elif ev.kind == "progress":
+            self._show_progress(ev.path, ev.file_done, ev.file_total)
         elif ev.kind == "file":
             status = "ready" if ev.status == "skipped" else ev.status
+            if status == "ready":
+                self.file_progress.pop(ev.path, None)
             self.overlay[ev.path] = (status, ev.message if status == "failed" else "")
             self.document_status.emit(ev.path, status)
             if status == "failed":
@@ -441,12 +543,15 @@ class LibraryPanel(QWidget):
         self.state_changed.emit()
 
     def _ingest_failed(self, message: str) -> None:
+        detail = self.ingest_job.error_detail if self.ingest_job is not None else message
         self.ingest_job = None
         self.progress_box.hide()
         for path, (status, _m) in list(self.overlay.items()):
             if status in ("queued", "indexing"):
                 self.overlay.pop(path)
-        self.error.emit(f"Indexing stopped: {message}", message)
+        # A full disk says itself what happened and what to do (app.core.library.DiskFull).
+        text = message if message.startswith("Disk full") else f"Indexing stopped: {message}"
+        self.error.emit(text, detail or message)
         self.refresh()
         self._start_next_ingest()
         self.state_changed.emit()
@@ -476,6 +581,10 @@ class LibraryPanel(QWidget):
             act = menu.addAction("Summarise", lambda: self.summarize_requested.emit(one.path))
             act.setEnabled(one.status == "ready")
             menu.addSeparator()
+        stopped = [d.path for d in docs if self.is_stopped(d.path)
+                   or (d.status == "failed" and d.pending_version)]
+        if stopped:
+            menu.addAction("Resume indexing", lambda: self.ingest(stopped, None))
         menu.addAction("Re-index", lambda: self.ingest([d.path for d in docs], None, True))
         menu.addAction("Move to collection…", lambda: self._to_collection(docs, move=True))
         menu.addAction("Copy to collection…", lambda: self._to_collection(docs, move=False))
