@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"folio {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument("--self-test", action="store_true",
+                        help="check the whole pipeline on bundled samples (headless) and exit")
     _library_arg(parser, top=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -63,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip files matching (repeatable)")
     p.add_argument("--no-ocr", action="store_true", help="never OCR scanned pages")
     p.add_argument("--force", action="store_true", help="re-index unchanged files too")
+    p.add_argument("--time-limit", type=float, metavar="SECONDS",
+                   help="give up on a file that takes longer than this to read and split "
+                        "(default: the settings' file time limit, 300)")
     p.add_argument("--chunk-tokens", type=int, metavar="N", help="chunk size in tokens")
     p.add_argument("--overlap-tokens", type=int, metavar="N", help="chunk overlap in tokens")
     p.add_argument("--json", action="store_true", help="print one JSON summary object")
@@ -150,6 +155,33 @@ def build_parser() -> argparse.ArgumentParser:
     _library_arg(p)
     p.add_argument("id", type=int)
 
+    models = sub.add_parser("models", help="list, add, download, remove GGUF models; "
+                            "choose the default")
+    msub = models.add_subparsers(dest="models_command", metavar="ACTION")
+    p = msub.add_parser("list", help="the models with what their headers say and the "
+                        "memory they need")
+    _library_arg(p)
+    p.add_argument("--ctx", type=int, metavar="N",
+                   help="estimate memory for this context (default: each model's setting)")
+    p.add_argument("--json", action="store_true", help="print a JSON array")
+    p = msub.add_parser("add", help="copy (or --link) a .gguf file into the models folder")
+    p.add_argument("path", metavar="PATH")
+    p.add_argument("--link", action="store_true", help="link to the file instead of copying")
+    p.add_argument("--json", action="store_true")
+    p = msub.add_parser("download", help="download a GGUF (Ctrl+C pauses; run again to "
+                        "resume)")
+    p.add_argument("url", metavar="URL_OR_CATALOG_ID")
+    p.add_argument("--sha256", metavar="HEX", help="expected sha256 of the file")
+    p.add_argument("--name", metavar="FILE", help="file name in the models folder")
+    p.add_argument("--restart", action="store_true", help="discard a partial download first")
+    p.add_argument("--cancel", action="store_true", help="delete a partial download and exit")
+    p.add_argument("--json", action="store_true")
+    p = msub.add_parser("remove", help="delete a model from the models folder")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p = msub.add_parser("default", help="show or set the default model")
+    p.add_argument("name", nargs="?", metavar="NAME")
+
     p = sub.add_parser("reindex", help="rebuild every vector, e.g. with another embedder")
     _library_arg(p)
     p.add_argument("--embedder", metavar="NAME_OR_DIR",
@@ -164,6 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     from app.core.logs import setup_logging
 
     setup_logging(verbose=args.verbose)
+    if args.self_test:  # headless end to end; checks a packaged build as much as the source
+        from app.selftest import run as run_self_test
+
+        return run_self_test(args.library)
     if args.command is None:  # no subcommand: the desktop window
         if (sys.platform.startswith("linux") and not os.environ.get("QT_QPA_PLATFORM")
                 and not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY")):
@@ -178,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.parse_args(["docs", "--help"])
     if args.command == "chats" and not getattr(args, "chats_command", None):
         parser.parse_args(["chats", "--help"])
+    if args.command == "models" and not getattr(args, "models_command", None):
+        parser.parse_args(["models", "--help"])
     handler = {
         "ingest": cmd_ingest,
         "search": cmd_search,
@@ -189,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
         "chat": cmd_chat,
         "summarize": cmd_summarize,
         "chats": cmd_chats,
+        "models": cmd_models,
     }[args.command]
     from app.core.library import LibraryError
     from app.core.models import ModelError
@@ -207,10 +246,33 @@ def _library_path(args) -> Path:
     return Path(args.library).expanduser() if args.library else default_library()
 
 
-def _open(args, embedder_name: str | None = None):
+def _file_time_limit() -> float:
+    """The per-file time limit from the user's settings (the default when they can't be read)."""
+    from app.core.settings import AppSettings
+
+    try:
+        return float(AppSettings.load().file_time_limit)
+    except Exception:  # noqa: BLE001 - a broken settings file must not stop an ingest
+        return float(AppSettings().file_time_limit)
+
+
+def _open(args, embedder_name: str | None = None, read_only: bool | None = False):
+    """read_only=None (read commands): read-only when another Folio process writes it."""
     from app.core.library import Library
 
-    return Library.open(_library_path(args), embedder_name=embedder_name)
+    lib = Library.open(_library_path(args), embedder_name=embedder_name, read_only=read_only)
+    if lib.read_only:
+        _note_read_only(lib.root)
+    return lib
+
+
+def _note_read_only(root) -> None:
+    from app.core.lock import holder
+
+    pid = (holder(root) or {}).get("pid")
+    who = f" (pid {pid})" if pid else ""
+    print(f"folio: the library is open in another Folio window or command{who}; reading it "
+          f"as it is now, without changes.", file=sys.stderr)
 
 
 def _print_json(value) -> None:
@@ -286,9 +348,13 @@ def cmd_ingest(args) -> int:
     except ValueError as exc:
         print(f"folio ingest: {exc}", file=sys.stderr)
         return 2
+    if args.time_limit is not None and args.time_limit <= 0:
+        print("folio ingest: --time-limit must be more than 0 seconds", file=sys.stderr)
+        return 2
     options = IngestOptions(
         collection=args.collection, include=args.include, exclude=args.exclude,
         ocr=False if args.no_ocr else None, force=args.force, splitter=config,
+        time_limit=args.time_limit if args.time_limit is not None else _file_time_limit(),
     )
     lib = _open(args)
     summary = _run_ingest(lib, args.paths or None, options, args.json)
@@ -312,7 +378,7 @@ def cmd_search(args) -> int:
     if args.k < 1:
         print("folio search: --k must be at least 1", file=sys.stderr)
         return 2
-    lib = _open(args)
+    lib = _open(args, read_only=None)
     results = lib.search(
         " ".join(args.query), k=args.k, collections=args.collection or None,
         documents=args.doc or None, mode=args.mode, mmr=args.mmr,
@@ -333,7 +399,7 @@ def cmd_search(args) -> int:
 
 
 def cmd_docs(args) -> int:
-    lib = _open(args)
+    lib = _open(args, read_only=None if args.docs_command == "list" else False)
     if args.docs_command == "list":
         docs = lib.documents()
         if args.collection:
@@ -377,7 +443,7 @@ def cmd_docs(args) -> int:
 
 
 def cmd_collections(args) -> int:
-    lib = _open(args)
+    lib = _open(args, read_only=None)
     cols = lib.collections()
     if args.json:
         _print_json([{"name": k, "documents": v} for k, v in cols.items()])
@@ -388,7 +454,7 @@ def cmd_collections(args) -> int:
 
 
 def cmd_info(args) -> int:
-    lib = _open(args)
+    lib = _open(args, read_only=None)
     stats = lib.stats()
     if args.json:
         _print_json(stats)
@@ -423,10 +489,11 @@ def cmd_reindex(args) -> int:
 
 
 def _folio(args):
-    from app.core.engine import DEFAULT_CONTEXT, Folio
+    from app.core.engine import Folio
 
+    ctx = getattr(args, "ctx", None)  # an explicit --ctx beats the model's own setting
     return Folio(_library_path(args), model_path=getattr(args, "model", None),
-                 n_ctx=getattr(args, "ctx", None) or DEFAULT_CONTEXT)
+                 load_overrides={"n_ctx": ctx} if ctx else None)
 
 
 def _overrides(args) -> dict:
@@ -500,6 +567,9 @@ def cmd_ask(args) -> int:
     import time
 
     folio = _folio(args)
+    folio.library_read_only = None  # answering only reads the library
+    if folio.library.read_only:
+        _note_read_only(folio.library.root)
     try:
         started = time.monotonic()
         store = folio.store
@@ -636,6 +706,215 @@ def cmd_chats(args) -> int:
         return 0
     finally:
         store.close()
+
+
+# -- models --------------------------------------------------------------------------------
+# Exit codes: 0 done; 1 the download stopped (paused with Ctrl+C, or failed: run it again to
+# resume); 2 a refusal (not a GGUF, unknown model, name clash) or a failure that left nothing.
+
+
+def _model_manager(args):
+    from app.core.models import ModelManager
+
+    store = None
+    if getattr(args, "models_command", None) in ("list", "remove"):
+        from app.core.history import ChatStore
+
+        root = _library_path(args)
+        if (root / "folio.sqlite").exists():
+            store = ChatStore.for_library(root)
+    return ModelManager(history=store), store
+
+
+def cmd_models(args) -> int:
+    manager, store = _model_manager(args)
+    try:
+        return _MODEL_COMMANDS[args.models_command](manager, args)
+    finally:
+        if store is not None:
+            store.close()
+
+
+def _models_list(manager, args) -> int:
+    rows = []
+    for e in manager.list():
+        row = e.to_json()
+        est = None
+        if e.info is not None:
+            est = manager.estimate_memory(e, context_length=args.ctx)
+        row["memory"] = est.to_json() if est else None
+        row["fits"] = est.fits if est else None
+        rows.append(row)
+    partials = [
+        {"url": p.url, "filename": p.filename, "done_bytes": p.done_bytes,
+         "total_bytes": p.total_bytes, "error": p.error}
+        for p in manager.partial_downloads()
+    ]
+    if args.json:
+        _print_json({"models_dir": str(manager.models_dir), "default": manager.default_name(),
+                     "models": rows, "partial_downloads": partials})
+        return 0
+    print(f"models folder: {manager.models_dir}")
+    if not rows:
+        print("(no models yet: `folio models add FILE.gguf` or `folio models download URL`)")
+    for r in rows:
+        mark = "*" if r["is_default"] else " "
+        if r["error"]:
+            print(f"{mark} {r['name']}  UNREADABLE: {r['error']}")
+            continue
+        i = r["info"]
+        mem = r["memory"]
+        print(f"{mark} {r['name']}  {i['architecture'] or '?'} {i['parameters']} "
+              f"{i['quantization'] or '?'}  ctx {i['context_length'] or '?'}  "
+              f"{'chat' if i['has_chat_template'] else 'base'}  "
+              f"{_size(r['size_bytes'])}  license {i['license'] or '-'}  "
+              f"chats {r['used_by_chats']}")
+        print(f"    memory at {mem['context_length']:,} tokens: {mem['reason']}")
+    for p in partials:
+        done = _size(p["done_bytes"])
+        total = _size(p["total_bytes"]) if p["total_bytes"] else "?"
+        print(f"  partial download {p['filename']} {done} of {total} ({p['url']})"
+              + (f": {p['error']}" if p["error"] else ""))
+    return 0
+
+
+def _size(n) -> str:
+    n = float(n or 0)
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit in ("B", "KB") else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+def _models_add(manager, args) -> int:
+    from app.core.models import ModelError
+
+    try:
+        entry = manager.add(args.path, link=args.link)
+    except ModelError as exc:
+        print(f"folio models add: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        _print_json(entry.to_json())
+    else:
+        print(f"added {entry.name} ({'linked' if entry.is_link else 'copied'})")
+    return 0
+
+
+def _models_download(manager, args) -> int:
+    import time
+
+    from app.core.models import DownloadDone, DownloadError, ModelError
+
+    url, sha, name = args.url, args.sha256, args.name
+    if "://" not in url:  # a catalog id
+        found = [c for c in manager.catalog() if c.id == url]
+        if not found:
+            print(f"folio models download: {url!r} is neither a URL nor a catalog id "
+                  f"({', '.join(c.id for c in manager.catalog())})", file=sys.stderr)
+            return 2
+        url, sha, name = found[0].url, sha or found[0].sha256, name or found[0].filename
+    if args.cancel:
+        manager.cancel_download(url)
+        print(f"cancelled {url}", file=sys.stderr)
+        return 0
+    tty = sys.stderr.isatty()
+    if not sha:
+        print("note: no sha256 given: the file is checked against the size the server "
+              "reports and its GGUF header only", file=sys.stderr)
+
+    def run(cancel):
+        done = None
+        last = 0.0
+        for ev in manager.download(url, sha256=sha, filename=name, discard=args.restart,
+                                   should_stop=cancel.is_set):
+            if isinstance(ev, DownloadDone):
+                done = ev
+            elif ev.stage == "paused":
+                _clear_line(tty)
+                print(f"paused at {_size(ev.done_bytes)}; run the same command to resume",
+                      file=sys.stderr)
+            elif tty or time.monotonic() - last > 5 or ev.stage == "verifying":
+                last = time.monotonic()
+                total = f" of {_size(ev.total_bytes)}" if ev.total_bytes else ""
+                eta = f", {ev.eta_s:.0f} s left" if ev.eta_s else ""
+                text = (f"{ev.stage} {ev.filename}: {_size(ev.done_bytes)}{total} "
+                        f"({_size(ev.speed_bps)}/s{eta})")
+                if ev.resumed_from:
+                    text += f", resumed at {_size(ev.resumed_from)}"
+                if tty:
+                    sys.stderr.write(f"\r{text}\033[K")
+                    sys.stderr.flush()
+                else:
+                    print(text, file=sys.stderr)
+        _clear_line(tty)
+        return done
+
+    try:
+        done = _with_cancel(run)
+    except DownloadError as exc:
+        _clear_line(tty)
+        print(f"folio models download: {exc}", file=sys.stderr)
+        if args.json:
+            _print_json({"ok": False, "error": str(exc), "url": url})
+        resumable = any(p.url == url for p in manager.partial_downloads())
+        return 1 if resumable else 2
+    except ModelError as exc:
+        print(f"folio models download: {exc}", file=sys.stderr)
+        return 2
+    if done is None:
+        if args.json:
+            _print_json({"ok": False, "paused": True, "url": url})
+        return 1
+    if args.json:
+        _print_json({"ok": True, "url": url, **done.entry.to_json()})
+    else:
+        print(f"downloaded {done.entry.name} to {done.path}")
+    return 0
+
+
+def _models_remove(manager, args) -> int:
+    from app.core.models import ModelError
+
+    try:
+        entry = manager.get(args.name)
+    except ModelError as exc:
+        print(f"folio models remove: {exc}", file=sys.stderr)
+        return 2
+    if not args.yes:
+        if not sys.stdin.isatty():
+            print("folio models remove: add --yes to remove without a prompt", file=sys.stderr)
+            return 2
+        used = f" ({entry.used_by_chats} chats use it)" if entry.used_by_chats else ""
+        answer = input(f"Remove {entry.name}{used}? [y/N] ").strip().lower()
+        if answer not in ("y", "yes"):
+            print("kept", file=sys.stderr)
+            return 1
+    manager.remove(entry.name)
+    print(f"removed {entry.name}")
+    return 0
+
+
+def _models_default(manager, args) -> int:
+    from app.core.models import ModelError
+
+    if not args.name:
+        print(manager.default_name())
+        return 0
+    try:
+        manager.set_default(args.name)
+    except ModelError as exc:
+        print(f"folio models default: {exc}", file=sys.stderr)
+        return 2
+    print(f"default model: {manager.default_name()}")
+    return 0
+
+
+_MODEL_COMMANDS = {
+    "list": _models_list, "add": _models_add, "download": _models_download,
+    "remove": _models_remove, "default": _models_default,
+}
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -12,11 +12,11 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.core.history import ChatStore, Message
+from app.core.history import Chat, ChatStore, Message
 from app.core.library import Library, SearchResult
 from app.core.llm import Done, GenerationSettings, LLMProvider, Token, defaults_for
 from app.core.prompts import PromptSet
@@ -111,6 +111,10 @@ class ChatEngine:
         self.store = store
         self.prompts = prompts or PromptSet()
         self.config = config or ChatConfig()
+        # The model's own system prompt (a per-model setting) instead of the template's.
+        self.system_prompt: str | None = None
+        # Called with the chat before each answer: Folio loads the chat's model there.
+        self.before_answer: Callable[[Chat], None] | None = None
 
     # -- public operations ---------------------------------------------------------------
 
@@ -154,6 +158,13 @@ class ChatEngine:
         cancel = cancel or threading.Event()
         cfg = self.config
         chat = self.store.get_chat(chat_id)
+        if self.before_answer is not None:
+            try:
+                self.before_answer(chat)
+            except Exception as exc:  # the chat's model failed to load: say so, keep the chat
+                log.warning("could not load the model for chat %s: %s", chat_id, exc)
+                yield ChatEvent("error", text=f"The chat's model could not be loaded: {exc}")
+                return
         info = self.llm.info
         if info is None:
             yield ChatEvent("error", text="No model is loaded.")
@@ -339,7 +350,8 @@ class ChatEngine:
         self, question: str, sources: list[dict], turns: Sequence[_Turn], summary: str
     ) -> tuple[str, list[str]]:
         info = self.llm.info
-        system = self.prompts.render("system")
+        system = (self.system_prompt.strip() if self.system_prompt and self.system_prompt.strip()
+                  else self.prompts.render("system"))
         question = defuse(question)
         sources = [{**s, "text": defuse(s["text"]), "section": defuse(s.get("section") or "")}
                    for s in sources]

@@ -18,6 +18,11 @@ DEFAULT_CONTEXT = 4096
 
 
 class Folio:
+    """n_ctx and n_gpu_layers are the defaults for models without their own settings (the
+    model manager's per-model settings win); load_overrides (LoadSettings fields, e.g. an
+    explicit `--ctx` on the command line) win over both. model_path pins one model file;
+    without it each chat uses its own model (the chat's `model`), else the default model."""
+
     def __init__(
         self,
         library_path: Path | str | None = None,
@@ -26,30 +31,49 @@ class Folio:
         n_ctx: int = DEFAULT_CONTEXT,
         n_gpu_layers: int | str = "auto",
         settings=None,
+        models_dir: Path | str | None = None,
+        load_overrides: dict | None = None,
+        allow_oversize: bool = False,
     ):
         self.library_path = Path(library_path) if library_path else default_library()
         self.model_path = Path(model_path).expanduser() if model_path else None
         self.n_ctx = n_ctx
         self.n_gpu_layers = n_gpu_layers
         self.settings = settings  # AppSettings for retrieval; None: the engine's defaults
-        self._lock = threading.Lock()
+        self.models_dir = Path(models_dir) if models_dir else None
+        self.load_overrides = dict(load_overrides or {})
+        self.allow_oversize = allow_oversize
+        self.model_listeners: list = []  # called with ModelInfo after every (re)load
+        self._lock = threading.RLock()
+        self._open_locks = {n: threading.RLock() for n in ("library", "store", "models")}
         self._library = None
+        # False: the library must be writable here (LibraryLocked when another process has
+        # it); None: fall back to read-only (CLI read commands such as ask), see lock.py.
+        self.library_read_only: bool | None = False
         self._store = None
         self._runtime = None
         self._engine = None
+        self._models = None
+        self._model_path: Path | None = None  # the file loaded now
+        self._model_settings = None
 
     @property
     def library(self):
-        with self._lock:
+        if self._library is not None:
+            return self._library
+        with self._open_locks["library"]:
             if self._library is None:
                 from app.core.library import Library
 
-                self._library = Library.open(self.library_path)
+                self._library = Library.open(self.library_path,
+                                             read_only=self.library_read_only)
             return self._library
 
     @property
     def store(self):
-        with self._lock:
+        if self._store is not None:
+            return self._store
+        with self._open_locks["store"]:
             if self._store is None:
                 from app.core.history import ChatStore
 
@@ -57,23 +81,156 @@ class Folio:
             return self._store
 
     @property
-    def runtime(self):
-        """The LLM runtime with the chosen model (the starter model by default) loaded."""
-        with self._lock:
-            if self._runtime is None:
-                from app.core.llm import LLMRuntime, LoadSettings
-                from app.core.models import default_model_path
+    def models(self):
+        """The model manager; it counts chats per model from this library's chat store."""
+        if self._models is not None:
+            return self._models
+        with self._open_locks["models"]:
+            if self._models is None:
+                from app.core.models import ModelManager
 
-                path = self.model_path or default_model_path()
-                runtime = LLMRuntime()
-                try:
-                    runtime.load(path, LoadSettings(n_ctx=self.n_ctx,
-                                                    n_gpu_layers=self.n_gpu_layers))
-                except BaseException:
-                    runtime.close()
-                    raise
-                self._runtime = runtime
+                self._models = ModelManager(self.models_dir, history=self._StoreView(self))
+            return self._models
+
+    class _StoreView:
+        """Opens the chat store only when the manager counts chats."""
+
+        def __init__(self, folio: Folio) -> None:
+            self.folio = folio
+
+        def model_usage(self) -> dict[str, int]:
+            return self.folio.store.model_usage()
+
+    @property
+    def model_name(self) -> str | None:
+        """The file name of the loaded model (None before the first load)."""
+        return self._model_path.name if self._model_path else None
+
+    def load_settings_for(self, path: Path):
+        """LoadSettings for a model file: Folio's defaults, then the model's own settings
+        (when it is in the models folder), then load_overrides."""
+        from app.core.llm import LoadSettings
+
+        ms = self.models.settings_for(path.name) if self._in_models_dir(path) else None
+        values: dict = {"n_ctx": self.n_ctx, "n_gpu_layers": self.n_gpu_layers}
+        if ms is not None:
+            if ms.context_length is not None:
+                values["n_ctx"] = ms.context_length
+            if ms.gpu_layers is not None:
+                values["n_gpu_layers"] = ms.gpu_layers
+            if ms.threads is not None:
+                values["threads"] = ms.threads
+            if ms.batch_size is not None:
+                values["batch_size"] = ms.batch_size
+            if ms.chat_template:
+                values["chat_template"] = ms.chat_template
+        values["allow_oversize"] = self.allow_oversize
+        values.update(self.load_overrides)
+        return LoadSettings(**values), ms
+
+    def _in_models_dir(self, path: Path) -> bool:
+        try:
+            return path.parent.resolve() == self.models.models_dir.resolve()
+        except OSError:
+            return False
+
+    def _wanted_path(self, chat_model: str | None = None) -> Path:
+        if self.model_path is not None:
+            return self.model_path
+        models = self.models
+        if chat_model:
+            path = models.path_for(chat_model)
+            if path.is_file():
+                return path
+            log.warning("The chat's model %s is gone; using the default model", chat_model)
+        return models.default_path()
+
+    def _load(self, path: Path):
+        """Load `path` into the runtime (creating it), applying its settings. Lock held."""
+        from app.core.llm import LLMRuntime
+
+        load, ms = self.load_settings_for(path)
+        runtime = self._runtime
+        fresh = runtime is None
+        if fresh:
+            runtime = LLMRuntime()
+        try:
+            info = runtime.load(path, load)
+        except BaseException:
+            if fresh:
+                runtime.close()
+            else:
+                self._model_path = None
+            raise
+        self._runtime = runtime
+        self._model_path = path
+        self._model_settings = ms
+        if self._engine is not None:
+            self._engine.system_prompt = ms.system_prompt if ms else None
+        for listener in list(self.model_listeners):
+            try:
+                listener(info)
+            except Exception:  # a listener must not break loading
+                log.exception("model listener failed")
+        return runtime
+
+    @property
+    def runtime(self):
+        """The LLM runtime with the chosen model loaded (the pinned model_path, else the
+        default model: the starter model unless the user chose another)."""
+        with self._lock:
+            if self._runtime is None or self._runtime.info is None:
+                self._load(self._wanted_path())
             return self._runtime
+
+    def use_model(self, name_or_path: str | Path | None = None):
+        """Load another model (a name in the models folder or a path; None: the default)
+        with its settings, if it is not the one loaded. Returns its ModelInfo."""
+        with self._lock:
+            if name_or_path is None:
+                path = self.models.default_path()
+            elif isinstance(name_or_path, Path) or "/" in str(name_or_path):
+                path = Path(name_or_path).expanduser()
+            else:
+                path = self.models.path_for(str(name_or_path))
+            if self._runtime is None or self._runtime.info is None or path != self._model_path:
+                self._load(path)
+            return self._runtime.info
+
+    def reload_model(self):
+        """Load the current model again, e.g. after its settings changed."""
+        with self._lock:
+            path = self._model_path or self._wanted_path()
+            self._load(path)
+            return self._runtime.info
+
+    def unload_model(self, name: str | None = None) -> bool:
+        """Free the loaded model (only if it is `name`, when given). True if one was freed."""
+        with self._lock:
+            if self._runtime is None or self._runtime.info is None:
+                return False
+            if name is not None and self.model_name != name:
+                return False
+            self._runtime.unload()
+            self._model_path = None
+            return True
+
+    def remove_model(self, name: str) -> None:
+        """Remove a model from the models folder, unloading it first if it is in use."""
+        self.unload_model(name)
+        self.models.remove(name)
+
+    def _prepare_for_chat(self, chat) -> None:
+        """Before answering in a chat: load the chat's model (or the default model), and
+        remember on the chat which model it uses."""
+        if self.model_path is not None:
+            return
+        with self._lock:
+            path = self._wanted_path(chat.model)
+            if self._runtime is None or self._runtime.info is None or path != self._model_path:
+                self._load(path)
+        if not chat.model and self._in_models_dir(path):
+            self.store.update_chat(chat.id, model=path.name)
 
     @property
     def chat(self):
@@ -81,7 +238,11 @@ class Folio:
             from app.core.chat import ChatEngine
 
             config = self.settings.chat_config() if self.settings is not None else None
-            self._engine = ChatEngine(self.library, self.runtime, self.store, config=config)
+            engine = ChatEngine(self.library, self.runtime, self.store, config=config)
+            ms = self._model_settings
+            engine.system_prompt = ms.system_prompt if ms else None
+            engine.before_answer = self._prepare_for_chat
+            self._engine = engine
         return self._engine
 
     def configure(self, settings) -> None:
@@ -100,3 +261,4 @@ class Folio:
                 self._store.close()
                 self._store = None
             self._engine = None
+            self._model_path = None

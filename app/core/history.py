@@ -382,7 +382,11 @@ class ChatStore:
             self._conn.execute("PRAGMA foreign_keys = ON")
             migrate(self._conn)
             self.has_fts = _ensure_fts(self._conn)
-            recovered = self.recover_interrupted()
+            # A live answer of another Folio process on this library is not interrupted:
+            # that process owns it (and recovered its own chats when it opened them).
+            from app.core.lock import held_elsewhere
+
+            recovered = 0 if held_elsewhere(self.path.parent) else self.recover_interrupted()
         except BaseException:
             self._conn.close()
             raise
@@ -487,6 +491,16 @@ class ChatStore:
                     {"q": _like_pattern(query)},
                 ).fetchall()
             return [_chat(r) for r in rows]
+
+    def model_usage(self) -> dict[str, int]:
+        """Model file name -> how many chats use it (chats without a model are not counted:
+        they follow the default model)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT model, COUNT(*) FROM chats WHERE model IS NOT NULL AND model != '' "
+                "GROUP BY model"
+            ).fetchall()
+        return {str(r[0]): int(r[1]) for r in rows}
 
     def rename_chat(self, chat_id: int, title: str) -> None:
         with self._write() as conn:

@@ -41,7 +41,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from app.core.models import ModelError, is_gguf
+from app.core.models import ModelError, check_fits, is_gguf
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,8 @@ class LoadSettings:
     n_gpu_layers: str | int = "auto"  # "auto": all layers when the build has a GPU, else 0
     threads: int | None = None  # None: default_threads()
     batch_size: int = 512
+    chat_template: str | None = None  # overrides the GGUF's own (a per-model setting)
+    allow_oversize: bool = False  # load even when the memory estimate says it will not fit
 
     def __post_init__(self) -> None:
         if not isinstance(self.n_ctx, int) or self.n_ctx < 0 or 0 < self.n_ctx < 64:
@@ -720,6 +722,9 @@ class LLMRuntime:
         requested = settings.n_gpu_layers
         layers = (-1 if gpu_build else 0) if requested == "auto" else int(requested)
         threads = settings.threads or default_threads()
+        if not settings.allow_oversize:
+            # "Will not fit" before llama.cpp allocates (and the OS starts swapping or kills).
+            check_fits(path, settings.n_ctx, layers, settings.batch_size)
         notes: list[str] = []
         started = time.perf_counter()
         try:
@@ -743,6 +748,9 @@ class LLMRuntime:
             llm.close()
             raise
         info = replace(info, load_seconds=load_seconds)
+        if settings.chat_template and settings.chat_template.strip():
+            info = replace(info, chat_template=settings.chat_template,
+                           notes=(*info.notes, "chat template overridden by the model settings"))
         self._llm = llm
         self._info = info
         self._install_abort_callback(llm)

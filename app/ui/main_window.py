@@ -14,8 +14,8 @@ import logging
 import os
 from pathlib import Path
 
-from PySide6.QtCore import QEvent, QObject, QSettings, Qt, QUrl, Signal
-from PySide6.QtGui import QAction, QDesktopServices, QKeySequence
+from PySide6.QtCore import QEvent, QObject, QSettings, Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QAction, QDesktopServices, QKeySequence, QPalette
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -41,6 +41,7 @@ from app.workers import Workers
 log = logging.getLogger(__name__)
 
 SETTINGS_ENV = "FOLIO_QSETTINGS"  # an .ini path: tests and portable installs
+CLOSE_WAIT_MS = 0  # per pool: never block the closing window; what still runs ends in the background
 
 
 def open_settings(path: str | None = None) -> QSettings:
@@ -79,7 +80,7 @@ class Banner(QFrame):
         self.details_btn.setAccessibleName("Show error details")
         self.details_btn.setCheckable(True)
         row.addWidget(self.details_btn)
-        close = QToolButton()
+        self.close_btn = close = QToolButton()
         close.setText("✕")
         close.setAutoRaise(True)
         close.setToolTip("Dismiss")
@@ -115,6 +116,7 @@ class MainWindow(QMainWindow):
     model_loaded = Signal(object)  # ModelInfo
     model_failed = Signal(str)
     source_opened = Signal(dict)
+    shut_down = Signal()  # after close(): workers finished, engine closed
 
     def __init__(self, library_path: Path | str | None = None, *,
                  settings: QSettings | None = None, folio: Folio | None = None,
@@ -138,13 +140,14 @@ class MainWindow(QMainWindow):
         self.settings_dialog = None
         self._started = False
         self._closed = False
+        self._released = False
 
         self.library = LibraryPanel(self.folio, self.workers)
         self.chat = ChatPanel(
             self.folio, self.workers, collections=self.library.collections,
             documents=lambda: [(d.path, d.title or d.name) for d in self.library.docs
                                if d.status == "ready"])
-        self.model = ModelPanel()
+        self.model = ModelPanel(self.folio, self.workers)
         self.right = QTabWidget()
         self.right.setAccessibleName("Model and sources")
         self.right.addTab(self.model, "Model")
@@ -190,16 +193,17 @@ class MainWindow(QMainWindow):
         file = self.menuBar().addMenu("&File")
         self.add_files_action = file.addAction("Add files…", self.library.choose_files)
         self.add_files_action.setShortcut(QKeySequence.StandardKey.Open)
-        file.addAction("Add folder…", self.library.choose_folder)
+        self.add_folder_action = file.addAction("Add folder…", self.library.choose_folder)
         file.addSeparator()
         self.settings_action = file.addAction("Settings…", self.open_settings_dialog)
         self.settings_action.setShortcut(QKeySequence.StandardKey.Preferences)
+        self.models_action = file.addAction("Models…", self.model.open_manager)
         file.addSeparator()
         quit_action = file.addAction("Quit", self.close)
         quit_action.setShortcut(QKeySequence.StandardKey.Quit)
 
         chat = self.menuBar().addMenu("&Chat")
-        new = chat.addAction("New chat", self.chat.new_chat)
+        self.new_chat_action = new = chat.addAction("New chat", self.chat.new_chat)
         new.setShortcut(QKeySequence.StandardKey.New)
         search = chat.addAction("Search chats", self.focus_search)
         search.setShortcut(QKeySequence.StandardKey.Find)
@@ -212,6 +216,37 @@ class MainWindow(QMainWindow):
         stop.triggered.connect(self.chat.stop)
         chat.addAction(stop)
         self.stop_shortcut = stop
+        self.menuBar().setAccessibleName("Menu bar")
+
+        self.toolbar = bar = self.addToolBar("Toolbar")
+        bar.setObjectName("toolbar")  # saveState() names it
+        bar.setAccessibleName("Toolbar")
+        bar.setMovable(False)
+        bar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self._icon_actions = [(self.add_files_action, "add-file"),
+                              (self.add_folder_action, "add-folder"),
+                              (self.new_chat_action, "new-chat"),
+                              (self.settings_action, "settings")]
+        for action, _name in self._icon_actions:
+            bar.addAction(action)
+        overflow = bar.findChild(QToolButton, "qt_toolbar_ext_button")
+        if overflow is not None:  # shown when the window is too narrow for every button
+            overflow.setAccessibleName("More toolbar actions")
+        self._apply_icons()
+
+    def _apply_icons(self) -> None:
+        """Draw the toolbar's SVG icons in the palette's text colour (again after a
+        light/dark switch); they are rendered for high-DPI screens, not scaled up."""
+        from app.ui.icons import themed_icon
+
+        color = self.palette().color(QPalette.ColorRole.ButtonText)
+        for action, name in self._icon_actions:
+            action.setIcon(themed_icon(name, color))
+
+    def changeEvent(self, event) -> None:
+        super().changeEvent(event)
+        if event.type() == QEvent.Type.PaletteChange and hasattr(self, "_icon_actions"):
+            self._apply_icons()
 
     def _connect(self) -> None:
         self.library.state_changed.connect(self.update_status)
@@ -222,6 +257,8 @@ class MainWindow(QMainWindow):
         self.chat.status.connect(lambda t: self.statusBar().showMessage(t, 5000))
         self.chat.chat_changed.connect(self._chat_changed)
         self.model.settings_edited.connect(self._settings_edited)
+        self.model.error.connect(self.show_error)
+        self.model.model_changed.connect(self._model_switched)
         # Drops onto text widgets would otherwise paste the file name.
         for w in (self.chat.input, self.chat.view, self.chat.view.viewport(),
                   self.library.tree.viewport(), self.library.details):
@@ -235,6 +272,7 @@ class MainWindow(QMainWindow):
             return
         self._started = True
         self.library.refresh()
+        self.model.start()  # lists the models folder (a job)
         if self.app_settings.theme != "system":  # "system" is what Qt does by itself
             from app.ui import settings_dialog
 
@@ -255,6 +293,8 @@ class MainWindow(QMainWindow):
         job.failed.connect(self._model_failed)
 
     def _model_ready(self, info) -> None:
+        if self._closed:  # the load finished after the window closed: warm nothing up
+            return
         self.model_info = info
         self.model_job = None
         self.model.show_info(info)
@@ -264,12 +304,22 @@ class MainWindow(QMainWindow):
         self.workers.submit(_warm_up(self.folio), pool="io", name="warm up")
 
     def _model_failed(self, message: str) -> None:
+        if self._closed:
+            return
         detail = self.model_job.error_detail if self.model_job else message
         self.model_job = None
         self.model.show_error(message)
         self.model_status.setText("No model")
         self.show_error(f"The model could not be loaded: {message}", detail)
         self.model_failed.emit(message)
+
+    def _model_switched(self, info) -> None:
+        """A load (ModelInfo) or an unload (None) done from the model view."""
+        if info is not None:
+            self._model_ready(info)
+        else:
+            self.model_info = None
+            self.model_status.setText("No model loaded")
 
     # -- state --------------------------------------------------------------------------
 
@@ -296,14 +346,15 @@ class MainWindow(QMainWindow):
     def _chat_changed(self, chat_id) -> None:
         settings = None
         if chat_id is not None:
-            settings = self.folio.store.get_chat(chat_id).settings or {}
+            settings = self.chat.store.get_chat(chat_id).settings or {}
             self.settings.setValue(self._last_chat_key(), chat_id)
         self.model.show_settings(settings)
+        self.model.set_chat(chat_id)
 
     def _settings_edited(self, values: dict) -> None:
         if self.chat.chat_id is not None:
-            chat = self.folio.store.get_chat(self.chat.chat_id)
-            self.folio.store.update_chat(chat.id, settings={**(chat.settings or {}), **values})
+            chat = self.chat.store.get_chat(self.chat.chat_id)
+            self.chat.store.update_chat(chat.id, settings={**(chat.settings or {}), **values})
 
     # -- sources ------------------------------------------------------------------------
 
@@ -377,7 +428,11 @@ class MainWindow(QMainWindow):
         paths = local_paths(event.mimeData())
         if paths:
             event.acceptProposedAction()
-            self.library.ingest(paths)
+            models = [p for p in paths if p.lower().endswith(".gguf")]
+            if models:  # model files go to the model manager, not the library
+                self.model.add_models(models)
+            if len(models) < len(paths):
+                self.library.ingest([p for p in paths if p not in models])
 
     def eventFilter(self, obj: QObject, event: QEvent) -> bool:
         kind = event.type()
@@ -431,16 +486,58 @@ class MainWindow(QMainWindow):
         s.sync()
 
     def closeEvent(self, event) -> None:
+        """Hide at once and stop what can stop. A model load inside llama.cpp cannot be
+        interrupted; rather than freezing the closing window for the seconds it still needs,
+        it finishes in the background, hidden, and what it holds is released after it
+        (`shut_down`); `app.run` waits for that before the process exits."""
         if not self._closed:
             self._closed = True
             self.save_settings()
+            self.hide()
             self.chat.stop()
             self.library.cancel_ingest()
-            self.workers.shutdown()
-            if self.viewer is not None and hasattr(self.viewer, "wait_for_workers"):
-                self.viewer.wait_for_workers()
-            self.folio.close()
+            self.model.shutdown()  # pauses downloads (they resume next time)
+            if self.workers.shutdown(timeout_ms=CLOSE_WAIT_MS):
+                self._release()
+            else:
+                log.info("closing: waiting in the background for %s",
+                         ", ".join(j.name for j in self.workers.running()) or "a worker")
+                self._close_timer = QTimer(self, interval=50)
+                self._close_timer.timeout.connect(self._release_when_idle)
+                self._close_timer.start()
         super().closeEvent(event)
+
+    def _workers_idle(self) -> bool:
+        w = self.workers
+        return all(p.activeThreadCount() == 0 for p in (w.llm_pool, w.ingest_pool, w.io_pool))
+
+    def _release_when_idle(self) -> None:
+        if self._workers_idle():
+            self._close_timer.stop()
+            self._release()
+
+    def _release(self) -> None:
+        if self._released:
+            return
+        self._released = True
+        if self.viewer is not None and hasattr(self.viewer, "wait_for_workers"):
+            self.viewer.wait_for_workers()
+        self.folio.close()
+        self.shut_down.emit()
+
+    @property
+    def released(self) -> bool:
+        """Closed, and every worker has finished and the engine is closed."""
+        return self._released
+
+    def wait_released(self, timeout_ms: int = 120_000) -> bool:
+        """After close(): block until the workers are done and the engine is closed (the
+        window is hidden by then, so nobody sees the wait). True when it got there."""
+        if not self._released:
+            if not self.workers.shutdown(timeout_ms=timeout_ms):
+                return False
+            self._release()
+        return True
 
 
 def _warm_up(folio):
