@@ -9,6 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
 .PHONY: install run test bench bench-ingest bench-retrieval bench-latency corpus clean
+.PHONY: package package-build package-verify package-bench test-packaged
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,6 +38,31 @@ bench-retrieval: install corpus
 
 bench-latency: install
 	$(PY) benchmarks/bench_search_latency.py
+
+# Packaged executables (Linux here; Windows and macOS in .github/workflows/release.yml).
+# `make package` builds dist/folio/, the tarball and the .deb, installs the .deb (root) and
+# checks the installed app in a clean environment: self-test and window start-up.
+PKG_STAMP := $(VENV)/.folio-package-installed
+
+$(PKG_STAMP): pyproject.toml | $(STAMP)
+	$(PY) -m pip install --quiet -e '.[test,package]'
+	@touch $@
+
+package: package-build package-verify
+
+package-build: install $(PKG_STAMP)
+	bash packaging/build.sh
+
+package-verify:
+	bash packaging/verify.sh
+
+# Sizes, cold start to a visible window and self-test time of the installed package.
+package-bench:
+	bash packaging/measure.sh
+
+# The opt-in test of the artifact (builds dist/folio/ first when it is missing).
+test-packaged: install $(PKG_STAMP)
+	FOLIO_TEST_PACKAGED=1 $(PY) -m pytest -m packaged tests/test_packaged.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
