@@ -1,4 +1,12 @@
 """Folio: chat with your own documents, entirely on your own machine."""
 
+import os
+
 __version__ = "0.1.0"
 APP_NAME = "Folio"
+
+# PyMuPDF 2 loads an ONNX layout model through onnxruntime, whose telemetry looks up
+# mobile.events.data.microsoft.com a few seconds later (found by tests/test_network.py under
+# strace). Folio makes no network connection the user did not ask for: switch it off before
+# anything can import onnxruntime.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")

@@ -171,3 +171,24 @@ def test_reindex_with_another_embedder_folder(capsys, docs, library_dir, embedde
     assert {d["embedder"] for d in listed} == {"my-embedder"}
     code, _, err = cli(capsys, "reindex", *lib, "--embedder", "no-such-model")
     assert code == 2 and "Unknown embedder" in err
+
+
+def test_ingest_time_limit(capsys, docs, library_dir):
+    from app.cli import _file_time_limit
+    from app.core.settings import AppSettings
+
+    lib = ["--library", str(library_dir)]
+    code, out, _ = cli(capsys, "ingest", *lib, "--json", "--time-limit", "0.000001",
+                       str(docs / "boats.pdf"), str(docs / "crew.docx"))
+    summary = json.loads(out)
+    assert code == 1 and summary["ingested"] == 0
+    reasons = {Path(f["path"]).name: f["reason"] for f in summary["failed"]}
+    assert set(reasons) == {"boats.pdf", "crew.docx"}
+    assert all("took longer than" in r for r in reasons.values())
+    # Without the flag the user's setting applies, and the files ingest.
+    AppSettings(file_time_limit=120).save()
+    assert _file_time_limit() == 120.0
+    code, out, _ = cli(capsys, "ingest", *lib, "--json", str(docs))
+    assert code == 0 and json.loads(out)["ingested"] == 2
+    code, _, err = cli(capsys, "ingest", *lib, "--time-limit", "0", str(docs))
+    assert code == 2 and "--time-limit" in err

@@ -1173,3 +1173,62 @@ def test_epub_without_content_is_an_error(tmp_path):
         zf.writestr("mimetype", "application/epub+zip")
     with pytest.raises(LoadError):
         load(p)
+
+
+# --------------------------------------------------------------------------------------
+# Regressions from fuzzing (benchmarks/fuzz_loaders.py): each was an unexpected exception
+# that only load()'s safety net turned into "could not read: ..."
+# --------------------------------------------------------------------------------------
+
+
+def _no_safety_net(monkeypatch):
+    """Make load()'s last-resort wrapper fail the test instead of hiding a loader bug."""
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a loader raised an unexpected exception")
+
+    monkeypatch.setattr(loaders.log, "exception", fail)
+
+
+@pytest.mark.parametrize("count", [b"-1", b"2147483648"])
+def test_fuzz_pdf_page_tree_with_impossible_count(tmp_path, monkeypatch, count):
+    """MuPDF raised RuntimeError("Invalid number of pages") from doc.page_count."""
+    _no_safety_net(monkeypatch)
+    doc = pymupdf.open()
+    doc.new_page().insert_text((72, 100), "One page.", fontsize=11)
+    data = doc.tobytes(garbage=0, deflate=False)
+    doc.close()
+    assert b"/Count 1" in data
+    p = tmp_path / "count.pdf"
+    p.write_bytes(data.replace(b"/Count 1", b"/Count " + count))
+    with pytest.raises(LoadError, match=r"not a valid PDF \(damaged: .*Invalid number of pages"):
+        load(p)
+
+
+@pytest.mark.parametrize(
+    "xml",
+    [
+        (
+            b'<w:notdocument xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main">'
+            b"<w:body><w:p><w:r><w:t>x</w:t></w:r></w:p></w:body></w:notdocument>"
+        ),
+        b'<w:document xmlns:w="http://schemas.openxmlformats.org/wordprocessingml/2006/main"/>',
+        b"<document><body><p>plain</p></body></document>",
+    ],
+)
+def test_fuzz_docx_without_a_document_body(tmp_path, monkeypatch, xml):
+    """python-docx returned a root without .body (another root element, or no <w:body>)."""
+    import docx
+
+    _no_safety_net(monkeypatch)
+    d = docx.Document()
+    d.add_paragraph("placeholder")
+    good = tmp_path / "good.docx"
+    d.save(good)
+    p = tmp_path / "nobody.docx"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(p, "w") as dst:
+        for name in src.namelist():
+            data = xml if name == "word/document.xml" else src.read(name)
+            dst.writestr(name, data)
+    with pytest.raises(LoadError, match="not a valid Word document"):
+        load(p)

@@ -25,6 +25,8 @@ def test_ok_persists_edited_values(qtbot, tmp_path):
     dialog.tabs.setCurrentIndex(1)
     dialog.chunk_spin.setValue(300)
     dialog.overlap_spin.setValue(50)
+    assert dialog.time_limit_spin.value() == 300
+    dialog.time_limit_spin.setValue(90)
     dialog.k_spin.setValue(8)
     box = dialog.mmr_check
     qtbot.mouseClick(box, Qt.MouseButton.LeftButton, pos=QPoint(8, box.height() // 2))
@@ -39,6 +41,7 @@ def test_ok_persists_edited_values(qtbot, tmp_path):
     assert saved.library == new_library
     assert (saved.chunk_tokens, saved.overlap_tokens, saved.retrieval_k) == (300, 50, 8)
     assert saved.mmr is False and saved.theme == "dark"
+    assert saved.file_time_limit == 90
     # Fields the dialog does not show are kept.
     assert saved.n_ctx == AppSettings().n_ctx
 

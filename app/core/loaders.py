@@ -13,6 +13,7 @@ Public API: `SUPPORTED_EXTENSIONS`, `file_kind`, `is_supported`, `load`.
 from __future__ import annotations
 
 import codecs
+import contextvars
 import csv
 import functools
 import glob
@@ -24,16 +25,24 @@ import shutil
 import subprocess
 import unicodedata
 import zipfile
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.core.types import Block, LoadedDocument, LoadError
+from app.core.types import Block, Deadline, LoadedDocument, LoadError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SUPPORTED_EXTENSIONS", "file_kind", "is_supported", "load"]
+__all__ = [
+    "BAD_NAME_REASON",
+    "SUPPORTED_EXTENSIONS",
+    "displayable_path",
+    "file_kind",
+    "is_supported",
+    "load",
+]
 
 _CODE_EXTENSIONS = (
     ".py .pyw .pyi .ipy .js .mjs .cjs .jsx .ts .tsx .vue .svelte "
@@ -63,8 +72,17 @@ SUPPORTED_EXTENSIONS: dict[str, str] = {
     **{ext: "code" for ext in _CODE_EXTENSIONS},
 }
 
-MAX_TEXT_BYTES = 300 * 1024 * 1024  # text-like formats are read into memory whole
-MAX_DOCX_UNCOMPRESSED = 500 * 1024 * 1024
+# Size policy (what keeps memory bounded; see docs/ARCHITECTURE.md "Bad input"):
+# text-like formats (text, Markdown, reST, code, CSV, HTML) are read into memory whole, and
+# loading plus splitting holds about ten copies of the text, so they are refused above 32 MB
+# (some 45,000 chunks, and minutes of splitting: a 63 MB text took 762 s to load and split on
+# a busy 2-core machine, past the 300 s time limit, and peaked 650 MiB above the embedder);
+# the size is checked before anything is read.
+MAX_TEXT_BYTES = 32 * 1024 * 1024
+# Zip packages (DOCX, EPUB) are checked from their directory before they are opened:
+# python-docx reads every part into memory and parses the XML parts into trees.
+MAX_DOCX_UNCOMPRESSED = 500 * 1024 * 1024  # all parts together
+MAX_ZIP_XML_PART = 64 * 1024 * 1024  # one XML part (a tree is several times its size)
 MAX_DOCX_RATIO = 100
 DOCX_RATIO_MIN_SIZE = 10 * 1024 * 1024  # tiny packages compress well and are harmless
 CSV_ROWS_PER_BLOCK = 20
@@ -85,14 +103,58 @@ def is_supported(path: Path | str) -> bool:
     return file_kind(path) is not None
 
 
-def load(path: Path | str, *, ocr: bool | None = None) -> LoadedDocument:
+BAD_NAME_REASON = (
+    "the file name is not valid UTF-8 (it was written in another encoding); rename the file "
+    "to add it"
+)
+
+
+def displayable_path(path: Path | str) -> str:
+    """The path as text that can be shown and stored. Linux allows any bytes in a file name;
+    Python keeps bytes that are not UTF-8 as lone surrogates, which cannot be written to the
+    library, a log file or a terminal, so they become U+FFFD here. A valid name is unchanged."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:  # a surrogate that no file system byte produces
+        return text.encode("utf-8", "replace").decode("utf-8")
+
+
+# The running load's time limit; loaders call _check_deadline() between pages and blocks.
+_deadline: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar(
+    "folio_load_deadline", default=None
+)
+
+
+def _check_deadline() -> None:
+    deadline = _deadline.get()
+    if deadline is not None:
+        deadline.check()
+
+
+def load(
+    path: Path | str, *, ocr: bool | None = None, deadline: Deadline | None = None
+) -> LoadedDocument:
     """Read a document into blocks of text in reading order.
 
     `ocr`: None = OCR scanned PDF pages when Tesseract is available, False = never,
     True = OCR when available (a warning says so when it is not).
+    `deadline`: the file's time limit, checked between pages and blocks (None: no limit).
     Raises LoadError, with a reason meant for the user, for every failure.
     """
-    path = Path(path)
+    token = _deadline.set(deadline)
+    try:
+        return _load(Path(path), ocr)
+    finally:
+        _deadline.reset(token)
+
+
+def _load(path: Path, ocr: bool | None) -> LoadedDocument:
     kind = file_kind(path)
     if kind is None:
         suffix = path.suffix.lower()
@@ -119,6 +181,7 @@ def load(path: Path | str, *, ocr: bool | None = None) -> LoadedDocument:
     loader = _LOADERS[kind]
     try:
         doc = loader(path, ocr) if kind in ("pdf", "epub") else loader(path)
+        _check_unchanged(path, st)
     except LoadError:
         raise
     except FileNotFoundError:
@@ -138,6 +201,19 @@ def load(path: Path | str, *, ocr: bool | None = None) -> LoadedDocument:
         raise LoadError("no text could be found in the file")
     doc.title = (doc.title or "").strip() or path.stem
     return doc
+
+
+def _check_unchanged(path: Path, before: os.stat_result) -> None:
+    """Refuse what was read when the file was deleted, replaced or rewritten meanwhile:
+    the text could be half old, half new, and would not match the hash taken of the file."""
+    try:
+        after = path.stat()
+    except FileNotFoundError:
+        raise LoadError("the file was deleted while it was being read") from None
+    if before.st_ino and (after.st_ino, after.st_dev) != (before.st_ino, before.st_dev):
+        raise LoadError("the file was replaced while it was being read; add it again")
+    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+        raise LoadError("the file changed while it was being read; add it again")
 
 
 # --------------------------------------------------------------------------------------
@@ -223,12 +299,16 @@ def _decode_bytes(data: bytes, declared: str | None = None) -> tuple[str, str]:
             try:
                 text = data.decode(enc)
             except UnicodeDecodeError:
-                if enc == "utf-8-sig":
-                    text = data.decode(enc, errors="replace")
-                else:
-                    raise _binary_error(head[len(bom) :], ", not valid UTF-16/32 text") from None
+                # A cut-off last character or a stray surrogate: keep the rest. Binary data
+                # behind a BOM is refused by the control-character check below.
+                text = data.decode(enc, errors="replace")
             encoding = enc
             break
+    if text is None:
+        utf16 = _bomless_utf16(data)
+        if utf16 is not None:
+            text = data.decode(utf16, errors="replace")
+            encoding = utf16
     if text is None:
         if b"\x00" in data:
             raise _binary_error(head)
@@ -243,13 +323,18 @@ def _decode_bytes(data: bytes, declared: str | None = None) -> tuple[str, str]:
                 text = data.decode("utf-8")
                 encoding = "utf-8"
             except UnicodeDecodeError as exc:
-                encoding = _detect_encoding(data, exc.start)
-                if encoding is None:
-                    # Nothing fits cleanly; the control-character check below still refuses
-                    # binary data, and real text keeps its ASCII at least.
-                    log.info("no encoding detected; decoding as cp1252 with replacements")
-                    encoding = "cp1252"
-                text = data.decode(encoding, errors="replace")
+                text = _mostly_utf8(data)
+                if text is not None:
+                    encoding = "utf-8"
+                else:
+                    detected = _detect_encoding(data, exc.start)
+                    if detected is None:
+                        # Nothing fits cleanly; the control-character check below still
+                        # refuses binary data, and real text keeps its ASCII at least.
+                        log.info("no encoding detected; decoding as cp1252 with replacements")
+                        detected = "cp1252"
+                    encoding = detected
+                    text = data.decode(encoding, errors="replace")
     sample = text[:200_000]
     if sample:
         controls = len(_CONTROL_RE.findall(sample))
@@ -260,6 +345,35 @@ def _decode_bytes(data: bytes, declared: str | None = None) -> tuple[str, str]:
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     return text, encoding
+
+
+def _mostly_utf8(data: bytes) -> str | None:
+    """The text decoded as UTF-8 with replacements when it is UTF-8 with a few broken bytes
+    (a stray Latin-1 byte, a character cut at the end): more well-formed multi-byte
+    characters than broken ones. A legacy 8-bit file almost never contains well-formed
+    UTF-8 sequences, so it still goes to encoding detection."""
+    text = data.decode("utf-8", errors="replace")
+    broken = text.count("\ufffd") - data.count(b"\xef\xbf\xbd")  # minus real U+FFFD
+    well_formed = len(text) - len(text.encode("ascii", "ignore")) - broken
+    return text if broken > 0 and well_formed > broken else None
+
+
+def _bomless_utf16(data: bytes) -> str | None:
+    """"utf-16-le"/"utf-16-be" for UTF-16 text without a BOM, else None.
+
+    Text in Latin, Greek or Cyrillic scripts has a zero in (nearly) every other byte, on
+    the same side. Binary data with zeros has them on both sides.
+    """
+    sample = data[:65536]
+    half = len(sample) // 2
+    if half < 2:
+        return None
+    even = sample[0::2].count(0)
+    odd = sample[1::2].count(0)
+    for zeros, other, enc in ((odd, even, "utf-16-le"), (even, odd, "utf-16-be")):
+        if zeros >= 0.4 * half and other <= 0.02 * half:
+            return enc
+    return None
 
 
 _WESTERN_CHARS = frozenset(
@@ -461,6 +575,8 @@ def _load_pdf(path: Path, ocr: bool | None) -> LoadedDocument:
 
 
 def _load_epub(path: Path, ocr: bool | None) -> LoadedDocument:
+    if zipfile.is_zipfile(path):  # MuPDF inflates the chapters: refuse zip bombs first
+        _check_zip_package(path, "EPUB")
     return _load_fitz(path, "epub", False)
 
 
@@ -493,9 +609,16 @@ def _read_fitz(doc, path: Path, kind: str, ocr: bool | None) -> LoadedDocument:
     what = "PDF" if kind == "pdf" else "EPUB"
     if doc.needs_pass:
         if not doc.authenticate(""):
-            raise LoadError(f"the {what} is encrypted and needs a password")
+            raise LoadError(
+                f"the {what} is password-protected: it is encrypted and needs a password to "
+                "open; save a copy without the password to add it"
+            )
     warnings: list[str] = []
-    page_count = doc.page_count
+    try:
+        page_count = doc.page_count
+    except RuntimeError as exc:  # MuPDF: a page tree it cannot count (fuzzing found this)
+        log.info("cannot count the pages of %s: %s", path, exc)
+        raise LoadError(f"the file is not a valid {what} (damaged: {exc})") from None
     if page_count == 0:
         raise LoadError(f"the file is not a valid {what} (it has no pages)")
 
@@ -506,6 +629,7 @@ def _read_fitz(doc, path: Path, kind: str, ocr: bool | None) -> LoadedDocument:
     unreadable: list[int] = []
     ocr_done = 0
     for index in range(page_count):
+        _check_deadline()
         try:
             page = doc.load_page(index)
             result = _extract_page(page, sizes)
@@ -556,7 +680,12 @@ def _read_fitz(doc, path: Path, kind: str, ocr: bool | None) -> LoadedDocument:
 
     body_size = sizes.most_common(1)[0][0] if sizes else 0.0
     _drop_running_headers(pages)
-    blocks = _assemble_fitz_blocks(pages, doc.get_toc(simple=True), page_count, body_size)
+    try:
+        toc = doc.get_toc(simple=True)
+    except Exception as exc:  # noqa: BLE001 - a damaged outline must not lose the text
+        log.info("unreadable outline in %s: %s", path, exc)
+        toc = []
+    blocks = _assemble_fitz_blocks(pages, toc, page_count, body_size)
     if not blocks:
         if no_text and ocr is False:
             raise LoadError(
@@ -570,7 +699,12 @@ def _read_fitz(doc, path: Path, kind: str, ocr: bool | None) -> LoadedDocument:
             )
         raise LoadError(f"no text could be extracted from the {what}")
 
-    meta = {k: v for k, v in (doc.metadata or {}).items() if isinstance(v, str) and v.strip()}
+    try:
+        raw_meta = doc.metadata or {}
+    except Exception as exc:  # noqa: BLE001 - damaged metadata must not lose the text
+        log.info("unreadable metadata in %s: %s", path, exc)
+        raw_meta = {}
+    meta = {k: v for k, v in raw_meta.items() if isinstance(v, str) and v.strip()}
     title = _clean_pdf_title(meta.get("title", "")) or _pdf_title_fallback(pages, blocks, body_size)
     author = meta.get("author", "").strip() or None
     metadata = {
@@ -1258,28 +1392,72 @@ def _check_docx_package(path: Path) -> None:
         )
     if not zipfile.is_zipfile(path):
         raise LoadError("not a valid Word document (the file is not a .docx package)")
+    _check_zip_package(path, "Word document", "word/document.xml", refuse_dtd=True)
+
+
+# An XML part with a DOCTYPE: OOXML and EPUB packages never need one, and its entity
+# declarations are how "billion laughs" (exponential expansion) and external-entity attacks
+# work. Matched in UTF-8 and UTF-16 (both byte orders).
+_DOCTYPE_MARKS = tuple(
+    m for enc in ("utf-8", "utf-16-le", "utf-16-be") for m in {
+        "<!DOCTYPE".encode(enc), "<!doctype".encode(enc), "<!ENTITY".encode(enc)
+    }
+)
+
+
+def _check_zip_package(
+    path: Path, what: str, required: str | None = None, refuse_dtd: bool = False
+) -> None:
+    """Check a zip package from its directory before anything is inflated: size, ratio (zip
+    bombs), and (`refuse_dtd`) XML parts with DTDs or entities (billion laughs). The sizes in
+    the directory can lie, but zipfile stops at the declared size (and then fails the CRC), so
+    a part can never inflate beyond what is checked here."""
     try:
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
             names = {i.filename for i in infos}
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise LoadError(f"not a valid Word document (damaged package: {exc})") from None
-    if "word/document.xml" not in names:
-        raise LoadError(
-            "not a valid Word document (no document body; is it another Office format?)"
-        )
-    total = sum(i.file_size for i in infos)
-    packed = sum(i.compress_size for i in infos)
-    if total > MAX_DOCX_UNCOMPRESSED:
-        raise LoadError(
-            f"the Word document is too large to open safely ({total / _MB:,.0f} MB uncompressed; "
-            f"the limit is {MAX_DOCX_UNCOMPRESSED // _MB} MB)"
-        )
-    if total > DOCX_RATIO_MIN_SIZE and total > MAX_DOCX_RATIO * max(packed, 1):
-        raise LoadError(
-            f"the Word document looks like a zip bomb (it expands {total // max(packed, 1)}x); "
-            "refusing to open it"
-        )
+            if required is not None and required not in names:
+                raise LoadError(
+                    f"not a valid {what} (no document body; is it another Office format?)"
+                )
+            total = sum(i.file_size for i in infos)
+            packed = sum(i.compress_size for i in infos)
+            if total > DOCX_RATIO_MIN_SIZE and total > MAX_DOCX_RATIO * max(packed, 1):
+                raise LoadError(
+                    f"the {what} looks like a zip bomb (it expands {total // max(packed, 1)}x "
+                    f"to {total / _MB:,.0f} MB); refusing to open it"
+                )
+            if total > MAX_DOCX_UNCOMPRESSED:
+                raise LoadError(
+                    f"the {what} is too large to open safely ({total / _MB:,.0f} MB "
+                    f"uncompressed; the limit is {MAX_DOCX_UNCOMPRESSED // _MB} MB)"
+                )
+            for info in infos:
+                name = info.filename.lower()
+                if not name.endswith((".xml", ".rels", ".xhtml", ".html", ".htm", ".opf",
+                                      ".ncx")):
+                    continue
+                if info.file_size > MAX_ZIP_XML_PART:
+                    raise LoadError(
+                        f"the {what} is too large to open safely (its part {info.filename} is "
+                        f"{info.file_size / _MB:,.1f} MB of XML; the limit is "
+                        f"{MAX_ZIP_XML_PART / _MB:,.0f} MB)"
+                    )
+                if not refuse_dtd:
+                    continue
+                with zf.open(info) as part:
+                    head = part.read(64 * 1024)  # a DTD comes before the root element
+                if any(mark in head for mark in _DOCTYPE_MARKS):
+                    raise LoadError(
+                        f"the {what} contains an XML document type declaration "
+                        f"({info.filename}), which Word never writes and which can hide an "
+                        "entity-expansion attack; refusing to open it"
+                    )
+    except LoadError:
+        raise
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, OSError, ValueError,
+            EOFError, NotImplementedError, RuntimeError) as exc:
+        raise LoadError(f"not a valid {what} (damaged package: {exc})") from None
 
 
 def _load_docx(path: Path) -> LoadedDocument:
@@ -1291,6 +1469,8 @@ def _load_docx(path: Path) -> LoadedDocument:
     try:
         document = docx.Document(str(path))
     except Exception as exc:  # noqa: BLE001 - python-docx raises many types for bad files
+        if not path.exists():
+            raise LoadError("the file was deleted while it was being read") from None
         raise LoadError(f"not a valid Word document (damaged or unreadable: {exc})") from None
 
     w_p, w_tbl, w_sdt, w_content = qn("w:p"), qn("w:tbl"), qn("w:sdt"), qn("w:sdtContent")
@@ -1352,9 +1532,16 @@ def _load_docx(path: Path) -> LoadedDocument:
             blocks.append(Block("\n".join(list_lines), None, sections.current, "list"))
             list_lines.clear()
 
-    stack = list(reversed(list(document.element.body.iterchildren())))
+    body = getattr(document.element, "body", None)
+    if body is None:  # another root element, or no <w:body> (fuzzing found this)
+        raise LoadError("not a valid Word document (the document body is missing or damaged)")
+    stack = list(reversed(list(body.iterchildren())))
+    seen = 0
     while stack:
         el = stack.pop()
+        seen += 1
+        if not seen % 256:
+            _check_deadline()
         if el.tag == w_sdt:  # content controls wrap ordinary paragraphs and tables
             content = el.find(w_content)
             if content is not None:
@@ -1451,11 +1638,12 @@ def _read_text(path: Path) -> tuple[str, str]:
 
 def _load_plain(path: Path) -> LoadedDocument:
     text, encoding = _read_text(path)
-    blocks = [
-        Block(piece, None, (), "text")
-        for para in _paragraphs(text)
-        for piece in _split_long(para, MAX_TEXT_BLOCK_CHARS)
-    ]
+    blocks: list[Block] = []
+    for i, para in enumerate(_paragraphs(text)):
+        if not i % 4096:
+            _check_deadline()
+        pieces = _split_long(para, MAX_TEXT_BLOCK_CHARS)
+        blocks.extend(Block(piece, None, (), "text") for piece in pieces)
     return LoadedDocument(
         path=path, kind="text", title=path.stem, blocks=blocks, metadata={"encoding": encoding}
     )
@@ -1550,7 +1738,11 @@ def _parse_markdown(lines: list[str], start: int = 0) -> list[Block]:
             blocks.append(Block(title, None, sections.enter(level, title), "heading"))
 
     i, n = start, len(lines)
+    checked = i
     while i < n:
+        if i - checked >= 4096:
+            _check_deadline()
+            checked = i
         line = lines[i]
         fence = _MD_FENCE_RE.match(line)
         if fence and not (fence.group(2)[0] == "`" and "`" in fence.group(3)):
@@ -1698,7 +1890,11 @@ def _parse_rst(lines: list[str]) -> list[Block]:
         blocks.append(Block(text, None, sections.current, kind))
 
     i, n = 0, len(lines)
+    checked = 0
     while i < n:
+        if i - checked >= 4096:
+            _check_deadline()
+            checked = i
         line = lines[i]
         prev_blank = i == 0 or not lines[i - 1].strip() or not para
         # overline + title + underline
@@ -1771,7 +1967,9 @@ _CODE_PREAMBLE_RE = re.compile(r"^\s*(?:@|#|//|/\*|\*|%|--|;|\")")
 def _load_code(path: Path) -> LoadedDocument:
     text, encoding = _read_text(path)
     blocks: list[Block] = []
-    for segment, section in _code_segments(text):
+    for i, (segment, section) in enumerate(_code_segments(text)):
+        if not i % 1024:
+            _check_deadline()
         for piece in _pack_code(segment):
             blocks.append(Block(piece, None, section, "code"))
     return LoadedDocument(
@@ -1906,6 +2104,8 @@ def _load_csv(path: Path) -> LoadedDocument:
             if len(lines) >= CSV_ROWS_PER_BLOCK:
                 blocks.append(Block("\n".join(lines), None, (), "table"))
                 lines = []
+                if not len(blocks) % 256:
+                    _check_deadline()
     except csv.Error as exc:
         raise LoadError(f"could not parse the table: {exc}") from None
     if header is None:
@@ -2232,7 +2432,17 @@ def _load_html(path: Path) -> LoadedDocument:
         remove_comments=True,
         remove_pis=True,
     )
-    parser.feed(text.encode("utf-8"))
+    data = text.encode("utf-8")
+    del text
+    step = 1 << 20
+    pos = 0
+    while pos < len(data):  # fed in slices so that the time limit is checked between them
+        end = min(pos + step, len(data))
+        while end < len(data) and (data[end] & 0xC0) == 0x80:  # not inside a UTF-8 sequence
+            end += 1
+        parser.feed(data[pos:end])
+        pos = end
+        _check_deadline()
     result: _HtmlExtractor = parser.close()
     title = _collapse("".join(result.title_parts)) or result.first_h1 or path.stem
     meta = result.meta

@@ -35,6 +35,7 @@ DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 CHUNK_TOKENS_RANGE = (32, 2048)
 RETRIEVAL_K_RANGE = (1, 50)
 N_CTX_RANGE = (0, 1_048_576)  # 0: the model's own training context
+FILE_TIME_LIMIT_RANGE = (1, 86_400)  # seconds to load and split one file while indexing
 
 
 def settings_path() -> Path:
@@ -56,9 +57,10 @@ class AppSettings:
     mmr: bool = True
     min_similarity: float = 0.25
     theme: str = "system"
-    model_path: str | None = None  # None: the starter model
+    model_path: str | None = None  # None: the model manager's default (the starter model)
     n_ctx: int = 4096
     n_gpu_layers: str | int = "auto"
+    file_time_limit: int = 300  # = types.DEFAULT_FILE_TIME_LIMIT; IngestOptions.time_limit
 
     # -- the engine's configs -------------------------------------------------------------
 
@@ -113,6 +115,9 @@ class AppSettings:
         gl = self.n_gpu_layers
         if gl != "auto" and (not _is_int(gl) or gl < -1):
             bad["n_gpu_layers"] = '"auto", -1 (all) or a number of layers'
+        lo, hi = FILE_TIME_LIMIT_RANGE
+        if not _is_int(self.file_time_limit) or not lo <= self.file_time_limit <= hi:
+            bad["file_time_limit"] = f"must be a number of seconds from {lo} to {hi}"
         return bad
 
     # -- files ----------------------------------------------------------------------------

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from itertools import accumulate
 
 from app.core import tokens
-from app.core.types import BLOCK_SEPARATOR, Chunk, LoadedDocument, document_text
+from app.core.types import BLOCK_SEPARATOR, Chunk, Deadline, LoadedDocument, document_text
 
 __all__ = ["CONTEXT_MAX_TOKENS", "LimitCounter", "Splitter", "SplitterConfig"]
 
@@ -114,8 +114,10 @@ class Splitter:
         self.limit_counter = limit_counter
         self.limit_tokens = limit_tokens
 
-    def split(self, doc: LoadedDocument) -> list[Chunk]:
-        return _Run(self, doc).chunks()
+    def split(self, doc: LoadedDocument, deadline: Deadline | None = None) -> list[Chunk]:
+        """`deadline`: the file's time limit (shared with its loading), checked between
+        batches of blocks; raises LoadError when it has passed."""
+        return _Run(self, doc, deadline).chunks()
 
 
 # --- text boundaries ---------------------------------------------------------------------
@@ -302,7 +304,10 @@ class _Draft:
 class _Run:
     """The state of splitting one document."""
 
-    def __init__(self, splitter: Splitter, doc: LoadedDocument):
+    def __init__(
+        self, splitter: Splitter, doc: LoadedDocument, deadline: Deadline | None = None
+    ):
+        self.deadline = deadline
         self.cfg = splitter.config
         self.counter = splitter.limit_counter
         self.limit = splitter.limit_tokens
@@ -320,13 +325,22 @@ class _Run:
             return [0] * len(texts)
         out: list[int] = []
         for i in range(0, len(texts), _COUNT_BATCH):
+            self._check_deadline()
             out.extend(self.counter(texts[i : i + _COUNT_BATCH]))
         return out
 
     def _count_tik(self, texts: list[str]) -> list[int]:
         # A plain loop: tiktoken's threaded batch costs more than it saves on short texts.
         encode = self.enc.encode_ordinary
-        return [len(encode(t)) for t in texts]
+        out: list[int] = []
+        for i in range(0, len(texts), _COUNT_BATCH):
+            self._check_deadline()
+            out.extend(len(encode(t)) for t in texts[i : i + _COUNT_BATCH])
+        return out
+
+    def _check_deadline(self) -> None:
+        if self.deadline is not None:
+            self.deadline.check()
 
     def _measure(self, pieces: list[_Piece]) -> None:
         if not pieces:
@@ -370,7 +384,9 @@ class _Run:
 
     def _layout(self) -> None:
         pos = 0
-        for b in self.doc.blocks:
+        for n, b in enumerate(self.doc.blocks):
+            if not n % _COUNT_BATCH:
+                self._check_deadline()
             s, e = _strip(self.text, pos, pos + len(b.text))
             kind = b.kind if b.kind in _PLANS else "text"
             info = _Block(s, e, kind, b.page, tuple(b.section))

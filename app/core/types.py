@@ -5,12 +5,42 @@ Kept free of any heavy import so every module (and the UI) can use it cheaply.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+DEFAULT_FILE_TIME_LIMIT = 300.0  # seconds to load and split one file (AppSettings.file_time_limit)
 
 
 class LoadError(Exception):
     """A file could not be turned into text. The message is shown to the user as the reason."""
+
+
+class Deadline:
+    """The per-file time limit, checked cooperatively by the loaders (between pages,
+    paragraphs, lines) and the splitter (between blocks and batches).
+
+    Python cannot safely interrupt PyMuPDF or lxml from outside, so a file that takes too long
+    is stopped at the next checkpoint: one page or one batch of lines past the limit, never
+    the rest of a 3,000-page book. `seconds=None` never expires.
+    """
+
+    __slots__ = ("_end", "seconds")
+
+    def __init__(self, seconds: float | None = DEFAULT_FILE_TIME_LIMIT):
+        self.seconds = seconds
+        self._end = None if seconds is None else time.monotonic() + seconds
+
+    @property
+    def expired(self) -> bool:
+        return self._end is not None and time.monotonic() > self._end
+
+    def check(self) -> None:
+        """Raise LoadError when the time is up."""
+        if self._end is not None and time.monotonic() > self._end:
+            raise LoadError(
+                f"took longer than {self.seconds:g} s to read (the time limit per file)"
+            )
 
 
 @dataclass(slots=True)

@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
 from app.core.prompts import TEMPLATES, PromptError, PromptSet
 from app.core.settings import (
     CHUNK_TOKENS_RANGE,
+    FILE_TIME_LIMIT_RANGE,
     DEFAULT_EMBEDDER,
     RETRIEVAL_K_RANGE,
     THEMES,
@@ -196,6 +197,16 @@ class SettingsDialog(QDialog):
         self.chunk_note = _note(CHUNKING_NOTE)
         form.addRow("", self.chunk_note)
 
+        self.time_limit_spin = QSpinBox()
+        self.time_limit_spin.setAccessibleName("Time limit per file in seconds")
+        self.time_limit_spin.setRange(*FILE_TIME_LIMIT_RANGE)
+        self.time_limit_spin.setSingleStep(30)
+        self.time_limit_spin.setSuffix(" s")
+        self.time_limit_spin.setToolTip(
+            "A file that takes longer than this to read and split fails alone with that reason;"
+            " the rest of the batch goes on")
+        form.addRow("&Time limit per file:", self.time_limit_spin)
+
         self.k_spin = QSpinBox()
         self.k_spin.setAccessibleName("Sources per answer")
         self.k_spin.setRange(*RETRIEVAL_K_RANGE)
@@ -280,6 +291,7 @@ class SettingsDialog(QDialog):
         self.chunk_spin.setValue(s.chunk_tokens)
         self.overlap_spin.setMaximum(s.chunk_tokens - 1)
         self.overlap_spin.setValue(s.overlap_tokens)
+        self.time_limit_spin.setValue(s.file_time_limit)
         self.k_spin.setValue(s.retrieval_k)
         self.mmr_check.setChecked(s.mmr)
         self.template_list.setCurrentRow(0)
@@ -293,6 +305,7 @@ class SettingsDialog(QDialog):
             embedder=self.embedder_combo.currentData() or self._original.embedder,
             chunk_tokens=self.chunk_spin.value(),
             overlap_tokens=self.overlap_spin.value(),
+            file_time_limit=self.time_limit_spin.value(),
             retrieval_k=self.k_spin.value(),
             mmr=self.mmr_check.isChecked(),
             theme=self.theme_combo.currentData(),
