@@ -82,11 +82,16 @@ def test_row_shows_progress_while_its_file_indexes(qtbot, window_on, tmp_path):
             seen.append((percent, items[0].data(STATUS_COLUMN, PROGRESS_ROLE) if items else None,
                          not lib.tree.viewport().grab().isNull()))
 
+    overall: list[int] = []
     lib.document_progress.connect(on_progress)
+    lib.progress.valueChanged.connect(overall.append)
     lib.ingest([garden, harbour], None)
     wait_idle(qtbot, lib, garden, harbour)
     middle = [s for s in seen if 0 < s[0] < 100]
     assert middle, seen
+    # The overall bar counts the part-done file too, not only whole files (1 of 2 = 500).
+    assert any(500 < v < 1000 for v in overall), overall
+    assert overall == sorted(overall)
     assert all(percent == shown and painted for percent, shown, painted in middle)
     values = [s[0] for s in seen]
     assert values == sorted(values)

@@ -518,7 +518,11 @@ class LibraryPanel(QWidget):
             self.refresh()
         if ev.files_total:
             self.progress.setRange(0, 1000)
-            frac = ev.files_done / ev.files_total
+            # Files still being embedded count by their share done, so one big PDF moves the
+            # bar too (batches span files: several can be part-way at once).
+            partial = sum(done / total for p, (done, total) in self.file_progress.items()
+                          if total and self.overlay.get(p, ("",))[0] == "indexing")
+            frac = min(1.0, (ev.files_done + partial) / ev.files_total)
             self.progress.setValue(int(frac * 1000))
             name = Path(ev.current).name if ev.current else ""
             rate = f" · {ev.rate:.1f} passages/s" if ev.rate else ""

@@ -1,0 +1,267 @@
+"""Screenshots of the main window for the docs (docs/screenshots/*.png).
+
+    xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python benchmarks/screenshots.py --platform xcb
+    ... benchmarks/screenshots.py --platform xcb --only answer,viewer
+    ... benchmarks/screenshots.py --platform xcb --only models   # runs screenshot_models.py
+
+Drives the real `MainWindow` (1400x900) in a throw-away FOLIO_HOME, library and QSettings file,
+with the real starter model (hard-linked from the test cache, FOLIO_TEST_MODELS or
+~/.cache/folio-test-models, as screenshot_models.py does) and the real embedder:
+
+- first-run.png: the empty library ("Drop documents here"), the starter model loaded;
+- answer.png: the two sample documents (resources/samples) indexed, a question about them
+  asked through the chat box (temperature 0, seed 1), the answer with its sources under it;
+- viewer.png: the answer's cited PDF page opened in the source viewer, passage highlighted;
+- indexing.png: three small generated PDFs (tests/docgen.py), the Octave manual and its library
+  reference (benchmarks/.corpus, copied; generated 400- and 200-page PDFs without the corpus)
+  dropped on the library, grabbed once the manual's own progress bar (5 % or more) and the
+  overall bar with rate and ETA show; the ingest is then cancelled.
+
+`--only` picks some of them (comma-separated; steps a shot needs still run, unsaved); "models"
+runs benchmarks/screenshot_models.py (the model manager: models.png, models-download.png) in its
+own process, "all" takes all six. Without `--only`, the four main-window shots are taken.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+MAIN_SHOTS = ["first-run", "answer", "viewer", "indexing"]
+QUESTION = "Tell me about the Karnvik lighthouse."
+ANSWER_TOKENS = 46
+SAMPLES = ["karnvik-guide.pdf", "ferry-notes.docx"]
+SIZE = (1400, 900)
+PANES = [450, 610, 340]  # library, chat, model: wide enough for titles and the progress line
+VIEWER_PANES = [400, 500, 500]  # the chat keeps its minimum (~515), titles stay whole
+
+
+def link_starter_model(models: Path) -> None:
+    """The real starter model in `models`, hard-linked from the shared test cache."""
+    from app.core.models import STARTER_MODEL_FILE, ensure_starter_model
+
+    models.mkdir(parents=True, exist_ok=True)
+    cache = Path(os.environ.get("FOLIO_TEST_MODELS", Path.home() / ".cache/folio-test-models"))
+    shared = ensure_starter_model(cache)
+    try:
+        os.link(shared, models / STARTER_MODEL_FILE)
+    except OSError:
+        shutil.copy2(shared, models / STARTER_MODEL_FILE)
+    sidecar = shared.with_name(shared.name + ".sha256")
+    if sidecar.exists():
+        shutil.copyfile(sidecar, models / sidecar.name)
+
+
+def to_index(home: Path) -> tuple[list[Path], Path]:
+    """What the indexing shot drops, and the big PDF it waits on: three small generated PDFs
+    (done by the time of the shot, so the overall bar has moved), the Octave manual (being
+    indexed) and its library reference (queued); generated stand-ins without the corpus."""
+    from docgen import long_pages, make_pdf
+
+    out = home / "Documents"
+    small = [make_pdf(out / f"{name}.pdf", long_pages(6, name), title=title)
+             for name, title in (("minutes", "Board minutes 2025"),
+                                 ("handbook", "Staff handbook"),
+                                 ("invoices", "Invoices Q3"))]
+    corpus = ROOT / "benchmarks" / ".corpus"
+    big = [Path(shutil.copy2(p, out / p.name))  # in Documents, like the rest
+           for p in (corpus / "octave.pdf", corpus / "liboctave.pdf") if p.exists()]
+    if not big:
+        big = [make_pdf(out / "manual.pdf", long_pages(400, "manual"), title="Manual"),
+               make_pdf(out / "reference.pdf", long_pages(200, "reference"), title="Reference")]
+    return small + big, big[0]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--platform", default=None, help="QT_QPA_PLATFORM (xcb under xvfb-run)")
+    ap.add_argument("--out", default=str(ROOT / "docs" / "screenshots"))
+    ap.add_argument("--only", default=",".join(MAIN_SHOTS),
+                    help="comma-separated: first-run, answer, viewer, indexing, models, all")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary Folio home")
+    args = ap.parse_args()
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    if "all" in only:
+        only = set(MAIN_SHOTS) | {"models"}
+    unknown = only - set(MAIN_SHOTS) - {"models"}
+    if unknown:
+        ap.error(f"unknown shot(s): {', '.join(sorted(unknown))}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rc = 0
+    if only & set(MAIN_SHOTS):
+        rc = shoot_main_window(only, out, args.platform, args.keep)
+    if "models" in only and rc == 0:
+        cmd = [sys.executable, str(ROOT / "benchmarks" / "screenshot_models.py"), "--out", str(out)]
+        if args.platform:
+            cmd += ["--platform", args.platform]
+        rc = subprocess.call(cmd)
+    return rc
+
+
+def shoot_main_window(only: set[str], out: Path, platform: str | None, keep: bool) -> int:
+    if platform:
+        os.environ["QT_QPA_PLATFORM"] = platform
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    home = Path(tempfile.mkdtemp(prefix="folio-screenshots-"))
+    os.environ.update(FOLIO_HOME=str(home), FOLIO_LIBRARY=str(home / "library"),
+                      FOLIO_LOG_DIR=str(home / "logs"), FOLIO_MODELS=str(home / "models"),
+                      FOLIO_QSETTINGS=str(home / "folio.ini"))
+    link_starter_model(home / "models")
+    docs = home / "Documents"
+    docs.mkdir()
+    samples = [Path(shutil.copy2(ROOT / "resources" / "samples" / n, docs / n)) for n in SAMPLES]
+    dropped, big = to_index(home)
+
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication(sys.argv[:1])
+    from app.ui.main_window import MainWindow
+
+    window = MainWindow()  # loads the starter model, as a first start does
+    window.resize(*SIZE)
+    window.show()
+    window.splitter.setSizes(PANES)
+    window.start()
+    lib, chat = window.library, window.chat
+    wrote: list[str] = []
+    failed: list[str] = []
+    state: dict = {"sources": []}
+    chat.sources_received.connect(lambda s: state.__setitem__("sources", s))
+
+    def grab(name: str, then) -> None:
+        def do() -> None:
+            window.statusBar().clearMessage()  # no 5-second message left from the step before
+            app.processEvents()
+            path = out / f"{name}.png"
+            if window.grab().save(str(path)):
+                wrote.append(str(path))
+            else:
+                failed.append(f"{name}: could not save {path}")
+            then()
+        QTimer.singleShot(700, do)  # let the last layout, repaint and render timer land
+
+    def when(cond, then, what: str, timeout_s: float = 300, every_ms: int = 100) -> None:
+        left = [int(timeout_s * 1000 / every_ms)]
+
+        def check() -> None:
+            if cond():
+                then()
+            elif left[0] <= 0:
+                failed.append(f"timed out waiting for {what}")
+                finish()
+            else:
+                left[0] -= 1
+                QTimer.singleShot(every_ms, check)
+        check()
+
+    def select(path: Path) -> None:  # fills the details pane under the list
+        items = lib.doc_items(str(Path(path).resolve()))
+        if items:
+            lib.tree.setCurrentItem(items[0])
+
+    def idle() -> bool:
+        return not window.workers.running()
+
+    # -- the steps, in order ---------------------------------------------------------------
+
+    def first_run() -> None:
+        when(lambda: window.model_info is not None and lib.opened and idle(),
+             lambda: grab("first-run", answer) if "first-run" in only else answer(),
+             "the model and the library")
+
+    def answer() -> None:
+        if not only & {"answer", "viewer"}:
+            return indexing()
+        done = {"ingest": False, "answer": None}
+        lib.ingest_finished.connect(lambda _s: done.__setitem__("ingest", True))
+        lib.ingest([str(p) for p in samples])
+
+        def ask() -> None:
+            chat.answer_finished.connect(lambda ev: done.__setitem__("answer", ev or False))
+            chat_id = chat.new_chat()
+            # The likeliest words with a fixed seed: the same answer every run, cut where the
+            # starter model's first paragraph ends (it wanders after it).
+            window.model.temperature.setValue(0.0)
+            window.model.max_tokens.setValue(ANSWER_TOKENS)
+            settings = chat.store.get_chat(chat_id).settings or {}
+            chat.store.update_chat(chat_id, settings={**settings, "seed": 1})
+            chat.ask(QUESTION)
+            when(lambda: done["answer"] is not None and idle(), answered, "the answer")
+
+        def answered() -> None:
+            if not done["answer"] or not state["sources"]:
+                failed.append("the answer failed or listed no sources")
+                return finish()
+            chat.view.verticalScrollBar().setValue(0)
+            select(samples[0])
+            grab("answer", viewer) if "answer" in only else viewer()
+
+        when(lambda: done["ingest"] and not lib.indexing and idle()
+             and all(lib.status_of(str(p)) == "ready" for p in samples), ask, "the samples")
+
+    def viewer() -> None:
+        if "viewer" not in only:
+            return indexing()
+        pdf = str(samples[0])
+        cited = [s for s in state["sources"] if s.get("path") == pdf and s.get("page")]
+        source = (cited or state["sources"])[0]
+        shown: list = []
+        window.splitter.setSizes(VIEWER_PANES)
+        window.open_source(source)
+        window.viewer.source_shown.connect(shown.append)
+        when(lambda: shown or window.viewer.mode == "pdf", lambda: grab("viewer", indexing),
+             "the source viewer")
+
+    def indexing() -> None:
+        if "indexing" not in only:
+            return finish()
+        if window.viewer is not None:  # back to the model tab: the library is the subject
+            window.right.setCurrentWidget(window.model)
+        window.splitter.setSizes(PANES)
+        first = str(big.resolve())
+        lib.ingest([str(p) for p in dropped])
+
+        def showing() -> bool:
+            done, total = lib.file_progress.get(first, (0, 0))
+            text = lib.progress_label.text()
+            return (total > 0 and done / total >= 0.05 and "passages/s" in text
+                    and "ETA" in text and "ETA –" not in text)
+
+        def stop() -> None:
+            lib.cancel_ingest()
+            when(lambda: lib.ingest_job is None and idle(), finish, "the cancelled ingest", 120)
+
+        when(showing, lambda: (select(big), grab("indexing", stop)), "the indexing progress",
+             600, 50)
+
+    def finish() -> None:
+        window.close()
+        app.quit()
+
+    QTimer.singleShot(300, first_run)
+    QTimer.singleShot(1_200_000, lambda: (failed.append("gave up after 20 min"), app.quit()))
+    app.exec()
+    for path in wrote:
+        print(f"wrote {path}")
+    for why in failed:
+        print(f"FAILED: {why}", file=sys.stderr)
+    if keep:
+        print(f"kept {home}")
+    else:
+        shutil.rmtree(home, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
