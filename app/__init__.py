@@ -10,3 +10,10 @@ APP_NAME = "Folio"
 # strace). Folio makes no network connection the user did not ask for: switch it off before
 # anything can import onnxruntime.
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
+# Cap glibc's malloc arenas before any library starts allocating threads (torch, LanceDB,
+# llama.cpp, Qt's pools): with the default arenas RSS climbed with every answer that searched.
+# Every entry point (the window, the CLI, the packaged app) imports this package first.
+from app.core.memory import limit_malloc_arenas  # noqa: E402
+
+limit_malloc_arenas()

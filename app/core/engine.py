@@ -10,6 +10,7 @@ import logging
 import threading
 from pathlib import Path
 
+from app.core.memory import limit_malloc_arenas
 from app.core.paths import default_library
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,9 @@ class Folio:
         load_overrides: dict | None = None,
         allow_oversize: bool = False,
     ):
+        # Before the embedder, LanceDB and the model start their threads: with glibc's default
+        # arenas RSS climbed with every answer that searched (see app/core/memory.py).
+        limit_malloc_arenas()
         self.library_path = Path(library_path) if library_path else default_library()
         self.model_path = Path(model_path).expanduser() if model_path else None
         self.n_ctx = n_ctx

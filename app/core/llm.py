@@ -1008,6 +1008,7 @@ class LLMRuntime:
             reason, error = "error", f"Generation failed: {exc}"
         finally:
             sampler.close()
+            _release_sampler(llm)
         if not stop_hit:
             rest = stops.flush()
             if rest:
@@ -1100,6 +1101,24 @@ class LLMRuntime:
         if not llama_cpp.llama_memory_seq_rm(mem, -1, common, -1):
             return 0  # recurrent models cannot drop a suffix
         return common
+
+
+def _release_sampler(llm: Any) -> None:
+    """Free the sampler chain `Llama.generate` leaves in `llm._sampler`, now.
+
+    A llama-cpp-python `LlamaSampler` is a reference cycle (its ExitStack callback closes over
+    it), so dropping it frees nothing until Python's cyclic GC runs, and generating allocates
+    too few Python objects for that to happen often. Each chain holds native buffers sized by
+    the vocabulary (about 2.4 MB for the starter model's 262k tokens), so answers piled them
+    up: RSS grew about 2.4 MB per answer until a full collection (benchmarks/bench_memory.py).
+    """
+    sampler = getattr(llm, "_sampler", None)
+    llm._sampler = None
+    if sampler is not None:
+        try:
+            sampler.close()
+        except Exception:  # noqa: BLE001 - freeing must not turn an answer into an error
+            log.exception("Freeing the sampler failed")
 
 
 def _piece(vocab: Any, token: int, special: bool = False) -> bytes:
