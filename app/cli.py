@@ -18,6 +18,7 @@ from pathlib import Path
 
 from app import __version__
 from app.core.paths import default_library
+from app.core.units import human_bytes, human_duration
 
 log = logging.getLogger("app.cli")
 
@@ -281,13 +282,6 @@ def _print_json(value) -> None:
     sys.stdout.flush()
 
 
-def _fmt_eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "--:--"
-    seconds = int(seconds)
-    return f"{seconds // 60:02d}:{seconds % 60:02d}" if seconds < 3600 else f"{seconds // 3600}h"
-
-
 def _run_ingest(lib, paths, options, as_json: bool):
     from app.core.ingest import IngestSummary, ingest
 
@@ -317,7 +311,7 @@ def _run_ingest(lib, paths, options, as_json: bool):
                 name = Path(ev.current or ev.path).name[:40]
                 sys.stderr.write(
                     f"\r[{ev.files_done}/{ev.files_total} files] {ev.chunks_done} chunks "
-                    f"{ev.rate:5.1f}/s  ETA {_fmt_eta(ev.eta)}  {name}\033[K"
+                    f"{ev.rate:5.1f}/s  ETA {human_duration(ev.eta)}  {name}\033[K"
                 )
                 sys.stderr.flush()
     finally:
@@ -767,24 +761,15 @@ def _models_list(manager, args) -> int:
         print(f"{mark} {r['name']}  {i['architecture'] or '?'} {i['parameters']} "
               f"{i['quantization'] or '?'}  ctx {i['context_length'] or '?'}  "
               f"{'chat' if i['has_chat_template'] else 'base'}  "
-              f"{_size(r['size_bytes'])}  license {i['license'] or '-'}  "
+              f"{human_bytes(r['size_bytes'])}  license {i['license'] or '-'}  "
               f"chats {r['used_by_chats']}")
         print(f"    memory at {mem['context_length']:,} tokens: {mem['reason']}")
     for p in partials:
-        done = _size(p["done_bytes"])
-        total = _size(p["total_bytes"]) if p["total_bytes"] else "?"
+        done = human_bytes(p["done_bytes"])
+        total = human_bytes(p["total_bytes"]) if p["total_bytes"] else "?"
         print(f"  partial download {p['filename']} {done} of {total} ({p['url']})"
               + (f": {p['error']}" if p["error"] else ""))
     return 0
-
-
-def _size(n) -> str:
-    n = float(n or 0)
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit in ("B", "KB") else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
 
 
 def _models_add(manager, args) -> int:
@@ -833,16 +818,16 @@ def _models_download(manager, args) -> int:
                 done = ev
             elif ev.stage == "paused":
                 _clear_line(tty)
-                print(f"paused at {_size(ev.done_bytes)}; run the same command to resume",
+                print(f"paused at {human_bytes(ev.done_bytes)}; run the same command to resume",
                       file=sys.stderr)
             elif tty or time.monotonic() - last > 5 or ev.stage == "verifying":
                 last = time.monotonic()
-                total = f" of {_size(ev.total_bytes)}" if ev.total_bytes else ""
-                eta = f", {ev.eta_s:.0f} s left" if ev.eta_s else ""
-                text = (f"{ev.stage} {ev.filename}: {_size(ev.done_bytes)}{total} "
-                        f"({_size(ev.speed_bps)}/s{eta})")
+                total = f" of {human_bytes(ev.total_bytes)}" if ev.total_bytes else ""
+                eta = f", {human_duration(ev.eta_s)} left" if ev.eta_s else ""
+                text = (f"{ev.stage} {ev.filename}: {human_bytes(ev.done_bytes)}{total} "
+                        f"({human_bytes(ev.speed_bps)}/s{eta})")
                 if ev.resumed_from:
-                    text += f", resumed at {_size(ev.resumed_from)}"
+                    text += f", resumed at {human_bytes(ev.resumed_from)}"
                 if tty:
                     sys.stderr.write(f"\r{text}\033[K")
                     sys.stderr.flush()

@@ -39,6 +39,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.units import human_duration
+
 log = logging.getLogger(__name__)
 
 NO_COLLECTION = "Unsorted"
@@ -80,15 +82,6 @@ class StatusDelegate(QStyledItemDelegate):
         if index.data(PROGRESS_ROLE) is not None:
             size.setWidth(max(size.width(), option.fontMetrics.horizontalAdvance("100%") * 3))
         return size
-
-
-def fmt_eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
-    seconds = int(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
-    return f"{seconds // 60}:{seconds % 60:02d}"
 
 
 class LibraryPanel(QWidget):
@@ -528,7 +521,7 @@ class LibraryPanel(QWidget):
             rate = f" · {ev.rate:.1f} passages/s" if ev.rate else ""
             self.progress_label.setText(
                 f"{ev.files_done} of {ev.files_total} files · {ev.chunks_done} passages{rate}"
-                f" · ETA {fmt_eta(ev.eta)}" + (f" · {name}" if name else ""))
+                f" · ETA {human_duration(ev.eta)}" + (f" · {name}" if name else ""))
             self.progress_label.setToolTip(ev.current or "")
 
     def _ingest_done(self, summary) -> None:

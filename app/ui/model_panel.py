@@ -54,6 +54,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.units import human_bytes, human_duration
 from app.workers import Job
 
 log = logging.getLogger(__name__)
@@ -77,30 +78,6 @@ CATALOG_COLUMNS = ["Model", "Params", "Quant.", "Size", "License", "RAM needed",
 
 
 # -- formatting ------------------------------------------------------------------------------
-
-def human_bytes(n: float | None) -> str:
-    """Binary units, as the engine's messages and `folio models list` write them, so the
-    numbers in a tooltip and in an error message agree."""
-    if n is None:
-        return "–"
-    n = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit in ("B", "KB") else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"  # not reached
-
-
-def human_eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "–"
-    seconds = round(seconds)
-    if seconds >= 3600:
-        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-    if seconds >= 60:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds} s"
-
 
 def _params_label(info) -> str:
     try:
@@ -265,7 +242,7 @@ class DownloadRow(QFrame):
             amount = human_bytes(ev.done_bytes)
         parts = [amount, f"{human_bytes(ev.speed_bps)}/s"]
         if ev.eta_s is not None:
-            parts.append(f"{human_eta(ev.eta_s)} left")
+            parts.append(f"{human_duration(ev.eta_s)} left")
         if getattr(ev, "resumed_from", 0):
             parts.append(f"resumed at {human_bytes(ev.resumed_from)}")
         self.status.setText(" · ".join(parts))
