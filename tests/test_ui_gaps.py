@@ -285,3 +285,26 @@ def test_closing_during_model_load_hides_at_once_and_releases_later(qtbot, tmp_p
     assert window.folio._runtime is None  # the model it loaded was closed, not leaked
     assert window.model_info is None  # a load landing after the close changes nothing
     assert window._workers_idle()  # every pool thread has finished
+
+
+def test_a_long_model_name_is_elided_not_cut(qtbot):
+    """The chat's model box in the narrow side panel ends a long file name with "…"; at a
+    width that fits, the whole name shows."""
+    from app.ui.widgets import ElidingComboBox
+
+    name = "Default (qwen2.5-1.5b-instruct-q4_k_m-with-a-long-suffix)"
+    combo = ElidingComboBox()
+    combo.addItem(name, None)
+    qtbot.addWidget(combo)
+    combo.show()
+    qtbot.waitExposed(combo)
+
+    combo.setFixedWidth(140)
+    shown = combo.displayed_text()
+    assert shown.endswith("…") and len(shown) < len(name)
+    assert name.startswith(shown[:-1])
+    assert combo.itemText(0) == name  # the list keeps the whole name
+    assert not combo.grab().isNull()  # the eliding paint path runs
+
+    combo.setFixedWidth(combo.fontMetrics().horizontalAdvance(name) + 120)
+    assert combo.displayed_text() == name

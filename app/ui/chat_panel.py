@@ -21,7 +21,6 @@ from PySide6.QtCore import QEvent, QPoint, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QGuiApplication, QKeyEvent, QPalette
 from PySide6.QtWidgets import (
     QAbstractItemView,
-    QComboBox,
     QDialog,
     QDialogButtonBox,
     QFileDialog,
@@ -42,6 +41,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.ui.markdown import to_html
+from app.ui.widgets import ElidingComboBox
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ class ChatPanel(QWidget):
         ml.setContentsMargins(0, 6, 6, 6)
         top = QHBoxLayout()
         top.addWidget(QLabel("Answer from:"))
-        self.scope = QComboBox()
+        self.scope = ElidingComboBox()
         self.scope.setAccessibleName("Answer from")
         for mode, label in SCOPE_LABELS:
             self.scope.addItem(label, mode)

@@ -55,6 +55,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.units import human_bytes, human_duration
+from app.ui.widgets import ElidingComboBox
 from app.workers import Job
 
 log = logging.getLogger(__name__)
@@ -1409,7 +1410,7 @@ class ModelPanel(QWidget):
 
         gen = QGroupBox("This chat's settings")
         gform = QFormLayout(gen)
-        self.chat_model = QComboBox()
+        self.chat_model = ElidingComboBox()
         self.chat_model.setAccessibleName("This chat's model")
         self.chat_model.setToolTip("The model this chat answers with; it is loaded when "
                                    "chosen.")

@@ -1,0 +1,35 @@
+"""Small widgets the panels share."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QComboBox, QStyle, QStyleOptionComboBox, QStylePainter
+
+
+class ElidingComboBox(QComboBox):
+    """A combo box that ends a text too long for its width with "…" instead of cutting it
+    off mid-letter (a model's file name in a narrow side panel). The open list shows the full
+    texts; tooltips are left to the caller."""
+
+    def displayed_text(self) -> str:
+        """What the closed box shows now, after eliding (tests read it)."""
+        opt = QStyleOptionComboBox()
+        self.initStyleOption(opt)
+        return self._elide(opt)
+
+    def _elide(self, opt: QStyleOptionComboBox) -> str:
+        field = self.style().subControlRect(
+            QStyle.ComplexControl.CC_ComboBox, opt, QStyle.SubControl.SC_ComboBoxEditField, self)
+        width = field.width()
+        if not opt.currentIcon.isNull():
+            width -= opt.iconSize.width() + 4
+        return opt.fontMetrics.elidedText(opt.currentText, Qt.TextElideMode.ElideRight,
+                                          max(0, width))
+
+    def paintEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        painter = QStylePainter(self)
+        opt = QStyleOptionComboBox()
+        self.initStyleOption(opt)
+        painter.drawComplexControl(QStyle.ComplexControl.CC_ComboBox, opt)
+        opt.currentText = self._elide(opt)
+        painter.drawControl(QStyle.ControlElement.CE_ComboBoxLabel, opt)
