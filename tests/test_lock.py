@@ -261,3 +261,25 @@ def test_a_second_process_leaves_the_writers_live_answer_alone(filled):
         msgs = store.messages(chat.id)
         assert [m.status for m in msgs] == ["complete", "interrupted"]
         assert msgs[1].content == "Yes, I am"
+
+
+def test_closing_the_engine_releases_the_library_at_once(tmp_path):
+    """Folio.close() (the window closing) hands the write lock back straight away, even while
+    something still holds the engine, so a CLI command or another window can write next."""
+    from app.core.engine import Folio
+
+    library = tmp_path / "library"
+    folio = Folio(library_path=library)
+    assert not folio.library.read_only and lock.is_held_here(library)
+    folio.close()
+    assert not lock.is_held_here(library)
+    probe = subprocess.run(
+        [sys.executable, "-c", ("import sys; from app.core.library import Library; "
+                                "print(Library(sys.argv[1]).read_only)"), str(library)],
+        capture_output=True, check=False, text=True, env=ENV, cwd=ROOT, timeout=120,
+    )
+    assert probe.returncode == 0 and probe.stdout.strip() == "False", probe.stderr
+    # The engine opens it again when asked.
+    assert not folio.library.read_only and lock.is_held_here(library)
+    folio.close()
+    assert not lock.is_held_here(library)

@@ -266,3 +266,9 @@ class Folio:
                 self._store = None
             self._engine = None
             self._model_path = None
+        with self._open_locks["library"]:
+            if self._library is not None:
+                # Release the write lock now, not whenever the object is collected: another
+                # Folio (a CLI command, a second window) may open the library right after.
+                self._library.close()
+                self._library = None
