@@ -93,8 +93,9 @@ class Sampler:
 def build_library(embedder, html_pages: int) -> tuple[Path, set[str]]:
     """The cached PDF + HTML library, built (or completed) here; returns (folder, the paths).
 
-    `html_pages` > 0 takes only the first N HTML pages (by name): on a busy 2-core machine the
-    whole HTML manual takes over an hour to embed."""
+    `html_pages` > 0 takes only the first N HTML pages (by name), for a quicker first build:
+    the whole HTML manual is 2,863 pages and about 6,700 chunks (2,563 of its pages, 4,257
+    chunks, took 179 s on this 2-core machine with short test runs beside it)."""
     pdf, html = CORPUS / "octave.pdf", CORPUS / "html"
     if not pdf.is_file() or not html.is_dir():
         sys.exit(f"the Octave corpus is missing: run `make corpus` (needs {pdf} and {html}/)")
