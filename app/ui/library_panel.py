@@ -40,6 +40,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.units import human_duration
+from app.ui.widgets import ElidedLabel
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +199,7 @@ class LibraryPanel(QWidget):
         row.addWidget(self.progress, 1)
         row.addWidget(self.cancel_btn)
         pb.addLayout(row)
-        self.progress_label = QLabel()
+        self.progress_label = ElidedLabel()
         self.progress_label.setSizePolicy(QSizePolicy.Policy.Ignored,
                                           QSizePolicy.Policy.Preferred)
         pb.addWidget(self.progress_label)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QComboBox, QStyle, QStyleOptionComboBox, QStylePainter
+from PySide6.QtGui import QPainter, QPalette
+from PySide6.QtWidgets import QComboBox, QLabel, QStyle, QStyleOptionComboBox, QStylePainter
 
 
 class ElidingComboBox(QComboBox):
@@ -33,3 +34,18 @@ class ElidingComboBox(QComboBox):
         painter.drawComplexControl(QStyle.ComplexControl.CC_ComboBox, opt)
         opt.currentText = self._elide(opt)
         painter.drawControl(QStyle.ControlElement.CE_ComboBoxLabel, opt)
+
+
+class ElidedLabel(QLabel):
+    """A one-line label that ends with "…" when its text is wider than the label (the
+    indexing status line under a narrow library). `text()` stays the whole text."""
+
+    def displayed_text(self) -> str:
+        return self.fontMetrics().elidedText(self.text(), Qt.TextElideMode.ElideRight,
+                                             max(0, self.contentsRect().width()))
+
+    def paintEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        painter = QPainter(self)
+        self.style().drawItemText(painter, self.contentsRect(), int(self.alignment()),
+                                  self.palette(), self.isEnabled(), self.displayed_text(),
+                                  QPalette.ColorRole.WindowText)
