@@ -18,7 +18,7 @@ from pathlib import Path
 
 from app import __version__
 from app.core.paths import default_library
-from app.core.units import human_bytes, human_duration
+from app.core.units import human_bytes, human_duration, page_label
 
 log = logging.getLogger("app.cli")
 
@@ -383,9 +383,7 @@ def cmd_search(args) -> int:
     if not results:
         print("No matching passages.")
     for n, r in enumerate(results, 1):
-        where = f"p. {r.page}" if r.page else ""
-        if r.page_end and r.page_end != r.page:
-            where = f"pp. {r.page}-{r.page_end}"
+        where = page_label(r.page, r.page_end)
         head = " · ".join(x for x in (r.path, where, r.section) if x)
         snippet = " ".join(r.text.split())
         print(f"[{n}] {head}  (score {r.score:.4f})\n    {snippet[:300]}")
@@ -510,11 +508,8 @@ def _scope(args) -> dict:
 
 
 def _format_source(s: dict) -> str:
-    where = ""
-    if s.get("page"):
-        where = f", p. {s['page']}"
-        if s.get("page_end") and s["page_end"] != s["page"]:
-            where = f", pp. {s['page']}-{s['page_end']}"
+    where = page_label(s.get("page"), s.get("page_end"))
+    where = f", {where}" if where else ""
     section = f" ({s['section']})" if s.get("section") else ""
     return f"[{s['n']}] {s['path']}{where}{section}"
 

@@ -581,7 +581,7 @@ def test_export_markdown_with_citations_and_escaping(store):
     assert "```python\nif a < b:\n    print('<ok>')\n```" in md  # code shown verbatim
     assert "- [1] /docs/sqlite.pdf, p. 3 (Write-Ahead Log)" in md
     assert "- [2] /docs/notes\\_\\[draft\\].md (&lt;img src=x onerror=y&gt;)" in md
-    assert "- [3] /docs/book.pdf, pp. 10-12" in md
+    assert "- [3] /docs/book.pdf, pp. 10–12" in md
     assert "**Folio** (interrupted)\n\nHalf an ans" in md
     assert md.index("**You**") < md.index("**Folio**") < md.index("More?")
 

@@ -326,3 +326,22 @@ def test_the_indexing_status_line_is_elided_not_cut(qtbot):
     assert not label.grab().isNull()
     label.setFixedWidth(label.fontMetrics().horizontalAdvance(text) + 40)
     assert label.displayed_text() == text
+
+
+def test_source_links_say_where_the_passage_is():
+    """A source link names the page, the page range, or for a file without pages the
+    innermost heading the passage sits under (shortened), so two passages of one DOCX can be
+    told apart; a streaming answer's dict sources read the same as stored ones."""
+    from app.core.history import Source
+    from app.ui.chat_panel import SECTION_IN_LINK, source_link_text
+
+    assert source_link_text(Source(n=1, path="/d/guide.pdf", page=3)) == "[1] guide.pdf, p. 3"
+    assert source_link_text({"n": 2, "path": "/d/guide.pdf", "page": 3, "page_end": 5}) == \
+        "[2] guide.pdf, pp. 3–5"
+    docx = Source(n=3, path="/d/notes.docx", section="Ferries > Winter  timetable")
+    assert source_link_text(docx) == "[3] notes.docx, “Winter timetable”"
+    long = "A very long heading that goes on and on about the harbour and its boats"
+    text = source_link_text({"n": 4, "path": "/d/notes.docx", "page": None, "section": long})
+    inner = text.split("“", 1)[1].rstrip("”")
+    assert inner.endswith("…") and len(inner) <= SECTION_IN_LINK and long.startswith(inner[:-1])
+    assert source_link_text(Source(n=5, path="/d/plain.txt")) == "[5] plain.txt"

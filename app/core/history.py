@@ -26,6 +26,8 @@ from pathlib import Path
 from types import EllipsisType
 from typing import Any
 
+from app.core.units import page_label
+
 log = logging.getLogger(__name__)
 
 HISTORY_FILE = "folio.sqlite"
@@ -811,11 +813,8 @@ class ChatStore:
 def format_source(s: Source) -> str:
     """"path, p. 3 (Section)", escaped for Markdown."""
     text = escape_markdown_text(s.path)
-    if s.page is not None:
-        if s.page_end is not None and s.page_end != s.page:
-            text += f", pp. {s.page}-{s.page_end}"
-        else:
-            text += f", p. {s.page}"
+    if s.page:
+        text += f", {page_label(s.page, s.page_end)}"
     if s.section:
         text += f" ({escape_markdown_text(s.section)})"
     return text

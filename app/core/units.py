@@ -1,4 +1,5 @@
-"""How sizes and durations read in the window and the CLI: one format everywhere."""
+"""How sizes, durations and page numbers read in the window, the CLI and exported chats:
+one format everywhere."""
 
 from __future__ import annotations
 
@@ -25,3 +26,10 @@ def human_duration(seconds: float | None) -> str:
     if seconds >= 60:
         return f"{seconds // 60} min {seconds % 60:02d} s"
     return f"{seconds} s"
+
+
+def page_label(page: int | None, page_end: int | None = None) -> str:
+    """Where a passage is: 'p. 3', 'pp. 3–5'; '' when the file has no pages (DOCX, text)."""
+    if not page:
+        return ""
+    return f"pp. {page}–{page_end}" if page_end and page_end != page else f"p. {page}"

@@ -40,6 +40,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.units import page_label
 from app.ui.markdown import to_html
 from app.ui.widgets import ElidingComboBox
 
@@ -50,6 +51,31 @@ RENDER_INTERVAL_MS = 50
 SCOPE_LABELS = [("all", "All documents"), ("collections", "Some collections…"),
                 ("documents", "Chosen documents…"), ("none", "No documents")]
 
+
+
+SECTION_IN_LINK = 40  # characters of a section title shown in a source link
+
+
+def _field(source, name: str, default=None):
+    """A source is a history.Source or, while an answer streams, a dict of the same fields."""
+    if isinstance(source, dict):
+        return source.get(name, default)
+    return getattr(source, name, default)
+
+
+def source_link_text(source) -> str:
+    """'[2] guide.pdf, p. 3' or, for a file without pages (DOCX, text, HTML), the section it
+    sits in: '[4] notes.docx, “Winter timetable”', so two passages of one file are told
+    apart."""
+    n, name = _field(source, "n"), Path(_field(source, "path") or "").name
+    where = page_label(_field(source, "page"), _field(source, "page_end"))
+    if not where:
+        section = " ".join((_field(source, "section") or "").split())
+        section = section.rsplit(" > ", 1)[-1]  # the innermost heading of a heading path
+        if len(section) > SECTION_IN_LINK:
+            section = section[:SECTION_IN_LINK - 1].rstrip() + "…"
+        where = f"“{section}”" if section else ""
+    return f"[{n}] {name}" + (f", {where}" if where else "")
 
 class QuestionEdit(QPlainTextEdit):
     """Enter sends, Shift+Enter starts a new line, Esc stops the answer."""
@@ -665,12 +691,8 @@ class ChatPanel(QWidget):
         if sources:
             links = []
             for s in sources:
-                n = s["n"] if isinstance(s, dict) else s.n
-                path = s["path"] if isinstance(s, dict) else s.path
-                page = s.get("page") if isinstance(s, dict) else s.page
-                where = f", p. {page}" if page else ""
-                links.append(f"<a href='src:{key}:{n}'>[{n}] {html.escape(Path(path).name)}"
-                             f"{where}</a>")
+                links.append(f"<a href='src:{key}:{_field(s, 'n')}'>"
+                             f"{html.escape(source_link_text(s))}</a>")
             out.append("<p class='muted'>Sources: " + " &nbsp; ".join(links) + "</p>")
         if actions:
             out.append(f"<p>{actions}</p>")

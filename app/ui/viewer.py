@@ -49,6 +49,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.units import page_label
+
 log = logging.getLogger(__name__)
 
 CHANGED_NOTICE = "The file changed since it was indexed"
@@ -240,10 +242,7 @@ class _TextJob(QRunnable):
 
 
 def _page_label(source: dict) -> str:
-    page, end = source.get("page"), source.get("page_end")
-    if not page:
-        return ""
-    return f"pp. {page}–{end}" if end and end != page else f"p. {page}"
+    return page_label(source.get("page"), source.get("page_end"))
 
 
 def _section_label(section) -> str:
