@@ -20,9 +20,10 @@ GARDEN = ("Watering. Water tomato plants deeply twice a week, early in the morni
 
 
 @pytest.fixture
-def small_disk(tmp_path):
-    """A 24 MiB tmpfs (fixtures_disk.py)."""
-    yield from small_disk_at(tmp_path / "disk", 24)
+def small_disk(request, tmp_path):
+    """A 24 MiB tmpfs (fixtures_disk.py); None when the test ran in a child process that
+    could mount one (the test then returns at once: the child passed)."""
+    yield from small_disk_at(request, tmp_path / "disk", 24)
 
 
 def run(lib, paths, **kw):
@@ -72,6 +73,8 @@ def test_is_disk_full_reads_errno_and_lance_messages():
 
 
 def test_disk_full_mid_ingest_keeps_the_library_and_resumes(small_disk, tmp_path, hash_embedder):
+    if small_disk is None:
+        return  # ran, and passed, in a mount namespace of its own (fixtures_disk.py)
     docs = tmp_path / "docs"
     docs.mkdir()
     garden = docs / "garden.txt"
@@ -129,3 +132,55 @@ def test_disk_full_mid_ingest_keeps_the_library_and_resumes(small_disk, tmp_path
 
 
 LEAVE = 400_000
+
+
+def test_disk_full_while_recording_unsupported_files_is_a_clear_error(small_disk, tmp_path,
+                                                                      hash_embedder):
+    """The first write of a run records the named files that cannot be added (here an
+    unsupported type). A disk that is already full there must end the run with the same clear
+    DiskFull message, not a raw LanceDB error, and leave the library as it was."""
+    if small_disk is None:
+        return  # ran, and passed, in a mount namespace of its own (fixtures_disk.py)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    garden = docs / "garden.txt"
+    garden.write_text(GARDEN, "utf-8")
+    odd = docs / "notes.xyz"  # named explicitly, so it fails with a record of why
+    odd.write_text("Not a type Folio reads.\n", "utf-8")
+    later = docs / "later.txt"
+    later.write_text("Harvest the beans when the pods snap cleanly.\n", "utf-8")
+    root = small_disk.root / "library"
+    lib = Library.open(root, hash_embedder)
+    summary, _events, error = run(lib, [garden])
+    assert error is None and lib.get(garden).status == READY
+    garden_chunks = lib.chunk_count()
+
+    small_disk.fill(leave=0)
+    writes = []
+    real_put = lib.put_documents
+
+    def put_documents(docs_):
+        writes.append([d.name for d in docs_])
+        return real_put(docs_)
+
+    lib.put_documents = put_documents
+    summary, events, error = run(lib, [odd, later])
+    assert isinstance(error, DiskFull), "the disk never filled up"
+    assert writes == [["notes.xyz"]]  # it was the unsupported file's record that hit the wall
+    assert "Disk full while recording the files that could not be added" in str(error)
+    assert "Free some space" in str(error) and str(root) in str(error)
+    assert isinstance(error.__cause__, Exception) and is_disk_full(error.__cause__)
+    assert not any(e.path == str(later) for e in events)  # nothing else was attempted
+
+    for reopened in (lib, Library.open(root, hash_embedder)):
+        assert [d.name for d in reopened.documents()] == ["garden.txt"]
+        assert reopened.get(garden).status == READY
+        assert reopened.chunk_count() == reopened.chunk_count(live_only=False) == garden_chunks
+        assert reopened.search("water tomato plants", k=1)
+
+    small_disk.make_room()
+    lib = Library.open(root, hash_embedder)
+    summary, _events, error = run(lib, [odd, later])
+    assert error is None and summary.ingested == 1
+    assert lib.get(odd).status == FAILED and "unsupported file type" in lib.get(odd).error
+    assert lib.get(later).status == READY

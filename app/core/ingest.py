@@ -332,7 +332,12 @@ def ingest(
             doc.status, doc.error = FAILED, reason
             failed_docs.append(doc)
         yield event("file", path=str(path), status=FAILED, message=reason)
-    lib.put_documents(failed_docs)
+    try:
+        lib.put_documents(failed_docs)
+    except Exception as exc:
+        if not is_disk_full(exc):
+            raise
+        raise DiskFull(lib.root, "recording the files that could not be added") from exc
 
     work_queue: queue.Queue = queue.Queue(maxsize=8)
 
