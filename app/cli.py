@@ -188,6 +188,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedder", metavar="NAME_OR_DIR",
                    help="all-MiniLM-L6-v2 (default), all-mpnet-base-v2, or a model folder")
     p.add_argument("--json", action="store_true")
+
+    embedders = sub.add_parser("embedders", help="list the embedders; install "
+                               "all-mpnet-base-v2")
+    esub = embedders.add_subparsers(dest="embedders_command", metavar="ACTION")
+    p = esub.add_parser("list", help="the embedders Folio knows: installed or not, where, "
+                        "dimensions, size")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p = esub.add_parser("install", help="download an embedder from PyPI with pip "
+                        "(Ctrl+C cancels and leaves nothing)")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--json", action="store_true")
     return parser
 
 
@@ -224,6 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         "collections": cmd_collections,
         "info": cmd_info,
         "reindex": cmd_reindex,
+        "embedders": cmd_embedders,
         "ask": cmd_ask,
         "chat": cmd_chat,
         "summarize": cmd_summarize,
@@ -478,6 +490,120 @@ def cmd_reindex(args) -> int:
         print(f"re-indexed {summary.ingested} documents with {name} "
               f"({len(summary.failed)} failed)")
     return 1 if summary.failed else 0
+
+
+# -- embedders -----------------------------------------------------------------------------
+# Exit codes: 0 done (or already installed); 2 the install failed or was refused, leaving
+# nothing behind; 130 cancelled with Ctrl+C, leaving nothing behind.
+
+
+def cmd_embedders(args) -> int:
+    if not getattr(args, "embedders_command", None):
+        build_parser().parse_args(["embedders", "--help"])
+    if args.embedders_command == "list":
+        return _embedders_list(args)
+    return _embedders_install(args)
+
+
+def _embedders_list(args) -> int:
+    from app.core import embedder_install as ei
+    from app.core.embedder import known_specs
+
+    try:
+        paths = {name: spec.path for name, spec in known_specs().items()}
+    except ImportError:  # the MiniLM package is missing: still list what can be installed
+        paths = {}
+    for spec in ei.downloadable_embedders():
+        paths.setdefault(spec.name, ei.install_path(spec.name))
+    rows = []
+    for name, path in paths.items():
+        download = ei.DOWNLOADABLE.get(name)
+        installed = ei.looks_like_model(path)
+        rows.append({
+            "name": name, "installed": installed, "path": str(path),
+            "dims": (ei.model_dims(path) if installed else None)
+            or (download.dims if download else None),
+            "size_bytes": ei.folder_size(path) if installed else None,
+            "downloadable": download is not None,
+            "download_bytes": download.download_size if download else None,
+        })
+    if args.json:
+        _print_json({"embedders_dir": str(ei.embedders_dir()), "embedders": rows})
+        return 0
+    print(f"embedders folder: {ei.embedders_dir()}")
+    for r in rows:
+        dims = f"{r['dims']} dims" if r["dims"] else "? dims"
+        if r["installed"]:
+            print(f"  {r['name']}  installed  {dims}  {human_bytes(r['size_bytes'])}  "
+                  f"{r['path']}")
+        elif r["downloadable"]:
+            size = f"{human_bytes(r['download_bytes'])} download" if r["download_bytes"] else ""
+            print(f"  {r['name']}  not installed  {dims}  {size}  "
+                  f"(folio embedders install {r['name']})")
+        else:
+            print(f"  {r['name']}  not installed  {dims}  expected at {r['path']}")
+    return 0
+
+
+def _embedders_install(args) -> int:
+    import time
+
+    from app.core.embedder_install import (
+        EmbedderInstallCancelled,
+        EmbedderInstallError,
+        folder_size,
+        install_embedder,
+        is_installed,
+    )
+
+    name = args.name
+    tty = sys.stderr.isatty() and not args.json
+    already = is_installed(name)
+    state = {"stage": None, "last": 0.0}
+    started = time.monotonic()
+
+    def progress(stage, done, total):
+        now = time.monotonic()
+        if stage == "done" or (stage == state["stage"]
+                               and now - state["last"] < (0.2 if tty else 5)):
+            return
+        state.update(stage=stage, last=now)
+        amount = f": {human_bytes(done)} of {human_bytes(total)}" if total > 1 else ""
+        text = f"{stage} {name}{amount}"
+        if tty:
+            sys.stderr.write(f"\r{text}\033[K")
+            sys.stderr.flush()
+        elif not args.json:
+            print(text, file=sys.stderr)
+
+    try:
+        path = _with_cancel(lambda cancel: install_embedder(name, progress=progress,
+                                                            cancel=cancel))
+    except EmbedderInstallCancelled:
+        _clear_line(tty)
+        print(f"folio embedders install: cancelled; nothing of {name} was kept",
+              file=sys.stderr)
+        if args.json:
+            _print_json({"ok": False, "name": name, "cancelled": True})
+        return 130
+    except EmbedderInstallError as exc:
+        _clear_line(tty)
+        print(f"folio embedders install: {exc}", file=sys.stderr)
+        if args.json:
+            _print_json({"ok": False, "name": name, "error": str(exc)})
+        return 2
+    _clear_line(tty)
+    seconds = time.monotonic() - started
+    size = folder_size(path)
+    if args.json:
+        _print_json({"ok": True, "name": name, "path": str(path), "size_bytes": size,
+                     "already_installed": already, "seconds": round(seconds, 1)})
+    elif already:
+        print(f"{name} is already installed at {path}")
+    else:
+        print(f"installed {name} ({human_bytes(size)}) in {human_duration(seconds)}: {path}\n"
+              f"use it with: folio reindex --embedder {name}")
+    return 0
 
 
 def _folio(args):
