@@ -3,7 +3,9 @@
 Answers are written by a model that read the user's documents, so their text is untrusted:
 it is first made inert with the history module's escaper (no raw HTML, no links or images
 smuggled in from a document), then rendered by markdown-it with HTML disabled. `[n]` citation
-markers become links the chat panel routes to the source viewer.
+markers become links the chat panel routes to the source viewer, but only in prose: in code
+(`x[1]`, a fenced block) a bracketed number is an index, and a marker with no source behind it
+stays as written.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ import re
 from app.core.history import escape_markdown_content
 
 _CITE = re.compile(r"\[(\d{1,3})\]")
+# What citation linking must not touch: code (block and inline, with whatever it holds) and
+# the tags themselves. The HTML comes from markdown-it with raw HTML off, so these are its own.
+_NOT_PROSE = re.compile(r"<pre\b.*?</pre>|<code\b.*?</code>|<[^>]*>", re.DOTALL | re.IGNORECASE)
 _md = None
 
 
@@ -43,5 +48,15 @@ def to_html(text: str, cite_prefix: str | None = None, max_n: int = 0) -> str:
                 return f"<a href='{cite_prefix}{n}'>[{n}]</a>"
             return m.group(0)
 
-        out = _CITE.sub(link, out)
+        out = _link_citations(out, link)
     return out
+
+
+def _link_citations(out: str, link) -> str:
+    parts, at = [], 0
+    for m in _NOT_PROSE.finditer(out):
+        parts.append(_CITE.sub(link, out[at:m.start()]))
+        parts.append(m.group(0))
+        at = m.end()
+    parts.append(_CITE.sub(link, out[at:]))
+    return "".join(parts)
