@@ -13,8 +13,9 @@ import logging
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QGuiApplication, QPalette
+from PySide6.QtGui import QColor, QGuiApplication, QPalette
 from PySide6.QtWidgets import (
+    QApplication,
     QCheckBox,
     QComboBox,
     QDialog,
@@ -60,15 +61,89 @@ CHUNKING_NOTE = (
 THEME_LABELS = {"system": "Follow the system", "light": "Light", "dark": "Dark"}
 
 
+_R = QPalette.ColorRole
+# Fusion draws every role from the palette; native styles (Windows, macOS) may ignore some.
+# (role, active/inactive colour, disabled colour or None for the same)
+_DARK = [
+    (_R.Window, "#2d2d2d", None), (_R.WindowText, "#e8e8e8", "#7f7f7f"),
+    (_R.Base, "#1f1f1f", "#2a2a2a"), (_R.AlternateBase, "#383838", None),
+    (_R.Text, "#e8e8e8", "#7f7f7f"), (_R.PlaceholderText, "#a0a0a0", "#6a6a6a"),
+    (_R.Button, "#3a3a3a", "#333333"), (_R.ButtonText, "#e8e8e8", "#7f7f7f"),
+    (_R.BrightText, "#ff6b6b", None),
+    (_R.Highlight, "#2f6fc9", "#4a4a4a"), (_R.HighlightedText, "#ffffff", "#9a9a9a"),
+    (_R.Link, "#79b8ff", "#5c7a99"), (_R.LinkVisited, "#c29bff", "#7a6a99"),
+    (_R.ToolTipBase, "#45433a", None), (_R.ToolTipText, "#f0f0f0", None),
+    (_R.Light, "#4e4e4e", None), (_R.Midlight, "#424242", None), (_R.Mid, "#262626", None),
+    (_R.Dark, "#1a1a1a", None), (_R.Shadow, "#0a0a0a", None),
+]
+_LIGHT = [
+    (_R.Window, "#efefef", None), (_R.WindowText, "#1a1a1a", "#9a9a9a"),
+    (_R.Base, "#ffffff", "#f4f4f4"), (_R.AlternateBase, "#eef1f5", None),
+    (_R.Text, "#1a1a1a", "#9a9a9a"), (_R.PlaceholderText, "#6e6e6e", "#a8a8a8"),
+    (_R.Button, "#e8e8e8", "#ececec"), (_R.ButtonText, "#1a1a1a", "#9a9a9a"),
+    (_R.BrightText, "#d00000", None),
+    (_R.Highlight, "#3072c4", "#c8c8c8"), (_R.HighlightedText, "#ffffff", "#f4f4f4"),
+    (_R.Link, "#0b57d0", "#7f9fd0"), (_R.LinkVisited, "#6a35b5", "#a08fc0"),
+    (_R.ToolTipBase, "#fff8d6", None), (_R.ToolTipText, "#1a1a1a", None),
+    (_R.Light, "#ffffff", None), (_R.Midlight, "#f4f4f4", None), (_R.Mid, "#b8b8b8", None),
+    (_R.Dark, "#9f9f9f", None), (_R.Shadow, "#767676", None),
+]
+_start: tuple[QPalette, str] | None = None  # the application's palette and style before any theme
+_overridden = False  # whether apply_theme set a palette of its own
+
+
+def theme_palette(dark: bool) -> QPalette:
+    """The palette Folio uses when the platform will not switch light/dark for it."""
+    pal = QPalette()
+    for role, color, disabled in _DARK if dark else _LIGHT:
+        pal.setColor(QPalette.ColorGroup.Active, role, QColor(color))
+        pal.setColor(QPalette.ColorGroup.Inactive, role, QColor(color))
+        pal.setColor(QPalette.ColorGroup.Disabled, role, QColor(disabled or color))
+    return pal
+
+
+def is_dark(palette: QPalette) -> bool:
+    return palette.color(QPalette.ColorRole.Window).lightness() < 128
+
+
 def apply_theme(theme: str) -> None:
-    """Ask Qt for a light or dark palette, or go back to following the system."""
+    """Ask Qt for a light or dark palette, or go back to following the system.
+
+    `QStyleHints.setColorScheme` is only a request: a platform without a colour-scheme
+    setting (X11 without a desktop portal, offscreen, older Windows styles) ignores it and
+    "Dark" would change nothing. So the result is checked, and where the palette is not the
+    one asked for, Folio sets its own on the Fusion style (which draws every role from it).
+    """
+    global _start, _overridden
+    app = QApplication.instance()
+    if app is None:
+        return
+    if _start is None:
+        _start = (QPalette(app.palette()), app.style().name())
     hints = QGuiApplication.styleHints()
-    if theme == "light":
-        hints.setColorScheme(Qt.ColorScheme.Light)
-    elif theme == "dark":
-        hints.setColorScheme(Qt.ColorScheme.Dark)
-    else:
+    if theme not in ("light", "dark"):
         hints.unsetColorScheme()
+        if _overridden:
+            palette, style = _start
+            if app.style().name() != style:
+                app.setStyle(style)
+            # The platform's own palette (nothing set by the app) is restored by resetting,
+            # so it keeps following the system's later light/dark switches.
+            app.setPalette(QPalette() if not palette.resolveMask() else palette)
+            _overridden = False
+        return
+    dark = theme == "dark"
+    hints.setColorScheme(Qt.ColorScheme.Dark if dark else Qt.ColorScheme.Light)
+    if _overridden:  # our palette hides the platform's: look at the platform's own again
+        app.setPalette(QPalette() if not _start[0].resolveMask() else _start[0])
+        _overridden = False
+    if is_dark(app.palette()) == dark:
+        return
+    log.info("theme: the platform kept its palette for %r; using Folio's own", theme)
+    if app.style().name().lower() != "fusion":
+        app.setStyle("Fusion")  # before the palette: a new style resets an unset palette
+    app.setPalette(theme_palette(dark))
+    _overridden = True
 
 
 def _known_embedders() -> list[str]:
