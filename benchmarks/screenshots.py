@@ -20,6 +20,10 @@ with the real starter model (hard-linked from the test cache, FOLIO_TEST_MODELS 
 `--only` picks some of them (comma-separated; steps a shot needs still run, unsaved); "models"
 runs benchmarks/screenshot_models.py (the model manager: models.png, models-download.png) in its
 own process, "all" takes all six. Without `--only`, the four main-window shots are taken.
+
+`--theme dark` (or light) applies that theme as the Settings dialog does (apply_theme: Folio's
+own palette where the platform ignores the request, as Xvfb does) and names the files
+`<shot>-dark.png`; docs/screenshots/dark.png is the answer shot taken that way.
 """
 
 from __future__ import annotations
@@ -88,6 +92,8 @@ def main() -> int:
     ap.add_argument("--only", default=",".join(MAIN_SHOTS),
                     help="comma-separated: first-run, answer, viewer, indexing, models, all")
     ap.add_argument("--keep", action="store_true", help="keep the temporary Folio home")
+    ap.add_argument("--theme", default="system", choices=["system", "light", "dark"],
+                    help="the theme setting to take the shots in (main-window shots only)")
     args = ap.parse_args()
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     if "all" in only:
@@ -99,7 +105,7 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     rc = 0
     if only & set(MAIN_SHOTS):
-        rc = shoot_main_window(only, out, args.platform, args.keep)
+        rc = shoot_main_window(only, out, args.platform, args.keep, args.theme)
     if "models" in only and rc == 0:
         cmd = [sys.executable, str(ROOT / "benchmarks" / "screenshot_models.py"), "--out", str(out)]
         if args.platform:
@@ -108,7 +114,8 @@ def main() -> int:
     return rc
 
 
-def shoot_main_window(only: set[str], out: Path, platform: str | None, keep: bool) -> int:
+def shoot_main_window(only: set[str], out: Path, platform: str | None, keep: bool,
+                      theme: str = "system") -> int:
     if platform:
         os.environ["QT_QPA_PLATFORM"] = platform
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -133,6 +140,11 @@ def shoot_main_window(only: set[str], out: Path, platform: str | None, keep: boo
     window.show()
     window.splitter.setSizes(PANES)
     window.start()
+    if theme != "system":
+        from app.ui.settings_dialog import apply_theme
+
+        apply_theme(theme)
+    suffix = "" if theme == "system" else f"-{theme}"
     lib, chat = window.library, window.chat
     wrote: list[str] = []
     failed: list[str] = []
@@ -143,7 +155,7 @@ def shoot_main_window(only: set[str], out: Path, platform: str | None, keep: boo
         def do() -> None:
             window.statusBar().clearMessage()  # no 5-second message left from the step before
             app.processEvents()
-            path = out / f"{name}.png"
+            path = out / f"{name}{suffix}.png"
             if window.grab().save(str(path)):
                 wrote.append(str(path))
             else:
