@@ -6,6 +6,7 @@ while this process (or another subprocess) tries to use it.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -21,8 +22,8 @@ from docgen import make_pdf
 from app.cli import main
 from app.core import lock
 from app.core.history import ChatStore
-from app.core.ingest import IngestOptions, ingest
-from app.core.library import Library, LibraryLocked, ReadOnlyLibrary
+from app.core.ingest import IngestOptions, IngestSummary, ingest
+from app.core.library import READY, Library, LibraryLocked, ReadOnlyLibrary
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -283,3 +284,196 @@ def test_closing_the_engine_releases_the_library_at_once(tmp_path):
     assert not folio.library.read_only and lock.is_held_here(library)
     folio.close()
     assert not lock.is_held_here(library)
+
+
+READER = textwrap.dedent("""
+    import json, logging, os, sys, threading
+    from pathlib import Path
+    sys.path.insert(0, os.environ["FOLIO_TESTS_DIR"])
+    from conftest import HashEmbedder
+    from app.core.library import Library
+
+    class Problems(logging.Handler):  # search logs a failing full-text search, returns []
+        def __init__(self):
+            super().__init__(logging.WARNING)
+            self.seen = []
+        def emit(self, record):
+            self.seen.append(f"{record.name}: {record.getMessage()}")
+
+    problems = Problems()
+    logging.getLogger().addHandler(problems)
+    lib = Library.open(sys.argv[1], HashEmbedder(), read_only=True)
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    errors, last, rounds = [], {}, 0
+    while not stop.is_set():
+        found = {}
+        for mode in ("hybrid", "vector", "fts"):
+            try:
+                hits = lib.search("capybara river notes", k=50, mode=mode)
+                found[mode] = sorted({Path(h.path).name for h in hits})
+                if not hits:
+                    errors.append(f"{mode}: no hits in round {rounds}")
+            except Exception as exc:
+                errors.append(f"{mode}: {type(exc).__name__}: {exc}")
+        try:
+            found["documents"] = sorted(d.name for d in lib.documents() if d.status == "ready")
+            lib.chunk_count()
+        except Exception as exc:
+            errors.append(f"documents: {type(exc).__name__}: {exc}")
+        last = found
+        rounds += 1
+        print("ROUND", rounds, flush=True)
+    print("RESULT", json.dumps({"rounds": rounds, "errors": errors + problems.seen,
+                                "last": last}), flush=True)
+""")
+
+
+class Reader:
+    """A real read-only Folio process searching a library in a loop until its stdin closes."""
+
+    def __init__(self, library: Path):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", READER, str(library)], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+            env={**ENV, "FOLIO_TESTS_DIR": str(ROOT / "tests")},
+        )
+        self.watchdog = threading.Timer(300, self.proc.kill)
+        self.watchdog.start()
+        self.rounds = 0
+        self.result: dict | None = None
+        self.changed = threading.Condition()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            with self.changed:
+                if line.startswith("ROUND"):
+                    self.rounds = int(line.split()[1])
+                elif line.startswith("RESULT"):
+                    self.result = json.loads(line.split(" ", 1)[1])
+                self.changed.notify_all()
+        with self.changed:
+            self.changed.notify_all()
+
+    def wait_rounds(self, more: int) -> None:
+        """Wait until the reader has searched `more` more rounds (or has died)."""
+        with self.changed:
+            target = self.rounds + more
+            self.changed.wait_for(lambda: self.rounds >= target or self.proc.poll() is not None,
+                                  timeout=120)
+            assert self.rounds >= target, (self.rounds, self.proc.poll())
+
+    def finish(self) -> dict:
+        self.proc.stdin.close()
+        self.proc.wait(timeout=120)
+        self.thread.join(timeout=60)
+        self.watchdog.cancel()
+        assert self.proc.returncode == 0 and self.result, self.proc.stderr.read()[-3000:]
+        return self.result
+
+
+def test_a_reader_searches_while_the_holder_ingests_and_compacts(tmp_path, hash_embedder):
+    """A read-only process searching in a loop (hybrid, vector and full-text) while the writer
+    adds, replaces and removes documents and compacts the tables after each run (optimize, which
+    also drops old table versions): the reader gets no error and never an empty result, sees
+    the writer's documents once they are published, and the library is sound afterwards."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    library = tmp_path / "library"
+    lib = Library.open(library, hash_embedder)
+
+    def note(name: str, n: int) -> Path:
+        path = folder / name
+        path.write_text(f"# {name}\n\n" + "".join(
+            f"Paragraph {i} of {name}: the capybara rests by the river, edition {n}.\n\n"
+            for i in range(40)), "utf-8")
+        return path
+
+    note("first.md", 0)
+    summary = IngestSummary()
+    list(ingest(lib, [folder], IngestOptions(batch_size=8), summary=summary))
+    assert summary.ingested == 1
+    reader = Reader(library)
+    try:
+        reader.wait_rounds(1)
+        for n in range(1, 7):
+            # Each run: two new notes, one replaced, every few runs one removed; small
+            # batches (many commits), then compaction with cleanup of old versions.
+            note(f"new-{n}-a.md", n)
+            note(f"new-{n}-b.txt", n)
+            note("first.md", n)
+            summary = IngestSummary()
+            list(ingest(lib, [folder], IngestOptions(batch_size=8), summary=summary))
+            assert summary.ingested == 3 and not summary.failed, summary
+            if n % 3 == 0:
+                gone = lib.get((folder / f"new-{n - 1}-a.md").resolve())
+                lib.remove(gone)
+                (folder / f"new-{n - 1}-a.md").unlink()
+                lib.optimize()
+            reader.wait_rounds(2)  # it searched during and after this run
+    finally:
+        result = reader.finish()
+    assert result["rounds"] >= 13
+    assert result["errors"] == [], result["errors"][:10]
+    ready = sorted(d.name for d in lib.documents() if d.status == READY)
+    assert result["last"]["documents"] == ready  # it sees what the writer published
+    for mode in ("hybrid", "vector", "fts"):
+        assert set(result["last"][mode]) <= set(ready) and result["last"][mode], mode
+    lib.close()
+
+    # Sound afterwards: nothing to repair, every chunk live and claimed, search in each mode.
+    lib = Library.open(library, hash_embedder)
+    assert lib.recover() == {"removed": 0, "published": 0, "orphans": 0}
+    assert lib.chunk_count() == lib.chunk_count(live_only=False) == sum(
+        d.chunks for d in lib.documents())
+    for mode in ("hybrid", "vector", "fts"):
+        assert lib.search("capybara river", k=3, mode=mode), mode
+    lib.close()
+
+
+def test_a_search_that_loses_the_race_with_a_compaction_reads_again(tmp_path, hash_embedder,
+                                                                     monkeypatch):
+    """The race the reader loop above can hit: a reader has begun on a table version when the
+    writer's optimize compacts the table and removes that version's files. Forced here: a table
+    pinned at the old version, read after the compaction, fails with LanceDB's real error; the
+    search then runs again on the new version. A reader that keeps losing gets a clear,
+    retryable message, not a raw LanceDB error."""
+    import lancedb
+
+    from app.core.library import LibraryBusy, is_stale_read
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"note{i}.md").write_text(f"# Note {i}\n\n" + "".join(
+            f"Line {j}: the capybara of note {i} swims.\n\n" for j in range(30)), "utf-8")
+    library = tmp_path / "library"
+    writer = Library.open(library, hash_embedder)
+    list(ingest(writer, [folder], IngestOptions(batch_size=8, optimize=False)))
+    reader = Library.open(library, hash_embedder, read_only=True)
+
+    stale = lancedb.connect(str(library / "lancedb")).open_table("chunks")
+    stale.checkout(stale.version)  # the version a reader had begun to read...
+    writer.optimize()  # ...is compacted, and its files removed
+    with pytest.raises(Exception) as lost:
+        stale.search().where("live = true").limit(None).to_arrow()
+    assert is_stale_read(lost.value), lost.value
+
+    real = reader.chunks_table
+    handed: list[str] = []
+
+    def chunks_table():  # the first table a search gets is the one that lost the race
+        handed.append("stale" if not handed else "latest")
+        return stale if handed == ["stale"] else real()
+
+    monkeypatch.setattr(reader, "chunks_table", chunks_table)
+    hits = reader.search("capybara swims", k=3)
+    assert hits and handed[0] == "stale" and "latest" in handed
+    assert {Path(h.path).name for h in hits} <= {"note0.md", "note1.md", "note2.md"}
+
+    monkeypatch.setattr(reader, "chunks_table", lambda: stale)
+    with pytest.raises(LibraryBusy, match="try again in a moment"):
+        reader.search("capybara swims", k=3)
+    writer.close()

@@ -79,6 +79,41 @@ def is_disk_full(exc: BaseException | None) -> bool:
     return False
 
 
+class LibraryBusy(LibraryError):
+    """A read lost the race with a compaction several times in a row (see `read_again`)."""
+
+
+def is_stale_read(exc: BaseException | None) -> bool:
+    """Whether a LanceDB read failed because the files of the table version it had started
+    from were removed under it: the writer (another process, or another thread here) compacted
+    the table and dropped the old versions (`Library.optimize`) while the read ran. LanceDB
+    says so only in its message: "Not found: .../chunks.lance/data/....lance"."""
+    text = str(exc)
+    return "Not found" in text and ".lance/" in text
+
+
+READ_TRIES = 3
+
+
+def read_again(read, what: str = "reading the library"):
+    """Run `read()`, again when it lost the race with a compaction: the retry reads the new
+    version (tables check for the latest version on every read), whose files are all there.
+    Compactions come once per ingest, so a second loss in a row is already unlikely."""
+    for attempt in range(READ_TRIES):
+        try:
+            return read()
+        except Exception as exc:
+            if not is_stale_read(exc):
+                raise
+            if attempt == READ_TRIES - 1:
+                raise LibraryBusy(
+                    f"The library changed {READ_TRIES} times while {what} (another Folio "
+                    f"process is compacting it); try again in a moment."
+                ) from exc
+            log.info("%s: the version being read was compacted away; reading the new one", what)
+    raise AssertionError("unreachable")
+
+
 class LibraryLocked(LibraryError):
     """Another process has the library open for writing (app/core/lock.py); `holder` has
     its pid, host and start time when known."""
@@ -298,6 +333,7 @@ class Library:
         if "dims" in self.meta:
             self._chunks_table = self._open_or_create("chunks", chunks_schema(self.meta["dims"]))
         self._docs_cache: dict[str, DocumentRecord] | None = None
+        self._docs_version: int | None = None  # the documents table version cached
         self._fts_ready = False
 
     # -- opening -----------------------------------------------------------------------
@@ -377,9 +413,17 @@ class Library:
         return sorted(self._docs().values(), key=lambda d: d.path)
 
     def _docs(self) -> dict[str, DocumentRecord]:
+        """The document rows, cached. The writer keeps its cache current itself; a read-only
+        library reloads it whenever the documents table has a new version, so a reader beside
+        a running ingest sees the documents it publishes (search drops chunks of documents
+        it does not know)."""
         with self._lock:
+            if self.read_only and self._docs_cache is not None:
+                if self._docs_table.version != self._docs_version:
+                    self._docs_cache = None
             if self._docs_cache is None:
-                rows = self._docs_table.to_arrow().to_pylist()
+                self._docs_version = self._docs_table.version  # then read: never older
+                rows = read_again(self._docs_table.to_arrow).to_pylist()
                 self._docs_cache = {r["doc_id"]: DocumentRecord.from_row(r) for r in rows}
             return self._docs_cache
 
@@ -519,7 +563,7 @@ class Library:
         """A document's live chunks in reading order (text, page, page_end, section...)."""
         if self._chunks_table is None:
             return []
-        rows = (
+        rows = read_again(lambda: (
             self._chunks_table.search()
             .where(f"doc_id = {_sql_str(doc_id)} AND live = true")
             .select(["chunk_index", "text", "page", "page_end", "section", "char_start",
@@ -527,13 +571,14 @@ class Library:
             .limit(None)
             .to_arrow()
             .to_pylist()
-        )
+        ))
         return sorted(rows, key=lambda r: r["chunk_index"])
 
     def chunk_count(self, live_only: bool = True) -> int:
         if self._chunks_table is None:
             return 0
-        return self._chunks_table.count_rows("live = true" if live_only else None)
+        return read_again(
+            lambda: self._chunks_table.count_rows("live = true" if live_only else None))
 
     def recover(self) -> dict[str, int]:
         """Repair what an interrupted run left: finish removals and publishes, drop orphans.
