@@ -21,6 +21,7 @@ import struct
 import subprocess
 import sys
 import textwrap
+import threading
 import zipfile
 import zlib
 from pathlib import Path
@@ -414,6 +415,64 @@ def test_time_limit_fails_the_file_alone_in_a_batch(corpus, tmp_path, hash_embed
     ]
     assert lib.get(corpus / "good.md").status == READY
     assert lib.get(corpus / "many-pages.pdf").status == FAILED
+
+
+def test_a_loader_that_hangs_fails_its_file_and_the_batch_goes_on(tmp_path, hash_embedder,
+                                                                  monkeypatch):
+    """A file stuck inside one call that never reaches a deadline checkpoint (here a loader
+    blocked on an Event, as a hung native call would be) is failed by the watchdog once it
+    has run past the time limit plus the grace, and the files after it are still ingested.
+    The abandoned loader's result, when it does return, is discarded."""
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    names = ["a-before.md", "b-hangs.md", "c-after.txt", "d-after.md", "e-hangs-last.md"]
+    for name in names:
+        (folder / name).write_text(f"# {name}\n\nThe note {name} mentions the capybara.\n")
+    hang = {"b-hangs.md": threading.Event(), "e-hangs-last.md": threading.Event()}
+    stuck: dict[str, threading.Thread] = {}
+    real_load = ingest_mod.load
+
+    def load(path, **kw):
+        if path.name in hang:
+            stuck[path.name] = threading.current_thread()
+            hang[path.name].wait()  # no deadline check: only the watchdog can end this
+        return real_load(path, **kw)
+
+    monkeypatch.setattr(ingest_mod, "load", load)
+    lib = Library.open(tmp_path / "lib", hash_embedder)
+    summary = IngestSummary()
+    events = []
+    options = IngestOptions(time_limit=0.5, stall_grace=0.5)
+    for ev in ingest(lib, [folder], options, summary=summary):
+        events.append(ev)
+        if ev.kind == "file" and Path(ev.path).name in hang:
+            # Let the abandoned loader return now, while the batch goes on: what it returns
+            # must not be used.
+            name = Path(ev.path).name
+            hang[name].set()
+            stuck[name].join(timeout=60)
+            assert not stuck[name].is_alive()
+    reason = "took longer than 0.5 s to read (the time limit per file)"
+    assert sorted((Path(f["path"]).name, f["reason"]) for f in summary.failed) == [
+        ("b-hangs.md", reason), ("e-hangs-last.md", reason)]
+    assert summary.ingested == 3
+    files = [(Path(e.path).name, e.status) for e in events if e.kind == "file"]
+    assert sorted(files) == sorted((n, FAILED if n in hang else READY) for n in names)
+    assert events[-1].kind == "done"
+    for name in names:
+        record = lib.get(folder / name)
+        assert record.status == (FAILED if name in hang else READY), name
+        if name in hang:
+            assert record.error == reason and not record.pending_version
+            assert not lib.document_chunks(record.doc_id)
+    assert lib.chunk_count() == lib.chunk_count(live_only=False)  # nothing of them staged
+    assert {Path(h.path).name for h in lib.search("capybara", k=10)} == {
+        n for n in names if n not in hang}
+    # Once there is time, the same files ingest normally.
+    monkeypatch.setattr(ingest_mod, "load", real_load)
+    summary = IngestSummary()
+    list(ingest(lib, [folder], options, summary=summary))
+    assert (summary.ingested, summary.skipped, summary.failed) == (2, 3, [])
 
 
 def test_time_limit_setting_defaults_and_validation():

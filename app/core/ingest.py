@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 # Bump when loaders or the splitter change what they produce, so resumes never mix outputs.
 PIPELINE_VERSION = "1"
 EMBED_BATCH = 256  # chunks per embed call and per LanceDB commit
+# Seconds past the per-file time limit after which a file whose loader has not returned counts
+# as hung (stuck in one call that never reaches a deadline checkpoint) and is failed, so the
+# rest of the batch goes on. Generous: a checkpoint can be one slow page (OCR) away.
+STALL_GRACE = 60.0
 
 
 @dataclass(slots=True)
@@ -54,6 +58,7 @@ class IngestOptions:
     optimize: bool = True  # compact the tables when the run ends
     batch_size: int = EMBED_BATCH  # chunks per embed call and LanceDB commit
     time_limit: float | None = DEFAULT_FILE_TIME_LIMIT  # seconds to load + split one file
+    stall_grace: float = STALL_GRACE  # past time_limit, a file still loading counts as hung
 
 
 @dataclass(slots=True)
@@ -212,6 +217,109 @@ class _Cancelled(Exception):
     pass
 
 
+class _Producer:
+    """The loader thread for a list of files: prepares them in order into its own queue.
+
+    The consumer watches it. The per-file time limit is checked at checkpoints (between pages,
+    paragraphs, batches), so a file stuck inside one call (MuPDF opening a pathological PDF,
+    python-docx parsing, a read from a hung network share) never reaches one. When a file has
+    been prepared for longer than the time limit plus `STALL_GRACE`, the consumer abandons this
+    producer: a Python thread cannot be stopped from outside, so it is left (a daemon) to
+    return or hang on its own, and whatever it returns is discarded; a new producer takes the
+    files after the stuck one. A hang that holds the GIL (a native loop that never releases
+    it) stops every thread, the watchdog too; only a separate process per file could end that.
+    """
+
+    def __init__(self, files: Sequence[Path], prepare, cancel: threading.Event):
+        self.files = list(files)
+        self._prepare = prepare
+        self._cancel = cancel
+        self.queue: queue.Queue = queue.Queue(maxsize=8)
+        self._abandoned = threading.Event()
+        self._guard = threading.Lock()
+        self._current: int | None = None  # index in `files` of the file being prepared
+        self._since = 0.0
+        self.thread = threading.Thread(target=self._run, name="folio-ingest-loader", daemon=True)
+        self.thread.start()
+
+    def _put(self, item) -> None:
+        if not self._abandoned.is_set():
+            self.queue.put(item)
+
+    def _run(self) -> None:
+        try:
+            for i, path in enumerate(self.files):
+                if self._cancel.is_set() or self._abandoned.is_set():
+                    break
+                with self._guard:
+                    self._current, self._since = i, time.monotonic()
+                item = self._prepare(path)
+                with self._guard:
+                    self._current = None
+                    if self._abandoned.is_set():
+                        return  # given up on: the consumer has failed this file already
+                self._put(item)
+        except BaseException as exc:  # surface producer bugs in the consumer
+            self._put(exc)
+        finally:
+            self._put(None)
+
+    def remaining(self, limit: float | None) -> float | None:
+        """Seconds until the file being prepared counts as hung (None: never)."""
+        if limit is None:
+            return None
+        with self._guard:
+            if self._current is None:
+                return limit
+            return max(0.0, self._since + limit - time.monotonic())
+
+    def stuck(self, limit: float | None) -> tuple[int, list] | None:
+        """When the file being prepared has taken longer than `limit` seconds: abandon this
+        producer and return that file's index in `files` and what it had prepared before it
+        (still valid, in order). Else None."""
+        if limit is None:
+            return None
+        with self._guard:
+            if self._current is None or time.monotonic() - self._since <= limit:
+                return None
+            self._abandoned.set()
+            index = self._current
+        # Every file before the stuck one was queued before it started: take them all.
+        return index, self.drain()
+
+    def stop(self, limit: float | None) -> None:
+        """At the end of a run: prepare nothing more; wait for the file in hand only until it
+        would count as hung."""
+        with self._guard:
+            self._abandoned.set()
+        self.drain()  # a put blocked on the full queue goes through, then the thread stops
+        if self.thread.is_alive():
+            self.thread.join(self.remaining(limit))
+
+    def drain(self) -> list:
+        items = []
+        while True:
+            try:
+                items.append(self.queue.get_nowait())
+            except queue.Empty:
+                return items
+
+
+def _hung_file(lib: Library, path: Path, options: IngestOptions) -> _Done:
+    """The failure for a file whose loader never returned (see `_Producer`)."""
+    reason = f"took longer than {options.time_limit:g} s to read (the time limit per file)"
+    shown = displayable_path(path)
+    if shown != str(path):
+        return _Done(Path(shown), FAILED, reason)
+    doc = lib.get(path) or DocumentRecord(doc_id=doc_id_for(path), path=str(path),
+                                          name=path.name)
+    if options.collection and options.collection not in doc.collections:
+        doc.collections = sorted({*doc.collections, options.collection})
+    log.warning("%s: the loader did not return within %g s; going on without it",
+                shown, options.time_limit + options.stall_grace)
+    return _Done(path, FAILED, reason, doc)
+
+
 def _prepare(
     lib: Library, path: Path, options: IngestOptions, splitter: Splitter, fingerprint: str
 ) -> _Work | _Done:
@@ -339,50 +447,60 @@ def ingest(
             raise
         raise DiskFull(lib.root, "recording the files that could not be added") from exc
 
-    work_queue: queue.Queue = queue.Queue(maxsize=8)
+    def prepare(path: Path) -> _Work | _Done:
+        return _prepare(lib, path, options, splitter, fingerprint)
 
-    def produce() -> None:
-        try:
-            for path in files:
-                if cancel.is_set():
-                    break
-                work_queue.put(_prepare(lib, path, options, splitter, fingerprint))
-        except BaseException as exc:  # surface producer bugs in the consumer
-            work_queue.put(exc)
-        finally:
-            work_queue.put(None)
-
-    producer = threading.Thread(target=produce, name="folio-ingest-loader", daemon=True)
-    producer.start()
+    # Past this many seconds on one file, its loader counts as hung (see _Producer).
+    stall = None if options.time_limit is None else options.time_limit + options.stall_grace
+    producer = _Producer(files, prepare, cancel)
 
     pending: list[_Work] = []  # files whose chunks are being embedded, in order
     finished_producing = False
     disk_full: BaseException | None = None
+
+    def take(item) -> Iterator[IngestEvent]:
+        nonlocal finished_producing
+        if item is None:
+            finished_producing = True
+        elif isinstance(item, BaseException):
+            raise item
+        elif isinstance(item, _Done):
+            yield from _finish_done(lib, item, summary, state, sizes, event)
+        else:
+            item.doc.status, item.doc.pending_version = INDEXING, item.version
+            item.doc.error = ""
+            yield event("file_start", path=item.doc.path, current=item.doc.path,
+                        file_done=item.staged, file_total=item.total)
+            pending.append(item)
+
     try:
         while True:
             if cancel.is_set():
                 raise _Cancelled
-            # Take what the producer has ready; block only when there is nothing to embed.
+            # Take what the producer has ready; block only when there is nothing to embed,
+            # and then only until the file being loaded would count as hung.
             while not finished_producing:
                 buffered = sum(len(w.todo) for w in pending)
                 if buffered >= options.batch_size:
                     break
                 try:
-                    item = work_queue.get(block=not pending, timeout=None if not pending else 0)
+                    if pending:
+                        item = producer.queue.get_nowait()
+                    else:
+                        item = producer.queue.get(timeout=producer.remaining(stall))
                 except queue.Empty:
-                    break
-                if item is None:
-                    finished_producing = True
-                elif isinstance(item, BaseException):
-                    raise item
-                elif isinstance(item, _Done):
-                    yield from _finish_done(lib, item, summary, state, sizes, event)
-                else:
-                    item.doc.status, item.doc.pending_version = INDEXING, item.version
-                    item.doc.error = ""
-                    yield event("file_start", path=item.doc.path, current=item.doc.path,
-                                file_done=item.staged, file_total=item.total)
-                    pending.append(item)
+                    hung = producer.stuck(stall)
+                    if hung is None:
+                        if pending:
+                            break
+                        continue
+                    index, ready = hung
+                    path, rest = producer.files[index], producer.files[index + 1:]
+                    producer = _Producer(rest, prepare, cancel)
+                    for item in [*ready, _hung_file(lib, path, options)]:
+                        yield from take(item)
+                    continue
+                yield from take(item)
             if not pending:
                 if finished_producing:
                     break
@@ -396,14 +514,7 @@ def ingest(
             raise
         disk_full = exc
     finally:
-        cancel_producer = summary.cancelled or producer.is_alive()
-        if cancel_producer:
-            cancel.set()
-            while producer.is_alive():  # unblock a producer waiting on a full queue
-                try:
-                    work_queue.get(timeout=0.1)
-                except queue.Empty:
-                    pass
+        producer.stop(stall)
         summary.seconds = round(time.monotonic() - started, 3)
         summary.pages = state["pages"]
         summary.chunks = state["chunks_done"]
