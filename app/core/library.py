@@ -289,11 +289,13 @@ class Library:
     """A library folder opened for reading and writing by this process."""
 
     def __init__(self, root: Path, embedder=None, *, embedder_name: str | None = None,
-                 read_only: bool | None = False):
+                 read_only: bool | None = False, new_embedder: str | None = None):
         """Open (creating if needed) the library at `root`.
 
         `embedder` is a ready embedder object; `embedder_name` a known name or a model folder.
-        Either must match what built the library, else `EmbedderMismatch`.
+        Either must match what built the library, else `EmbedderMismatch`. `new_embedder`
+        (a name or folder) is only the choice for a library that has none recorded yet: an
+        existing library keeps the embedder that built it (the window's Settings choice).
 
         `read_only`: False takes the library's write lock (`LibraryLocked` when another
         process holds it); True takes no lock and refuses every write; None writes when the
@@ -322,10 +324,14 @@ class Library:
         built_with = self.meta.get("embedder")
         if built_with and requested and built_with != requested:
             raise EmbedderMismatch(built_with, requested)
+        if not built_with and not requested and new_embedder:
+            source, requested = new_embedder, _embedder_name(new_embedder)
         if not built_with:
             self.meta["embedder"] = requested or _default_embedder_name()
             if source:
                 self.meta["embedder_source"] = source
+            if not self.read_only:  # a library still empty reopens with the same choice
+                self._save_meta()
         self.embedder_name: str = self.meta["embedder"]
         self._db = lancedb.connect(str(self.root / "lancedb"), read_consistency_interval=timedelta(0))
         self._docs_table = self._open_or_create("documents", DOCUMENTS_SCHEMA)
@@ -340,8 +346,9 @@ class Library:
 
     @classmethod
     def open(cls, root: Path | str, embedder=None, *, embedder_name: str | None = None,
-             read_only: bool | None = False) -> Library:
-        lib = cls(Path(root), embedder, embedder_name=embedder_name, read_only=read_only)
+             read_only: bool | None = False, new_embedder: str | None = None) -> Library:
+        lib = cls(Path(root), embedder, embedder_name=embedder_name, read_only=read_only,
+                  new_embedder=new_embedder)
         if not lib.read_only:  # only the lock holder may repair: others could race a writer
             lib.recover()
         return lib

@@ -12,12 +12,11 @@ import logging
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QFileInfo, Qt, QUrl, Signal
-from PySide6.QtGui import QDesktopServices
+from PySide6.QtCore import Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QDesktopServices, QIcon
 from PySide6.QtWidgets import (
     QApplication,
     QFileDialog,
-    QFileIconProvider,
     QHBoxLayout,
     QHeaderView,
     QInputDialog,
@@ -49,6 +48,7 @@ DOC_ROLE = Qt.ItemDataRole.UserRole
 COLLECTION_ROLE = Qt.ItemDataRole.UserRole + 1
 PROGRESS_ROLE = Qt.ItemDataRole.UserRole + 2  # status column: 0-100 while the file indexes
 STATUS_COLUMN = 2
+REBUILD_INTERVAL_MS = 150  # tree rebuilds while indexing: at most about 6 a second
 STATUS_LABELS = {"queued": "Queued", "indexing": "Indexing…", "ready": "Ready",
                  "failed": "Failed", "removing": "Removing…", "stopped": "Stopped"}
 
@@ -89,6 +89,7 @@ class LibraryPanel(QWidget):
     """Left side of the window. `state_changed` tells the window to update its status bar."""
 
     state_changed = Signal()
+    opened_changed = Signal()  # the first listing arrived: the library is open
     document_status = Signal(str, str)  # path, status: tests and the status bar follow it
     document_progress = Signal(str, int)  # path, percent of its chunks stored (while indexing)
     ingest_finished = Signal(object)  # IngestSummary
@@ -106,14 +107,19 @@ class LibraryPanel(QWidget):
         self.batch_size: int | None = None  # chunks per embed batch; None: the engine's
         self.ingest_job = None
         self.ingest_job_collection: str | None = None
-        self._ingest_queue: list[tuple[list[str], str | None]] = []
+        # (paths, collection, force, embedder): embedder set = re-index the whole library
+        self._ingest_queue: list[tuple[list[str], str | None, bool, str | None]] = []
         self._refreshing = False
         self._refresh_again = False
         self._last_refresh = 0.0
         self.opened = False
         self._collection_of: dict[str, str | None] = {}  # queued path -> target collection
         self.settings = None  # AppSettings (chunking); None: the splitter's defaults
-        self._icons = QFileIconProvider()
+        self._type_icons: dict[str, QIcon] = {}
+        self._items: dict[str, list[QTreeWidgetItem]] = {}  # path -> its rows in the tree
+        self._doc_by_path: dict = {}
+        self._rebuild_timer = QTimer(self, singleShot=True, interval=REBUILD_INTERVAL_MS)
+        self._rebuild_timer.timeout.connect(self._rebuild)
         self._build()
 
     # -- layout -------------------------------------------------------------------------
@@ -226,10 +232,16 @@ class LibraryPanel(QWidget):
 
     def _listed(self, result) -> None:
         self._refreshing = False
+        first = not self.opened
         self.opened = True
         self.docs, self.chunks = result
         self._last_refresh = time.monotonic()
-        self._rebuild()
+        if self.ingest_job is not None and not first:
+            self.schedule_rebuild()  # one rebuild for the many listings a big batch makes
+        else:
+            self._rebuild()
+        if first:
+            self.opened_changed.emit()
         if self._refresh_again:
             self._refresh_again = False
             self.refresh()
@@ -266,20 +278,50 @@ class LibraryPanel(QWidget):
             item = item.parent()
         return None
 
-    def _rebuild(self) -> None:
-        rows: dict[str, dict] = {}
-        for d in self.docs:
-            rows[d.path] = {"path": d.path, "title": d.title or d.name, "pages": d.pages,
-                            "status": d.status, "error": d.error, "added": d.added_at,
-                            "collections": list(d.collections), "doc": d}
-        for path, (status, message) in self.overlay.items():
+    def _row(self, path: str, d=None) -> dict:
+        """What one document's rows show: its record, with the live status overlaid."""
+        if d is not None:
+            row = {"path": d.path, "title": d.title or d.name, "pages": d.pages,
+                   "status": d.status, "error": d.error, "added": d.added_at,
+                   "collections": list(d.collections), "doc": d}
+        else:
             target = self._collection_of.get(path)
-            row = rows.setdefault(path, {"path": path, "title": Path(path).name, "pages": None,
-                                         "added": 0, "collections": [target] if target else [],
-                                         "doc": None, "error": ""})
+            row = {"path": path, "title": Path(path).name, "pages": None, "added": 0,
+                   "collections": [target] if target else [], "doc": None, "error": "",
+                   "status": "queued"}
+        if path in self.overlay:
+            status, message = self.overlay[path]
             row["status"] = status
             if status == "failed":
                 row["error"] = message or row.get("error", "")
+        return row
+
+    def schedule_rebuild(self) -> None:
+        """Rebuild the tree soon, once for however many changes arrive meanwhile: while a
+        folder of thousands of files indexes, each file's events must not each rebuild it."""
+        if not self._rebuild_timer.isActive():
+            self._rebuild_timer.start()
+
+    def _update_rows(self, path: str) -> None:
+        """Show a new status for `path` in place; a path without rows waits for a rebuild."""
+        items = self._items.get(path)
+        if not items:
+            self.schedule_rebuild()
+            return
+        row = self._row(path, self._doc_by_path.get(path))
+        for item in items:
+            self._show_status(item, row)
+        if self.tree.currentItem() in items:
+            self._show_details()
+
+    def _rebuild(self) -> None:
+        self._rebuild_timer.stop()
+        self._doc_by_path = {d.path: d for d in self.docs}
+        rows: dict[str, dict] = {d.path: self._row(d.path, d) for d in self.docs}
+        for path in self.overlay:
+            if path not in rows:
+                rows[path] = self._row(path)
+        self._items = {}
         selected = {self._doc_path(i) for i in self.tree.selectedItems()}
         current = self.selected_collection()
         expanded = {self.tree.topLevelItem(i).data(0, COLLECTION_ROLE)
@@ -313,19 +355,40 @@ class LibraryPanel(QWidget):
         self.state_changed.emit()
 
     def _doc_item(self, row: dict) -> QTreeWidgetItem:
+        path = row["path"]
+        item = QTreeWidgetItem([row["title"], "", "", ""])
+        item.setData(0, DOC_ROLE, path)
+        item.setIcon(0, self._type_icon(path))
+        item.setTextAlignment(1, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        self._show_status(item, row)
+        self._items.setdefault(path, []).append(item)
+        return item
+
+    def _type_icon(self, path: str):
+        """The file type's icon, drawn once per type (not once per row and rebuild)."""
+        from app.ui.icons import file_type_icon, file_type_of
+
+        kind = file_type_of(path)
+        icon = self._type_icons.get(kind)
+        if icon is None:
+            icon = self._type_icons[kind] = file_type_icon(kind)
+        return icon
+
+    def _show_status(self, item: QTreeWidgetItem, row: dict) -> None:
         status = row["status"]
         path = row["path"]
         stopped = status == "indexing" and path not in self.overlay
         if stopped:  # an "indexing" record no run is working on: cancelled or interrupted
             status = "stopped"
-        label = STATUS_LABELS.get(status, status)
-        pages = str(row["pages"]) if row["pages"] else ""
-        added = time.strftime("%Y-%m-%d", time.localtime(row["added"])) if row["added"] else ""
-        item = QTreeWidgetItem([row["title"], pages, label, added])
-        item.setData(0, DOC_ROLE, row["path"])
-        item.setIcon(0, self._icons.icon(QFileInfo(row["path"])))
-        item.setToolTip(0, row["path"])
-        item.setTextAlignment(1, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        item.setText(0, row["title"])
+        item.setText(1, str(row["pages"]) if row["pages"] else "")
+        item.setText(2, STATUS_LABELS.get(status, status))
+        item.setText(3, time.strftime("%Y-%m-%d", time.localtime(row["added"]))
+                     if row["added"] else "")
+        item.setToolTip(0, path)
+        item.setIcon(2, QIcon())
+        item.setToolTip(2, "")
+        item.setData(STATUS_COLUMN, PROGRESS_ROLE, None)
         if status == "failed":
             item.setIcon(2, self.style().standardIcon(QStyle.StandardPixmap.SP_MessageBoxWarning))
             item.setToolTip(2, row.get("error") or "failed")
@@ -344,7 +407,6 @@ class LibraryPanel(QWidget):
                                "Choose Resume indexing (or add it again) to continue from "
                                "where it stopped.")
         item.setData(STATUS_COLUMN, Qt.ItemDataRole.AccessibleTextRole, item.text(2))
-        return item
 
     def _percent(self, path: str) -> int | None:
         done, total = self.file_progress.get(path, (0, 0))
@@ -357,13 +419,7 @@ class LibraryPanel(QWidget):
 
     def doc_items(self, path: str) -> list[QTreeWidgetItem]:
         """The rows showing `path` (one per collection it is in)."""
-        out = []
-        for i in range(self.tree.topLevelItemCount()):
-            top = self.tree.topLevelItem(i)
-            for j in range(top.childCount()):
-                if top.child(j).data(0, DOC_ROLE) == path:
-                    out.append(top.child(j))
-        return out
+        return list(self._items.get(path, ()))
 
     def _show_progress(self, path: str, done: int, total: int) -> None:
         self.file_progress[path] = (done, total)
@@ -443,14 +499,24 @@ class LibraryPanel(QWidget):
                 self.overlay[p] = ("queued", "")
         self._rebuild()
         self._collection_of.update({p: collection for p in paths})
-        self._ingest_queue.append((paths, collection, force))
+        self._ingest_queue.append((paths, collection, force, None))
+        if self.ingest_job is None:
+            self._start_next_ingest()
+
+    def reindex_all(self, embedder: str) -> None:
+        """Embed the whole library again with `embedder` (a name or a model folder), after
+        the runs already queued; progress shows as for any ingest."""
+        for d in self.docs:
+            self.overlay[d.path] = ("queued", "")
+        self._rebuild()
+        self._ingest_queue.append(([d.path for d in self.docs], None, True, embedder))
         if self.ingest_job is None:
             self._start_next_ingest()
 
     def _start_next_ingest(self) -> None:
         if not self._ingest_queue:
             return
-        paths, collection, force = self._ingest_queue.pop(0)
+        paths, collection, force, embedder = self._ingest_queue.pop(0)
         self.ingest_job_collection = collection
         folio = self.folio
         settings = self.settings  # taken now: a later change applies to the next run
@@ -459,17 +525,22 @@ class LibraryPanel(QWidget):
         def work(job):
             from app.core.ingest import IngestOptions, IngestSummary, discover, ingest
 
-            files, _ = discover(paths)
-            yield ("queued", [str(f) for f in files])
             summary = IngestSummary()
-            lib = folio.library
             options = IngestOptions(collection=collection, force=force)
             if batch_size:
                 options.batch_size = batch_size
             if settings is not None:
                 options.splitter = settings.splitter_config()
                 options.time_limit = settings.file_time_limit
-            yield from ingest(lib, paths, options, cancel=job.cancel, summary=summary)
+            if embedder is not None:
+                yield ("queued", [d.path for d in folio.library.documents()])
+                yield from folio.reindex(embedder, options=options, cancel=job.cancel,
+                                         summary=summary)
+                return summary
+            files, _ = discover(paths)
+            yield ("queued", [str(f) for f in files])
+            yield from ingest(folio.library, paths, options, cancel=job.cancel,
+                              summary=summary)
             return summary
 
         self.ingest_job = job = self.workers.submit(work, pool="ingest", name="ingest")
@@ -488,14 +559,15 @@ class LibraryPanel(QWidget):
             for p in ev[1]:
                 self.overlay.setdefault(p, ("queued", ""))
                 self._collection_of.setdefault(p, target)
-            self._rebuild()
+            self.schedule_rebuild()
             return
         if ev.kind == "file_start":
             self.overlay[ev.path] = ("indexing", "")
             if ev.file_total:
                 self.file_progress[ev.path] = (ev.file_done, ev.file_total)
             self.document_status.emit(ev.path, "indexing")
-            self._rebuild()
+            self._update_rows(ev.path)
+            self.state_changed.emit()
             if ev.file_total:
                 self._show_progress(ev.path, ev.file_done, ev.file_total)
         elif ev.kind == "progress":
@@ -505,6 +577,7 @@ class LibraryPanel(QWidget):
             if status == "ready":
                 self.file_progress.pop(ev.path, None)
             self.overlay[ev.path] = (status, ev.message if status == "failed" else "")
+            self._update_rows(ev.path)
             self.document_status.emit(ev.path, status)
             if status == "failed":
                 self.error.emit(f"Could not add {Path(ev.path).name}: {ev.message}",

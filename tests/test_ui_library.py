@@ -1,0 +1,238 @@
+"""The library panel through the real window (pytest-qt, offscreen), on the real embedder and
+LanceDB: folders added by the dialog and by a drop into the selected collection, the overall
+progress line with its rate and ETA, why a file failed in the details pane, a type icon per
+kind of file, rows updated in place while indexing, and the embedder Settings choose."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QFileDialog
+from test_ui_actions import doc_item, listed
+from test_ui_progress import harbour_text, wait_idle, window_on  # noqa: F401  (fixture)
+from test_ui_window import drop
+
+from app.core.engine import Folio
+from app.core.ingest import IngestEvent, ingest
+from app.core.library import Library
+from app.core.settings import AppSettings
+from app.ui.icons import file_type_icon, file_type_of
+from app.ui.library_panel import COLLECTION_ROLE, STATUS_COLUMN
+from app.ui.main_window import MainWindow
+
+
+def write(folder: Path, files: dict[str, str]) -> list[str]:
+    out = []
+    for name, text in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, "utf-8")
+        out.append(str(path))
+    return out
+
+
+def top_item(lib, collection: str):
+    for i in range(lib.tree.topLevelItemCount()):
+        top = lib.tree.topLevelItem(i)
+        if top.data(0, COLLECTION_ROLE) == collection:
+            return top
+    raise AssertionError(f"no collection {collection!r} in the tree")
+
+
+def test_add_folder_and_drop_a_folder_into_the_selected_collection(qtbot, window_on, tmp_path,
+                                                                  monkeypatch):
+    window = window_on(tmp_path / "library")
+    lib = window.library
+    (seed,) = write(tmp_path / "seed", {"seed.md": "# Seed\n\nSeeds sprout in spring.\n"})
+    lib.ingest([seed], "Garden")
+    wait_idle(qtbot, lib, seed)
+
+    # "Add folder…" (the real button; the system dialog answers with a folder) with the
+    # Unsorted row selected: its files, subfolders included, go in unsorted.
+    chosen = write(tmp_path / "chosen", {"a.md": "# A\n\nApples ripen in autumn.\n",
+                                         "deep/b.txt": "Beans climb their poles in June.\n"})
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory",
+                        lambda *a, **k: str(tmp_path / "chosen"))
+    lib.tree.setCurrentItem(None)
+    qtbot.mouseClick(lib.add_folder_btn, Qt.MouseButton.LeftButton)
+    wait_idle(qtbot, lib, *chosen)
+    assert all(listed(lib)[p] == {""} for p in chosen)
+
+    # A folder dropped while the Garden collection is selected goes into Garden.
+    dropped = write(tmp_path / "dropped", {"c.md": "# C\n\nCarrots like sandy soil.\n",
+                                           "more/d.md": "# D\n\nDill self-seeds freely.\n"})
+    lib.tree.setCurrentItem(top_item(lib, "Garden"))
+    drop(lib.tree.viewport(), [tmp_path / "dropped"])
+    wait_idle(qtbot, lib, *dropped)
+    records = {d.path: d for d in window.folio.library.documents()}
+    for p in dropped:
+        assert records[p].collections == ["Garden"], records[p]
+        assert listed(lib)[p] == {"Garden"}
+    assert records[seed].collections == ["Garden"]
+    assert top_item(lib, "Garden").text(0).endswith("(3)")
+
+
+def test_progress_line_shows_files_passages_rate_and_eta(qtbot, window_on, tmp_path):
+    window = window_on(tmp_path / "library")
+    lib = window.library
+    paths = write(tmp_path / "docs", {"harbour.txt": harbour_text(250),
+                                      "quay.txt": harbour_text(60)})
+    lines: list[str] = []
+    lib.document_progress.connect(lambda _p, _pc: lines.append(lib.progress_label.text()))
+    lib.ingest(paths, None)
+    assert lib.progress_box.isVisible() and lib.cancel_btn.isEnabled()
+    wait_idle(qtbot, lib, *paths)
+    pattern = re.compile(r"^\d of 2 files · [\d,]+ passages · \d+\.\d passages/s · ETA \S")
+    assert any(pattern.search(line) for line in lines), lines
+    assert any("harbour.txt" in line for line in lines)
+    assert not lib.progress_box.isVisible()
+
+
+def test_failed_file_says_why_in_the_details_pane(qtbot, window_on, tmp_path):
+    window = window_on(tmp_path / "library")
+    lib = window.library
+    bad = tmp_path / "broken.pdf"
+    bad.write_bytes(b"%PDF-1.7\nthis is not really a PDF\n")
+    (good,) = write(tmp_path, {"fine.md": "# Fine\n\nThis one reads well.\n"})
+    lib.ingest([str(bad), good], None)
+    qtbot.waitUntil(lambda: not lib.indexing and lib.status_of(str(bad)) == "failed"
+                    and lib.status_of(good) == "ready", timeout=120_000)
+    reason = lib.error_of(str(bad))
+    assert reason
+    qtbot.waitUntil(lambda: any(d.path == str(bad) for d in lib.docs))
+    item = doc_item(lib, str(bad))
+    lib.tree.setCurrentItem(item)
+    text = lib.details.toPlainText()
+    assert "broken.pdf" in text and "Status: Failed" in text
+    assert "Why it failed:" in text and reason in text
+    assert reason in item.toolTip(STATUS_COLUMN)
+
+
+def test_each_kind_of_file_has_its_own_icon(qtbot, window_on, tmp_path):
+    assert file_type_of("/a/b/Guide.PDF") == "pdf"
+    assert file_type_of("notes.docx") == "docx"
+    assert file_type_of("page.htm") == "html"
+    assert file_type_of("script.py") == "code"
+    assert file_type_of("README") == "file"
+    images = {kind: file_type_icon(kind).pixmap(24, 24).toImage()
+              for kind in ("pdf", "docx", "md", "html", "code", "file")}
+    assert all(not img.isNull() for img in images.values())
+    kinds = list(images)
+    for i, a in enumerate(kinds):
+        for b in kinds[i + 1:]:
+            assert images[a] != images[b], (a, b)
+
+    window = window_on(tmp_path / "library")
+    lib = window.library
+    paths = write(tmp_path, {"one.md": "# One\n\nA line.\n", "two.txt": "Another line.\n"})
+    lib.ingest(paths, None)
+    wait_idle(qtbot, lib, *paths)
+    md, txt = (doc_item(lib, p).icon(0).pixmap(16, 16).toImage() for p in paths)
+    assert md == file_type_icon("md").pixmap(16, 16).toImage()
+    assert txt == file_type_icon("txt").pixmap(16, 16).toImage()
+    assert md != txt
+
+
+def test_indexing_events_update_rows_in_place_and_rebuilds_are_folded(qtbot, window_on, tmp_path,
+                                                                      monkeypatch):
+    """Thousands of files mean thousands of events: each must not rebuild the whole tree on
+    the GUI thread. A status change repaints its own row; new rows wait for one rebuild."""
+    window = window_on(tmp_path / "library")
+    lib = window.library
+    paths = write(tmp_path / "docs", {f"f{i:03}.md": f"# F{i}\n\nLine {i}.\n" for i in range(5)})
+    lib.ingest(paths, None)
+    wait_idle(qtbot, lib, *paths)
+    qtbot.waitUntil(lambda: not lib._rebuild_timer.isActive())
+
+    rebuilds = []
+    real_clear = lib.tree.clear
+    monkeypatch.setattr(lib.tree, "clear", lambda: (rebuilds.append(1), real_clear()))
+    row = doc_item(lib, paths[0])
+    lib._ingest_event(IngestEvent("file_start", path=paths[0]))
+    assert doc_item(lib, paths[0]) is row and row.text(STATUS_COLUMN) == "Indexing…"
+    lib._ingest_event(IngestEvent("file", path=paths[0], status="ready"))
+    assert doc_item(lib, paths[0]) is row and row.text(STATUS_COLUMN) == "Ready"
+    assert rebuilds == []
+
+    # 300 files announced one event at a time: one rebuild shows them all.
+    many = [str(tmp_path / "many" / f"m{i:03}.md") for i in range(300)]
+    for p in many:
+        lib._ingest_event(("queued", [p]))
+        lib._ingest_event(IngestEvent("file_start", path=p))
+    assert rebuilds == []
+    qtbot.waitUntil(lambda: len(rebuilds) == 1 and not lib._rebuild_timer.isActive())
+    assert all(doc_item(lib, p).text(STATUS_COLUMN) == "Indexing…" for p in many[:3])
+    assert len(listed(lib)) == len(paths) + len(many)
+    lib.overlay.clear()  # leave no made-up rows for the window's close
+
+
+# -- the embedder Settings choose ----------------------------------------------------------------
+
+@pytest.fixture
+def minilm_copy(tmp_path):
+    """A second embedder folder: the packaged all-MiniLM-L6-v2 under another name."""
+    from app.core.embedder import resolve_spec
+
+    link = tmp_path / "minilm-copy"
+    link.symlink_to(resolve_spec("all-MiniLM-L6-v2").path, target_is_directory=True)
+    return link
+
+
+def test_a_new_library_is_built_with_the_embedder_settings_choose(tmp_path, minilm_copy):
+    folio = Folio(tmp_path / "library", settings=AppSettings(embedder=str(minilm_copy)))
+    try:
+        assert folio.library.embedder_name == "minilm-copy"
+        assert folio.embedder_mismatch() is None
+    finally:
+        folio.close()
+    # An existing library keeps what built it, and says what Settings would change.
+    again = Folio(tmp_path / "library", settings=AppSettings())
+    try:
+        assert again.library.embedder_name == "minilm-copy"
+        assert again.embedder_mismatch() == ("minilm-copy", "all-MiniLM-L6-v2")
+    finally:
+        again.close()
+
+
+def test_settings_embedder_differs_from_the_library_offers_a_reindex(qtbot, tmp_path, monkeypatch,
+                                                                     embedder, minilm_copy):
+    monkeypatch.setenv("FOLIO_QSETTINGS", str(tmp_path / "folio.ini"))
+    root = tmp_path / "library"
+    (path,) = write(tmp_path / "docs", {"lighthouse.md": "# Lighthouse\n\nThe Karnvik "
+                                        "lighthouse was built in 1894 from grey granite.\n"})
+    lib = Library.open(root, embedder)
+    for _ in ingest(lib, [path]):
+        pass
+    assert lib.embedder_name == "all-MiniLM-L6-v2"
+    AppSettings(embedder=str(minilm_copy)).save()
+
+    folio = Folio(root)
+    folio._library = lib
+    window = MainWindow(folio=folio, load_model=False)
+    qtbot.addWidget(window)
+    window.show()
+    window.start()
+    try:
+        banner = window.banner
+        qtbot.waitUntil(lambda: banner.isVisible() and banner.action_btn.isVisible(),
+                        timeout=60_000)
+        assert "all-MiniLM-L6-v2" in banner.text.text()
+        assert "minilm-copy" in banner.text.text()
+        assert banner.action_btn.text() == "Re-index with minilm-copy"
+        statuses: list[tuple[str, str]] = []
+        window.library.document_status.connect(lambda p, s: statuses.append((p, s)))
+        qtbot.mouseClick(banner.action_btn, Qt.MouseButton.LeftButton)
+        assert not banner.isVisible()
+        qtbot.waitUntil(lambda: (path, "ready") in statuses and not window.library.indexing,
+                        timeout=120_000)
+        assert (path, "indexing") in statuses
+        assert lib.embedder_name == "minilm-copy"
+        assert lib.embedder.name == "minilm-copy"
+        hits = lib.search("When was the lighthouse built?", k=1)
+        assert hits and hits[0].path == path
+        assert folio.embedder_mismatch() is None
+    finally:
+        window.close()
