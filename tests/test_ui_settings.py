@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from PySide6.QtCore import QPoint, Qt
+from PySide6.QtWidgets import QApplication, QMessageBox
 
 from app.core.prompts import PromptSet
 from app.core.settings import AppSettings
@@ -147,3 +148,26 @@ def test_unsaved_template_edit_is_saved_by_ok(qtbot):
     qtbot.mouseClick(dialog.ok_button, Qt.MouseButton.LeftButton)
     assert not dialog.isVisible()
     assert prompts.source(name) == "Sources:\n{{ sources | length }}"
+
+
+def test_a_failed_save_is_said_in_the_dialog_and_it_stays_open(qtbot, tmp_path):
+    in_the_way = tmp_path / "config"
+    in_the_way.write_text("a file where the settings folder should be")
+    blocked = in_the_way / "settings.json"  # writing it fails: its folder is a file
+    dialog = make_dialog(qtbot, path=blocked)
+    dialog.tabs.setCurrentIndex(1)
+    dialog.k_spin.setValue(9)
+    changed = []
+    dialog.settings_changed.connect(changed.append)
+    qtbot.mouseClick(dialog.ok_button, Qt.MouseButton.LeftButton)
+    assert dialog.isVisible() and dialog.result() != dialog.DialogCode.Accepted
+    assert not changed
+    assert dialog.save_error.isVisible()
+    assert dialog.save_error.text().startswith("The settings could not be saved:")
+    assert not [w for w in QApplication.topLevelWidgets()  # no second dialog on top
+                if isinstance(w, QMessageBox) and w.isVisible()]
+    in_the_way.unlink()  # out of the way: the same OK now saves, and the message goes
+    with qtbot.waitSignal(dialog.settings_changed):
+        qtbot.mouseClick(dialog.ok_button, Qt.MouseButton.LeftButton)
+    assert AppSettings.load(blocked).retrieval_k == 9
+    assert not dialog.save_error.isVisible()

@@ -57,6 +57,7 @@ class Folio:
         self._store = None
         self._runtime = None
         self._engine = None
+        self._prompts = None
         self._models = None
         self._model_path: Path | None = None  # the file loaded now
         self._model_settings = None
@@ -70,8 +71,50 @@ class Folio:
                 from app.core.library import Library
 
                 self._library = Library.open(self.library_path,
-                                             read_only=self.library_read_only)
+                                             read_only=self.library_read_only,
+                                             new_embedder=self.wanted_embedder())
             return self._library
+
+    def wanted_embedder(self) -> str | None:
+        """The embedder Settings choose (a name or a model folder), None without settings.
+        A new library is built with it; an existing one keeps its own until re-indexed."""
+        choice = getattr(self.settings, "embedder", None)
+        return choice.strip() if isinstance(choice, str) and choice.strip() else None
+
+    def embedder_mismatch(self) -> tuple[str, str] | None:
+        """(the embedder that built the library, the one Settings choose) when they differ;
+        None when they agree or Settings choose none. Opens the library."""
+        wanted = self.wanted_embedder()
+        if not wanted:
+            return None
+        from app.core.embedder import resolve_spec
+
+        try:
+            name = resolve_spec(wanted).name
+        except ValueError:
+            name = wanted
+        built = self.library.embedder_name
+        return (built, name) if built != name else None
+
+    def reindex(self, embedder_source: str | None = None, *, options=None, cancel=None,
+                summary=None):
+        """Embed every document again, with `embedder_source` (a name or a folder; default:
+        the one Settings choose, else the library's own): the library's vectors are dropped
+        and each file is read again. A generator of ingest events, like `ingest`."""
+        from app.core.embedder import resolve_spec
+        from app.core.ingest import IngestOptions, ingest
+
+        lib = self.library
+        source = (embedder_source or self.wanted_embedder()
+                  or lib.meta.get("embedder_source") or lib.embedder_name)
+        spec = resolve_spec(source)  # ValueError: unknown name, before anything is dropped
+        if not (spec.path / "modules.json").exists() and not (spec.path / "config.json").exists():
+            raise FileNotFoundError(
+                f"The embedder {spec.name} is not installed (expected at {spec.path})")
+        paths = lib.reset_for_embedder(source)
+        opts = options or IngestOptions()
+        opts.force = True
+        return (yield from ingest(lib, paths, opts, cancel=cancel, summary=summary))
 
     @property
     def store(self):
@@ -237,12 +280,24 @@ class Folio:
             self.store.update_chat(chat.id, model=path.name)
 
     @property
+    def prompts(self):
+        """The prompt templates the chat engine renders; the Settings dialog edits and shows
+        the errors of this same set, so a template that fails while answering is reported
+        where it is edited."""
+        if self._prompts is None:
+            from app.core.prompts import PromptSet
+
+            self._prompts = PromptSet()
+        return self._prompts
+
+    @property
     def chat(self):
         if self._engine is None:
             from app.core.chat import ChatEngine
 
             config = self.settings.chat_config() if self.settings is not None else None
-            engine = ChatEngine(self.library, self.runtime, self.store, config=config)
+            engine = ChatEngine(self.library, self.runtime, self.store, config=config,
+                                prompts=self.prompts)
             ms = self._model_settings
             engine.system_prompt = ms.system_prompt if ms else None
             engine.before_answer = self._prepare_for_chat

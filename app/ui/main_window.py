@@ -76,6 +76,12 @@ class Banner(QFrame):
         self.text.setWordWrap(True)
         self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         row.addWidget(self.text, 1)
+        self.action_btn = QPushButton()
+        self.action_btn.setAccessibleName("Act on the message")
+        self.action_btn.hide()
+        self.action_btn.clicked.connect(self._act)
+        self._action = None
+        row.addWidget(self.action_btn)
         self.details_btn = QPushButton("Details")
         self.details_btn.setAccessibleName("Show error details")
         self.details_btn.setCheckable(True)
@@ -98,13 +104,25 @@ class Banner(QFrame):
         self.history: list[tuple[str, str]] = []
         self.hide()
 
-    def show_message(self, message: str, details: str = "") -> None:
+    def show_message(self, message: str, details: str = "", action=None) -> None:
+        """`action`: (button label, callable) offered beside the message, e.g. "Re-index
+        now"; clicking it runs the callable and dismisses the message."""
         self.history.append((message, details))
+        self._action = action[1] if action else None
+        self.action_btn.setText(action[0] if action else "")
+        self.action_btn.setAccessibleName(action[0] if action else "Act on the message")
+        self.action_btn.setVisible(action is not None)
         more = f"  (+{len(self.history) - 1} earlier)" if len(self.history) > 1 else ""
         self.text.setText(message + more)
         self.details.setPlainText("\n\n".join(f"{m}\n{d}" if d and d != m else m
                                               for m, d in reversed(self.history)))
         self.show()
+
+    def _act(self) -> None:
+        action, self._action = self._action, None
+        self.hide()
+        if action is not None:
+            action()
 
     def hideEvent(self, event) -> None:
         self.history.clear()
@@ -139,6 +157,9 @@ class MainWindow(QMainWindow):
         self.viewer = None
         self.settings_dialog = None
         self._started = False
+        self._pending_chat_settings: tuple[int, dict] | None = None
+        self._chat_settings_timer = QTimer(self, singleShot=True, interval=400)
+        self._chat_settings_timer.timeout.connect(self._save_chat_settings)
         self._closed = False
         self._released = False
 
@@ -250,12 +271,14 @@ class MainWindow(QMainWindow):
 
     def _connect(self) -> None:
         self.library.state_changed.connect(self.update_status)
+        self.library.opened_changed.connect(self.check_embedder)
         self.library.error.connect(self.show_error)
         self.library.summarize_requested.connect(self.chat.summarize)
         self.chat.open_source.connect(self.open_source)
         self.chat.error.connect(self.show_error)
         self.chat.status.connect(lambda t: self.statusBar().showMessage(t, 5000))
         self.chat.chat_changed.connect(self._chat_changed)
+        self.chat.about_to_answer.connect(self._save_chat_settings)
         self.model.settings_edited.connect(self._settings_edited)
         self.model.error.connect(self.show_error)
         self.model.model_changed.connect(self._model_switched)
@@ -334,9 +357,9 @@ class MainWindow(QMainWindow):
                 f"{docs} document{'s' * (docs != 1)} · {lib.chunks:,} passages")
         self.index_status.setText("Indexing…" if lib.indexing else "")
 
-    def show_error(self, message: str, details: str = "") -> None:
+    def show_error(self, message: str, details: str = "", action=None) -> None:
         log.warning("%s", message)
-        self.banner.show_message(message, details)
+        self.banner.show_message(message, details, action)
         self.statusBar().showMessage(message, 8000)
 
     def focus_search(self) -> None:
@@ -344,6 +367,7 @@ class MainWindow(QMainWindow):
         self.chat.search.selectAll()
 
     def _chat_changed(self, chat_id) -> None:
+        self._save_chat_settings()  # edits made for the chat being left
         settings = None
         if chat_id is not None:
             settings = self.chat.store.get_chat(chat_id).settings or {}
@@ -352,9 +376,29 @@ class MainWindow(QMainWindow):
         self.model.set_chat(chat_id)
 
     def _settings_edited(self, values: dict) -> None:
-        if self.chat.chat_id is not None:
-            chat = self.chat.store.get_chat(self.chat.chat_id)
-            self.chat.store.update_chat(chat.id, settings={**(chat.settings or {}), **values})
+        """A chat's generation settings changed in the model view: saved once the spin
+        boxes rest (a held arrow key would otherwise write the chat database at every step),
+        and before the next answer, a chat switch or closing."""
+        if self.chat.chat_id is None:
+            return
+        if self._pending_chat_settings is not None and \
+                self._pending_chat_settings[0] != self.chat.chat_id:
+            self._save_chat_settings()
+        chat_id, pending = self._pending_chat_settings or (self.chat.chat_id, {})
+        self._pending_chat_settings = (chat_id, {**pending, **values})
+        self._chat_settings_timer.start()
+
+    def _save_chat_settings(self) -> None:
+        self._chat_settings_timer.stop()
+        pending, self._pending_chat_settings = self._pending_chat_settings, None
+        if pending is None:
+            return
+        chat_id, values = pending
+        try:
+            chat = self.chat.store.get_chat(chat_id)
+        except KeyError:  # deleted meanwhile
+            return
+        self.chat.store.update_chat(chat_id, settings={**(chat.settings or {}), **values})
 
     # -- sources ------------------------------------------------------------------------
 
@@ -388,7 +432,8 @@ class MainWindow(QMainWindow):
             return
         from app.ui.settings_dialog import SettingsDialog
 
-        self.settings_dialog = dialog = SettingsDialog(self.app_settings, self)
+        self.settings_dialog = dialog = SettingsDialog(self.app_settings, self,
+                                                       prompts=self.folio.prompts)
         dialog.settings_changed.connect(self.apply_settings)
         dialog.finished.connect(self._settings_dialog_closed)
         dialog.open()
@@ -409,6 +454,35 @@ class MainWindow(QMainWindow):
         if new.library != old.library:
             self.statusBar().showMessage("The new library folder is used from the next start.",
                                          8000)
+        if new.embedder != old.embedder:
+            self.check_embedder()
+
+    # -- embedder -----------------------------------------------------------------------
+
+    def check_embedder(self) -> None:
+        """If the library was built with another embedder than Settings choose, say so and
+        offer the re-index that switches it (never started without the user's word: it
+        embeds every document again). Looked up off the GUI thread: it opens the library."""
+        folio = self.folio
+
+        def work(job):
+            return folio.embedder_mismatch()
+
+        job = self.workers.submit(work, pool="io", name="check embedder")
+        job.finished.connect(self._embedder_checked)
+        job.failed.connect(lambda m: log.warning("embedder check failed: %s", m))
+
+    def _embedder_checked(self, mismatch) -> None:
+        if not mismatch or self._closed:
+            return
+        built, wanted = mismatch
+        self.show_error(
+            f"This library was built with the embedder {built}; Settings choose {wanted}. "
+            f"Searches use {built} until the library is re-indexed with {wanted}.",
+            "Re-indexing embeds every document again with the new embedder; the library "
+            "stays searchable with the documents done so far while it runs.",
+            (f"Re-index with {wanted}",
+             lambda: self.library.reindex_all(self.app_settings.embedder)))
 
     def _use_settings(self, settings: AppSettings) -> None:
         self.folio.configure(settings)
@@ -492,6 +566,7 @@ class MainWindow(QMainWindow):
         (`shut_down`); `app.run` waits for that before the process exits."""
         if not self._closed:
             self._closed = True
+            self._save_chat_settings()
             self.save_settings()
             self.hide()
             self.chat.stop()

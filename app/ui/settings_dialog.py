@@ -27,7 +27,6 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QListWidget,
     QListWidgetItem,
-    QMessageBox,
     QPlainTextEdit,
     QPushButton,
     QSpinBox,
@@ -210,8 +209,17 @@ class SettingsDialog(QDialog):
             "Discard changes"
         )
 
+        # Why Save did not work (the settings file could not be written...): said here, in
+        # the dialog, rather than in a second modal box on top of it.
+        self.save_error = QLabel()
+        self.save_error.setWordWrap(True)
+        self.save_error.setAccessibleName("Settings error")
+        self.save_error.setStyleSheet("color: #c5221f;")
+        self.save_error.hide()
+
         layout = QVBoxLayout(self)
         layout.addWidget(self.tabs)
+        layout.addWidget(self.save_error)
         layout.addWidget(self.button_box)
         self.resize(720, 560)
         self._load_values(self._original)
@@ -503,6 +511,11 @@ class SettingsDialog(QDialog):
 
     # -- OK / Cancel ----------------------------------------------------------------------
 
+    def _show_save_error(self, message: str) -> None:
+        log.warning("settings: %s", message)
+        self.save_error.setText(message)
+        self.save_error.show()
+
     def accept(self) -> None:
         for name, text in list(self._drafts.items()):
             if not self._save_template(name, text):
@@ -514,15 +527,14 @@ class SettingsDialog(QDialog):
         new = self.settings()
         problems = new.problems()
         if problems:  # the widgets' ranges should make this impossible
-            QMessageBox.warning(
-                self, "Settings", "\n".join(f"{k}: {v}" for k, v in problems.items())
-            )
+            self._show_save_error("; ".join(f"{k}: {v}" for k, v in problems.items()))
             return
         try:
             new.save(self._path)
         except OSError as exc:
-            QMessageBox.warning(self, "Settings", f"The settings could not be saved: {exc}")
+            self._show_save_error(f"The settings could not be saved: {exc}")
             return
+        self.save_error.hide()
         self._original = new
         self.settings_changed.emit(new)
         super().accept()
