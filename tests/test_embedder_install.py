@@ -9,7 +9,6 @@ and pip fetches them from a local --find-links folder with --no-index: no networ
 from __future__ import annotations
 
 import hashlib
-import inspect
 import io
 import json
 import os
@@ -276,8 +275,7 @@ def test_an_unreachable_index_says_so(published, tmp_path):
 @pytest.fixture
 def small_disk(request, tmp_path):
     """A 4 MiB tmpfs (fixtures_disk.py); None when the test already ran in a child process."""
-    takes_request = "request" in inspect.signature(small_disk_at).parameters
-    yield from small_disk_at(*((request,) if takes_request else ()), tmp_path / "disk", 4)
+    yield from small_disk_at(request, tmp_path / "disk", 4)
 
 
 def test_disk_full_mid_install_leaves_nothing(published, small_disk, monkeypatch):

@@ -564,3 +564,25 @@ def test_model_that_fails_to_load_is_a_banner_not_a_dialog(qtbot, monkeypatch, t
     assert window.chat.input.toPlainText() == "When is high tide?"
     assert not modal and QApplication.activeModalWidget() is None
     window.close()
+
+
+def test_stop_button_and_escape_outside_the_question_box(qtbot, shared):
+    chat = shared.chat
+    activate(qtbot, shared)
+    for how in ("button", "escape"):
+        fresh_chat(qtbot, shared, max_tokens=400)
+        chat.set_scope({"mode": "none"})
+        shared.model.temperature.setValue(0.0)  # greedy: it cannot end by itself early
+        with qtbot.waitSignal(chat.token_received, timeout=ANSWER_TIMEOUT):
+            ask(qtbot, shared, "Write a long story about a ferry captain.")
+        assert chat.stop_btn.isVisible()
+        with qtbot.waitSignal(chat.answer_finished, timeout=30_000) as done:
+            if how == "button":
+                qtbot.mouseClick(chat.stop_btn, Qt.MouseButton.LeftButton)
+            else:  # Esc is the window's shortcut: it stops from the chat list too
+                chat.chat_list.setFocus()
+                qtbot.keyClick(chat.chat_list, Qt.Key.Key_Escape)
+        final = done.args[0]
+        assert final is not None and final.stats["finish_reason"] == "cancelled", how
+        assert chat.messages[-1].status == "cancelled"
+        assert chat.send_btn.isVisible() and not chat.stop_btn.isVisible()

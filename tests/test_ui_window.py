@@ -66,9 +66,16 @@ def ask(qtbot, window, question: str) -> None:
     qtbot.keyClick(box, Qt.Key.Key_Return)
 
 
-def set_max_tokens(window, n: int) -> None:
-    window.model.max_tokens.setValue(n)  # the real spin box stores it with the chat
-    assert window.folio.store.get_chat(window.chat.chat_id).settings["max_tokens"] == n
+def chat_setting(window, key: str):
+    return (window.folio.store.get_chat(window.chat.chat_id).settings or {}).get(key)
+
+
+def set_max_tokens(window, n: int, qtbot=None) -> None:
+    """The real spin box: the chat keeps the value once the box rests, and at the latest
+    when the next answer starts."""
+    window.model.max_tokens.setValue(n)
+    if qtbot is not None:
+        qtbot.waitUntil(lambda: chat_setting(window, "max_tokens") == n)
 
 
 def test_window_shows_before_heavy_imports():
@@ -138,9 +145,11 @@ def test_drop_index_ask_stream_sources_and_open(qtbot, make_window, tmp_path):
 
     # Ask: sources arrive, tokens stream, the answer lists its sources as links.
     window.chat.new_chat()
-    set_max_tokens(window, 16)
+    set_max_tokens(window, 16, qtbot)
     tokens: list[str] = []
+    shown: list[str] = []  # what the conversation view showed at each token event
     window.chat.token_received.connect(tokens.append)
+    window.chat.token_received.connect(lambda _t: shown.append(window.chat.view.toPlainText()))
     with qtbot.waitSignal(window.chat.sources_received, timeout=ANSWER_TIMEOUT) as got:
         ask(qtbot, window, "How often should tomato plants be watered?")
     assert window.chat.stop_btn.isVisible()
@@ -154,6 +163,10 @@ def test_drop_index_ask_stream_sources_and_open(qtbot, make_window, tmp_path):
     answer = messages[-1]
     assert answer.content and answer.sources
     assert "".join(tokens).strip() == answer.content
+    # Streamed: several token events, and the view showed the answer growing before it ended.
+    assert len(tokens) > 1
+    start = answer.content.split()[0]
+    assert any(start in text and answer.content not in text for text in shown), shown
     html = window.chat.conversation_html()
     assert f"src:{answer.id}:1" in html and "garden.pdf" in html
 
@@ -168,10 +181,10 @@ def test_stop_stops_streaming(qtbot, make_window):
     window = make_window()
     window.chat.new_chat()
     window.chat.set_scope({"mode": "none"})
-    set_max_tokens(window, 400)
+    set_max_tokens(window, 400, qtbot)
     # Greedy decoding: a sampled answer could end by itself after a few tokens, before Esc.
     window.model.temperature.setValue(0.0)
-    assert window.folio.store.get_chat(window.chat.chat_id).settings["temperature"] == 0.0
+    qtbot.waitUntil(lambda: chat_setting(window, "temperature") == 0.0)
     with qtbot.waitSignal(window.chat.token_received, timeout=ANSWER_TIMEOUT):
         ask(qtbot, window, "Write a long story about a lighthouse keeper.")
     with qtbot.waitSignal(window.chat.answer_finished, timeout=30_000) as done:
@@ -189,7 +202,7 @@ def test_chats_and_layout_persist_across_restart(qtbot, make_window, qsettings):
     first = make_window()
     chat_id = first.chat.new_chat()
     first.chat.set_scope({"mode": "none"})
-    set_max_tokens(first, 8)
+    set_max_tokens(first, 8)  # saved when the answer starts, not waited for
     with qtbot.waitSignal(first.chat.answer_finished, timeout=ANSWER_TIMEOUT):
         ask(qtbot, first, "Say hello to the lighthouse")
     other = first.chat.new_chat()  # a second chat, so "last chat" is a real choice
@@ -228,10 +241,17 @@ def test_chats_and_layout_persist_across_restart(qtbot, make_window, qsettings):
 def test_export_markdown(qtbot, make_window, tmp_path):
     window = make_window()
     chat_id = window.chat.new_chat()
-    window.folio.store.add_message(chat_id, "user", "What is **this**?")
+    store = window.folio.store
+    store.add_message(chat_id, "user", "What is **this**?")
+    store.add_message(chat_id, "assistant", "It is the Karnvik lighthouse [1].",
+                      sources=[{"n": 1, "path": "/docs/karnvik-guide.pdf", "page": 2,
+                                "text": "The Karnvik lighthouse was built in 1894."}])
     window.chat.reload_messages()
     out = window.chat.export_markdown(str(tmp_path / "chat.md"))
-    assert out and "What is" in Path(out).read_text("utf-8")
+    text = Path(out).read_text("utf-8")
+    assert "**You**\n\nWhat is **this**?\n" in text
+    assert "**Folio**\n\nIt is the Karnvik lighthouse [1].\n" in text
+    assert "Sources:\n\n- [1] /docs/karnvik-guide.pdf, p. 2\n" in text
 
 
 def test_cli_help_still_works():

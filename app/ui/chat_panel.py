@@ -3,11 +3,14 @@
 The conversation is one QTextBrowser holding HTML built from the stored messages (cached per
 message) plus the answer being streamed. Tokens arrive already coalesced by the worker; the
 panel re-renders at most every 50 ms, so a fast model costs a few renders a second, not one
-per token. Actions (sources, [n] markers, copy, edit, regenerate) are links with private
+per token, and such a render replaces only the streamed answer's block, so its cost does not
+grow with the length of the chat. Actions (sources, [n] markers, copy, edit, regenerate) are links with private
 schemes, handled by `_on_link`: no widget per message, and the text stays selectable.
 
-The chat store (SQLite, milliseconds per call) is used on the GUI thread; everything that
-touches the model or the library runs on the window's one-thread LLM pool.
+The chat store (SQLite in WAL mode; a read or a small write takes about a millisecond, and
+the answer being streamed is saved in short transactions, so a read waits for one at most)
+is used on the GUI thread for listing and opening chats; everything that touches the model or the library runs on the window's one-thread LLM
+pool, and streamed answers are written there.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import time
 from pathlib import Path
 
 from PySide6.QtCore import QEvent, QPoint, Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QGuiApplication, QKeyEvent, QPalette
+from PySide6.QtGui import QGuiApplication, QKeyEvent, QPalette, QTextCursor
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QDialog,
@@ -132,6 +135,7 @@ class ChatPanel(QWidget):
     sources_received = Signal(list)
     answer_finished = Signal(object)  # the final ChatEvent, or None after a failure
     busy_changed = Signal(bool)
+    about_to_answer = Signal()  # before a job reads the chat: pending edits must be saved
     status = Signal(str)
     error = Signal(str, str)
 
@@ -149,6 +153,8 @@ class ChatPanel(QWidget):
         self.stream: dict | None = None
         self.editing_id: int | None = None
         self._html_cache: dict[tuple, str] = {}
+        self._shown_head: str | None = None  # the HTML above the live answer, as shown
+        self._live_at: int | None = None  # where the live answer's block starts
         self._render_timer = QTimer(self, singleShot=True, interval=RENDER_INTERVAL_MS)
         self._render_timer.timeout.connect(self.render)
         self._search_timer = QTimer(self, singleShot=True, interval=150)
@@ -233,6 +239,7 @@ class ChatPanel(QWidget):
         self.view.setOpenLinks(False)
         self.view.anchorClicked.connect(self._on_link)
         self.view.setPlaceholderText("")
+        self.view.document().setUndoRedoEnabled(False)  # live edits must not pile up
         ml.addWidget(self.view, 1)
 
         self.state_label = QLabel()
@@ -468,6 +475,7 @@ class ChatPanel(QWidget):
                         "it. Esc cancels.")
 
     def _start(self, run, question: str | None, hide_from: int | None) -> None:
+        self.about_to_answer.emit()
         folio = self.folio
 
         def work(job):
@@ -646,25 +654,59 @@ class ChatPanel(QWidget):
         self._update_buttons()
 
     def render(self, scroll: bool = False) -> None:
+        """Show the conversation. While an answer streams, only its own block is replaced
+        (the earlier messages stay laid out): re-setting a long chat's whole HTML at every
+        render would cost the GUI thread more the longer the chat grows."""
         bar = self.view.verticalScrollBar()
         at_bottom = scroll or bar.value() >= bar.maximum() - 4
         pos = bar.value()
-        self.view.setHtml(self.conversation_html())
+        doc = self.view.document()
+        style = self._style()
+        head = self._head_html()
+        if doc.defaultStyleSheet() != style:
+            doc.setDefaultStyleSheet(style)  # applies to setHtml and insertHtml alike
+            self._shown_head = None
+        if self.stream is not None and self._live_at is not None and head == self._shown_head:
+            cursor = QTextCursor(doc)
+            cursor.setPosition(self._live_at)
+            cursor.movePosition(QTextCursor.MoveOperation.End, QTextCursor.MoveMode.KeepAnchor)
+            cursor.insertHtml(self._live_html())  # replaces the previous live block
+        else:
+            self.view.setHtml(head)
+            self._shown_head = head
+            self._live_at = None
+            if self.stream is not None:
+                cursor = QTextCursor(doc)
+                cursor.movePosition(QTextCursor.MoveOperation.End)
+                self._live_at = cursor.position()
+                cursor.insertHtml(self._live_html())
         bar.setValue(bar.maximum() if at_bottom else pos)
 
     def conversation_html(self) -> str:
+        """The whole conversation as one HTML document (what the view shows)."""
+        return f"<style>{self._style()}</style>" + self._head_html() + self._live_html()
+
+    def _colors(self) -> tuple[str, str]:
         pal = self.palette()
-        muted = pal.color(QPalette.ColorRole.PlaceholderText).name()
-        user_bg = pal.color(QPalette.ColorRole.AlternateBase).name()
-        parts = [f"<style>.muted{{color:{muted};}} td,th{{padding:2px 6px;}} "
-                 f"pre{{background:{user_bg};}}</style>"]
+        return (pal.color(QPalette.ColorRole.PlaceholderText).name(),
+                pal.color(QPalette.ColorRole.AlternateBase).name())
+
+    def _style(self) -> str:
+        muted, user_bg = self._colors()
+        return f".muted{{color:{muted};}} td,th{{padding:2px 6px;}} pre{{background:{user_bg};}}"
+
+    def _head_html(self) -> str:
+        """Everything above the answer being streamed: the stored messages (each rendered
+        once and cached), or the empty chat's hint."""
+        muted, user_bg = self._colors()
         if self.chat_id is None and self.stream is None:
-            return parts[0] + (
-                "<p class='muted' align='center'><br><br>Ask a question about your documents."
-                "<br>Answers cite the passages they use; click a source to open it.</p>")
+            return ("<p class='muted' align='center'><br><br>Ask a question about your "
+                    "documents.<br>Answers cite the passages they use; click a source to "
+                    "open it.</p>")
         s = self.stream
         hide_from = s["hide_from"] if s else None
         last_user = max((m.id for m in self.messages if m.role == "user"), default=None)
+        parts = []
         for m in self.messages:
             if hide_from is not None and m.id >= hide_from:
                 continue
@@ -672,13 +714,21 @@ class ChatPanel(QWidget):
             if key not in self._html_cache:
                 self._html_cache[key] = self._message_html(m, last_user, user_bg, muted)
             parts.append(self._html_cache[key])
-        if s is not None:
-            if s["question"]:
-                parts.append(self._bubble("You", html.escape(s["question"]).replace("\n", "<br>"),
-                                          user_bg))
-            body = to_html(s["text"], "src:live:", len(s["sources"])) if s["text"] else \
-                "<p class='muted'>…</p>"
-            parts.append(self._answer_block("Folio", body, s["sources"], "live", muted))
+        return "".join(parts)
+
+    def _live_html(self) -> str:
+        """The question being answered and the answer so far, with its sources."""
+        s = self.stream
+        if s is None:
+            return ""
+        muted, user_bg = self._colors()
+        parts = []
+        if s["question"]:
+            parts.append(self._bubble("You", html.escape(s["question"]).replace("\n", "<br>"),
+                                      user_bg))
+        body = to_html(s["text"], "src:live:", len(s["sources"])) if s["text"] else \
+            "<p class='muted'>…</p>"
+        parts.append(self._answer_block("Folio", body, s["sources"], "live", muted))
         return "".join(parts)
 
     def _bubble(self, who: str, body: str, bg: str, extra: str = "") -> str:

@@ -1,0 +1,100 @@
+"""The conversation view through the real window (pytest-qt, offscreen): a streamed answer
+replaces only its own block in a long chat, and an [n] marker inside an answer opens the
+built-in PDF viewer at the cited page with the passage highlighted."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import QUrl
+from PySide6.QtGui import QTextDocument
+from test_ui_progress import window_on  # noqa: F401  (fixture)
+
+pytest.importorskip("PySide6.QtPdfWidgets")
+
+
+def plain(html: str, style: str) -> str:
+    doc = QTextDocument()
+    doc.setDefaultStyleSheet(style)
+    doc.setHtml(html)
+    return doc.toPlainText()
+
+
+def test_streaming_replaces_only_the_answer_block_of_a_long_chat(qtbot, window_on, tmp_path,
+                                                                  monkeypatch):
+    window = window_on(tmp_path / "library")
+    chat = window.chat
+    chat_id = chat.new_chat()
+    store = window.folio.store
+    for i in range(40):
+        store.add_message(chat_id, "user", f"Question {i} about the harbour?")
+        store.add_message(chat_id, "assistant", f"Answer {i}: the crane lifts **{i}** tonnes.\n\n"
+                          f"- first point {i}\n- second point {i}")
+    chat.reload_messages()
+    resets = []
+    real = chat.view.setHtml
+    monkeypatch.setattr(chat.view, "setHtml", lambda h: (resets.append(1), real(h)))
+
+    # What _start does, without a model: a question being answered, tokens arriving.
+    chat.stream = {"question": "How heavy is crane 41?", "text": "", "sources": [],
+                   "status": "streaming", "hide_from": None, "message_id": None, "error": ""}
+    chat.render(scroll=True)
+    assert len(resets) == 1
+    words = "Crane 41 lifts forty tonnes [1] on a calm day, less in wind.".split()
+    chat.stream["sources"] = [{"n": 1, "path": str(tmp_path / "cranes.pdf"), "page": 4,
+                               "text": "Crane 41: forty tonnes."}]
+    for n in range(1, len(words) + 1):
+        chat.stream["text"] = " ".join(words[:n])
+        chat.render()
+        shown = chat.view.toPlainText()
+        assert shown == plain(chat.conversation_html(), chat._style()), n
+        assert "Answer 39" in shown and "How heavy is crane 41?" in shown
+    assert len(resets) == 1  # the 40 earlier turns were laid out once
+    assert shown.rstrip().endswith("cranes.pdf, p. 4")
+    # The live [1] marker and source are links the view routes to the source.
+    opened = []
+    chat.open_source.connect(opened.append)
+    chat.view.anchorClicked.emit(QUrl("src:live:1"))
+    assert opened and opened[0]["page"] == 4
+
+    # The stream ends: the stored chat is shown whole again, with nothing of the live block.
+    chat.stream = None
+    chat.render()
+    assert len(resets) == 2
+    assert "How heavy is crane 41?" not in chat.view.toPlainText()
+    assert chat.view.toPlainText() == plain(chat.conversation_html(), chat._style())
+
+
+def test_a_marker_in_an_answer_opens_the_viewer_at_the_cited_page(qtbot, window_on, tmp_path):
+    from test_ui_viewer import make_pdf, source_for
+
+    pdf = make_pdf(tmp_path / "manual.pdf", pages=4)
+    cited = source_for(pdf, page=3)
+    window = window_on(tmp_path / "library")
+    chat = window.chat
+    chat_id = chat.new_chat()
+    store = window.folio.store
+    store.add_message(chat_id, "user", "How tight is valve 337?")
+    answer = store.add_message(
+        chat_id, "assistant", "Tighten valve 337 to 15 newton metres [1]. In code: `x[1]`.",
+        sources=[{"n": 1, "path": str(pdf), "page": 3, "text": cited["text"],
+                  "section": "Chapter 3"}])
+    chat.reload_messages()
+    html = chat.conversation_html()
+    link = f"src:{answer.id}:1"
+    body = html.split("Sources:", 1)[0]
+    assert f"href='{link}'" in body or f'href="{link}"' in body  # the marker in the text
+    assert "x[1]" in body  # inside code it stays code
+
+    with qtbot.waitSignal(window.source_opened, timeout=10_000):
+        chat.view.anchorClicked.emit(QUrl(link))
+    viewer = window.viewer
+    assert viewer is not None and window.right.currentWidget() is viewer
+    qtbot.waitUntil(lambda: viewer.mode == "pdf", timeout=30_000)
+    nav = viewer.pdf_view.pageNavigator()
+    # Page 3, counted from 0; the view lays the page out once its tab is shown.
+    qtbot.waitUntil(lambda: nav.currentPage() == 2, timeout=5_000)
+    qtbot.waitUntil(lambda: viewer.pdf_view.currentSearchResultIndex() >= 0, timeout=30_000)
+    hit = viewer.search_model.resultAtIndex(viewer.pdf_view.currentSearchResultIndex())
+    assert hit.page() == 2
+    assert "337" in viewer.search_model.searchString()
+    assert "manual.pdf" in window.right.tabText(window.right.currentIndex())
