@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from ggufgen import CHATML, make_gguf
 
+from app.core import models
 from app.core.models import (
     STARTER_MODEL_FILE,
     DownloadDone,
@@ -25,6 +26,7 @@ from app.core.models import (
     ModelError,
     ModelManager,
     ModelSettings,
+    WontFitError,
     load_catalog,
 )
 
@@ -32,14 +34,22 @@ from app.core.models import (
 
 
 class FileServer:
-    """Serves files from disk with ETag, optional Range support, a 404 for unknown paths, and
-    a mode that drops the connection after `drop_after` body bytes. Records every request."""
+    """Serves files from disk with ETag, optional Range support (416 for a range past the
+    end, as real servers answer), a 404 for unknown paths, and a mode that drops the
+    connection after `drop_after` body bytes. `headers` are added to every file response;
+    `redirects` maps a path to (target path, headers) answered with a 302, the way Hugging
+    Face redirects to its CDN with `X-Linked-Etag` on the redirect; `status` answers every
+    file request with that error. Records every request."""
 
     def __init__(self, files: dict[str, Path]):
         self.files = files
         self.range_support = True
         self.drop_after: int | None = None
         self.hide_length = False
+        self.headers: dict[str, str] = {}
+        self.redirects: dict[str, tuple[str, dict[str, str]]] = {}
+        self.status: int | None = None
+        self.etag: str | None = None  # None: size-mtime, like many servers
         self.requests: list[dict] = []
         server = self
 
@@ -53,18 +63,39 @@ class FileServer:
                 record = {"path": self.path, "range": self.headers.get("Range"), "sent": 0,
                           "status": 0}
                 server.requests.append(record)
+                if self.path in server.redirects:
+                    target, extra = server.redirects[self.path]
+                    record["status"] = 302
+                    self.send_response(302)
+                    self.send_header("Location", server.url(target))
+                    for k, v in extra.items():
+                        self.send_header(k, v)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 src = server.files.get(self.path)
                 if src is None:
                     record["status"] = 404
                     self.send_error(404, "Not Found")
                     return
+                if server.status is not None:
+                    record["status"] = server.status
+                    self.send_error(server.status)
+                    return
                 size = src.stat().st_size
-                etag = f'"{size}-{src.stat().st_mtime_ns}"'
+                etag = server.etag or f'"{size}-{src.stat().st_mtime_ns}"'
                 start = 0
                 rng = self.headers.get("Range")
                 if_range = self.headers.get("If-Range")
                 if rng and server.range_support and (if_range in (None, etag)):
                     start = int(rng.split("=")[1].split("-")[0])
+                if start >= size > 0:
+                    record["status"] = 416
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{size}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if start:
                     self.send_response(206)
                     self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
@@ -78,6 +109,8 @@ class FileServer:
                 else:
                     self.send_header("Content-Length", str(size - start))
                 self.send_header("ETag", etag)
+                for k, v in server.headers.items():
+                    self.send_header(k, v)
                 self.end_headers()
                 record["status"] = 206 if start else 200
                 limit = server.drop_after
@@ -132,6 +165,27 @@ def server(tiny):
 @pytest.fixture
 def manager(tmp_path):
     return ModelManager(tmp_path / "models")
+
+
+@pytest.fixture
+def cpu_only(monkeypatch):
+    """Estimates as on a CPU-only llama.cpp build, whatever this machine's build is."""
+    monkeypatch.setattr(models, "_gpu_offload_supported", lambda: False)
+
+
+GB = 1024 ** 3
+
+
+@pytest.fixture
+def gpu(monkeypatch):
+    """A llama.cpp build with a GPU backend on a machine with 8 GB of RAM free; the test
+    sets the free VRAM (None: nvidia-smi gave no figure)."""
+    monkeypatch.setattr(models, "_gpu_offload_supported", lambda: True)
+    monkeypatch.setattr(models, "_unified_memory", lambda: False)
+    monkeypatch.setattr(models, "_free_ram", lambda: 8 * GB)
+    vram: dict[str, int | None] = {"free": 8 * GB}
+    monkeypatch.setattr(models, "_free_vram", lambda: vram["free"])
+    return vram
 
 
 def sha(path: Path) -> str:
@@ -437,7 +491,7 @@ def test_used_by_chats(tmp_path):
 # -- memory --------------------------------------------------------------------------------
 
 
-def test_memory_estimate_formula(manager, starter_model):
+def test_memory_estimate_formula(manager, starter_model, cpu_only):
     from app.core.models import cached_gguf_info
 
     info = cached_gguf_info(starter_model)
@@ -452,7 +506,7 @@ def test_memory_estimate_formula(manager, starter_model):
     assert bigger.kv_cache_bytes == 8 * est.kv_cache_bytes
 
 
-def test_a_model_that_cannot_fit(manager, tmp_path):
+def test_a_model_that_cannot_fit(manager, tmp_path, cpu_only):
     """80 layers with 8 KV heads: at a 16M-token context the KV cache alone is ~690 GB."""
     from app.core.models import cached_gguf_info
 
@@ -465,13 +519,12 @@ def test_a_model_that_cannot_fit(manager, tmp_path):
     assert manager.estimate_memory("big.gguf", context_length=512).fits
 
 
-def test_runtime_refuses_a_model_that_will_not_fit(starter_model, monkeypatch):
-    from app.core import models
+def test_runtime_refuses_a_model_that_will_not_fit(starter_model, monkeypatch, cpu_only):
     from app.core.llm import LLMRuntime, LoadSettings
 
     monkeypatch.setattr(models, "_free_ram", lambda: 64 * 1024 * 1024)  # a 64 MB machine
     with LLMRuntime() as rt:
-        with pytest.raises(ModelError, match="will not fit"):
+        with pytest.raises(WontFitError, match="will not fit.*--allow-oversize"):
             rt.load(starter_model, LoadSettings(n_ctx=1024))
         assert rt.info is None
         info = rt.load(starter_model, LoadSettings(n_ctx=1024, allow_oversize=True))
@@ -498,6 +551,10 @@ def test_catalog_schema():
         assert isinstance(e.size_bytes, int) and 100_000_000 < e.size_bytes < 5_000_000_000
         assert isinstance(e.ram_bytes, int) and e.ram_bytes > e.size_bytes
         assert e.license and e.description and e.name
+        # Sizes are given to three significant figures; the download tolerates that rounding.
+        unit = 10 ** (len(str(e.size_bytes)) - 3)
+        assert e.size_bytes % unit == 0
+        assert unit // 2 <= models.catalog_size_tolerance(e.size_bytes) <= e.size_bytes // 100
 
 
 # -- settings applied on load ---------------------------------------------------------------
@@ -574,3 +631,273 @@ def test_each_chat_uses_its_model_and_remove_unloads(two_models, tmp_path):
         assert folio.model_name == "first.gguf"
     finally:
         folio.close()
+
+
+# -- memory with a GPU backend --------------------------------------------------------------
+
+
+def test_gpu_offload_compares_the_offloaded_share_with_free_vram(manager, starter_model, gpu):
+    from app.core.models import cached_gguf_info
+
+    info = cached_gguf_info(starter_model)
+    layers = info.block_count + 1  # and the output layer
+    full = manager.estimate_memory(info, context_length=1024)  # auto: every layer offloaded
+    assert full.device == "gpu" and full.gpu_layers == layers
+    assert full.vram_bytes == full.weights_bytes + full.kv_cache_bytes
+    assert full.free_vram_bytes == 8 * GB and not full.vram_unknown
+    assert full.fits and "in VRAM" in full.reason and "8.0 GB VRAM free" in full.reason
+
+    half = manager.estimate_memory(info, context_length=1024, gpu_layers=layers // 2)
+    assert half.gpu_layers == layers // 2
+    assert half.vram_bytes == int(half.weights_bytes * (layers // 2) / layers
+                                  + half.kv_cache_bytes * (layers // 2) / info.block_count)
+    assert full.vram_bytes > half.vram_bytes > 0
+
+    cpu = manager.estimate_memory(info, context_length=1024, gpu_layers=0)
+    assert cpu.device == "cpu" and cpu.vram_bytes == 0 and cpu.free_vram_bytes is None
+
+
+def test_gpu_share_that_does_not_fit_in_vram_is_refused(manager, starter_model, gpu):
+    from app.core.models import cached_gguf_info, check_fits
+
+    info = cached_gguf_info(starter_model)
+    gpu["free"] = 64 * 1024 * 1024  # a GPU with 64 MB free; the weights alone are 253 MB
+    est = manager.estimate_memory(info, context_length=1024)
+    assert not est.fits and est.free_vram_bytes == 64 * 1024 * 1024
+    assert est.reason.startswith("will not fit") and "64.0 MB of VRAM is free" in est.reason
+    assert "fewer GPU layers" in est.reason
+    with pytest.raises(WontFitError, match="VRAM.*--allow-oversize"):
+        check_fits(starter_model, 1024, -1, 512)
+    # CPU only, the same model fits the 8 GB of RAM.
+    assert manager.estimate_memory(info, context_length=1024, gpu_layers=0).fits
+    check_fits(starter_model, 1024, 0, 512)
+
+
+def test_unknown_vram_is_said_not_claimed_to_fit(manager, starter_model, gpu, monkeypatch):
+    from app.core.models import cached_gguf_info, check_fits
+
+    info = cached_gguf_info(starter_model)
+    gpu["free"] = None  # no nvidia-smi, or it failed
+    est = manager.estimate_memory(info, context_length=1024)
+    assert est.vram_unknown and est.free_vram_bytes is None and est.device == "gpu"
+    assert est.fits  # nothing known says it will not: loading is not refused...
+    assert est.reason.startswith("VRAM unknown") and "not checked" in est.reason
+    assert "needs about" not in est.reason.split(":")[0]  # ...but it is not said to fit
+    check_fits(starter_model, 1024, -1, 512)
+    # What stays in RAM is still judged.
+    monkeypatch.setattr(models, "_free_ram", lambda: 16 * 1024 * 1024)
+    est = manager.estimate_memory(info, context_length=1024)
+    assert not est.fits and est.reason.startswith("will not fit") and "RAM" in est.reason
+
+
+def test_free_vram_reading(monkeypatch, tmp_path):
+    from app.core.models import parse_nvidia_smi_free
+
+    mib = 1024 * 1024
+    assert parse_nvidia_smi_free("81004\n") == 81004 * mib
+    assert parse_nvidia_smi_free("8000\n 1000 \n") == 9000 * mib  # two GPUs: layers split
+    assert parse_nvidia_smi_free("[N/A]\n") is None
+    assert parse_nvidia_smi_free("") is None
+    # No nvidia-smi on PATH: unknown, not zero.
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    monkeypatch.setattr(models, "_vram_cache", None)
+    assert models._free_vram() is None
+
+
+# -- what a download was verified against ----------------------------------------------------
+
+
+def test_a_checksum_the_server_publishes_is_verified(manager, server, tiny):
+    url = server.url("/models/tiny-chat.gguf")
+    server.headers["X-Linked-Etag"] = f'"{sha(tiny)}"'  # as Hugging Face sends for LFS files
+    _, done = drain(manager.download(url))  # no sha256 given
+    assert done is not None and done.verified and done.checksum_source == "server"
+    assert done.sha256 == sha(tiny) and done.verification.startswith("verified: sha256")
+    assert sha(done.path) == sha(tiny)
+
+
+def test_a_wrong_checksum_from_the_server_deletes_the_download(manager, server):
+    server.headers["X-Linked-Etag"] = '"' + "ab" * 32 + '"'
+    with pytest.raises(DownloadError, match="failed its checksum.*the server published is "
+                                            + "ab" * 32):
+        drain(manager.download(server.url("/models/tiny-chat.gguf")))
+    assert models_on_disk(manager) == [] and manager.partial_downloads() == []
+    assert not list(manager.downloads_dir.iterdir())
+
+
+def test_the_checksum_on_a_redirect_is_used(manager, server, tiny):
+    """Hugging Face answers /resolve/ with a 302 to its CDN carrying X-Linked-Etag; the CDN's
+    own ETag is not a sha256."""
+    server.redirects["/resolve/tiny-chat.gguf"] = (
+        "/models/tiny-chat.gguf", {"X-Linked-Etag": f'"{sha(tiny)}"'})
+    _, done = drain(manager.download(server.url("/resolve/tiny-chat.gguf")))
+    assert [r["status"] for r in server.requests] == [302, 200]
+    assert done is not None and done.checksum_source == "server" and done.verified
+
+    manager.remove("tiny-chat.gguf")
+    server.redirects["/resolve/tiny-chat.gguf"] = (
+        "/models/tiny-chat.gguf", {"X-Linked-Etag": '"' + "0" * 64 + '"'})
+    with pytest.raises(DownloadError, match="failed its checksum"):
+        drain(manager.download(server.url("/resolve/tiny-chat.gguf")))
+    assert models_on_disk(manager) == [] and not list(manager.downloads_dir.iterdir())
+
+
+def test_a_sha256_etag_is_used_and_other_etags_are_not(manager, server, tiny):
+    server.etag = f'"{sha(tiny)}"'
+    _, done = drain(manager.download(server.url("/models/tiny-chat.gguf")))
+    assert done.checksum_source == "server"
+    manager.remove("tiny-chat.gguf")
+    server.etag = f'W/"{sha(tiny)}"'  # weak: names no exact bytes
+    _, done = drain(manager.download(server.url("/models/tiny-chat.gguf")))
+    assert done.checksum_source is None and not done.verified
+    assert done.verification == ("not verified: no checksum (its size and GGUF layout were "
+                                 "checked)")
+
+
+def test_a_given_checksum_is_reported_as_given(manager, server, tiny):
+    server.headers["X-Linked-Etag"] = f'"{sha(tiny)}"'
+    _, done = drain(manager.download(server.url("/models/tiny-chat.gguf"), sha256=sha(tiny)))
+    assert done.checksum_source == "given" and done.verification.startswith("verified")
+
+
+def test_the_server_checksum_is_remembered_for_a_resume(tmp_path, server, tiny):
+    url = server.url("/models/tiny-chat.gguf")
+    server.headers["X-Linked-Etag"] = '"' + "0" * 64 + '"'  # published wrong, then...
+    drain(ModelManager(tmp_path / "models").download(url, should_stop=stop_after(1)))
+    server.headers.clear()  # ...the resumed response does not repeat it
+    with pytest.raises(DownloadError, match="failed its checksum"):
+        drain(ModelManager(tmp_path / "models").download(url))
+
+
+# -- the expected size (the catalog's size_bytes) ---------------------------------------------
+
+
+def test_a_size_mismatch_is_refused_before_downloading(manager, server, tiny):
+    url = server.url("/models/tiny-chat.gguf")
+    size = tiny.stat().st_size
+    with pytest.raises(DownloadError, match=r"wrong size: the server reports "
+                                            rf"{size:,} bytes, but {size + 5_000_000:,} bytes"):
+        drain(manager.download(url, expected_size=size + 5_000_000, size_tolerance=1_000_000))
+    assert models_on_disk(manager) == [] and manager.partial_downloads() == []
+    assert not list(manager.downloads_dir.iterdir())
+    # Within the tolerance (the catalog rounds to the MB): downloaded.
+    _, done = drain(manager.download(url, expected_size=size + 400_000,
+                                     size_tolerance=1_000_000))
+    assert done is not None and sha(done.path) == sha(tiny)
+
+
+def test_a_size_mismatch_without_content_length_is_refused_at_the_end(manager, server, tiny):
+    server.hide_length = True
+    size = tiny.stat().st_size
+    with pytest.raises(DownloadError, match=rf"wrong size: it is {size:,} bytes.*deleted"):
+        drain(manager.download(server.url("/models/tiny-chat.gguf"), expected_size=size - 1))
+    assert models_on_disk(manager) == [] and manager.partial_downloads() == []
+
+
+def test_the_expected_size_is_remembered_for_a_resume(tmp_path, server, tiny):
+    url = server.url("/models/tiny-chat.gguf")
+    size = tiny.stat().st_size
+    first = ModelManager(tmp_path / "models")
+    drain(first.download(url, expected_size=size, should_stop=stop_after(1)))
+    _, done = drain(ModelManager(tmp_path / "models").download(url))
+    assert done is not None and done.path.stat().st_size == size
+    with pytest.raises(DownloadError, match="not a file size"):
+        first.download(url, expected_size=0)
+
+
+# -- publishing, 416, HTTP errors, DNS and timeouts ----------------------------------------
+
+
+def test_two_downloads_of_one_name_never_overwrite(manager, tmp_path, tiny):
+    (tmp_path / "other").mkdir()
+    other = make_gguf(tmp_path / "other" / "same.gguf", tensor_mb=2, blocks=3)
+    srv = FileServer({"/a/same.gguf": tiny, "/b/same.gguf": other})
+    try:
+        url_a, url_b = srv.url("/a/same.gguf"), srv.url("/b/same.gguf")
+        first = manager.download(url_a)
+        second = manager.download(url_b)
+        assert isinstance(next(first), DownloadProgress)  # both under way, the name free
+        assert isinstance(next(second), DownloadProgress)
+        _, done = drain(first)
+        assert done.path == manager.models_dir / "same.gguf"
+        with pytest.raises(DownloadError, match="same.gguf appeared in the models folder "
+                                                "while this download ran.*kept"):
+            drain(second)
+        assert sha(manager.models_dir / "same.gguf") == sha(tiny)  # the first one, intact
+        assert models_on_disk(manager) == ["same.gguf", "same.gguf.sha256"]
+        [partial] = manager.partial_downloads()
+        assert partial.url == url_b and partial.done_bytes == other.stat().st_size
+
+        # Under another name: the finished partial is asked for from its end; the server
+        # answers 416 (nothing past the end) and the file is published without downloading
+        # it again.
+        _, done = drain(manager.download(url_b, filename="same-2.gguf"))
+        assert srv.requests[-1]["status"] == 416
+        assert srv.requests[-1]["range"] == f"bytes={other.stat().st_size}-"
+        assert sha(done.path) == sha(other) and done.path.name == "same-2.gguf"
+        assert manager.partial_downloads() == [] and not list(manager.downloads_dir.iterdir())
+    finally:
+        srv.close()
+
+
+def test_416_for_a_partial_file_discards_it(manager, server):
+    url = server.url("/models/tiny-chat.gguf")
+    drain(manager.download(url, should_stop=stop_after(1)))
+    assert manager.partial_downloads()
+    server.status = 416
+    with pytest.raises(DownloadError, match=r"refused to resume the download \(HTTP 416\)"):
+        drain(manager.download(url))
+    assert manager.partial_downloads() == [] and models_on_disk(manager) == []
+
+
+@pytest.mark.parametrize(("status", "hint"), [(401, "licence"), (403, "gated")])
+def test_401_and_403_say_the_repository_may_be_gated(manager, server, status, hint):
+    server.status = status
+    with pytest.raises(DownloadError, match=rf"HTTP {status} .*{hint}"):
+        drain(manager.download(server.url("/models/tiny-chat.gguf")))
+    assert models_on_disk(manager) == [] and manager.partial_downloads() == []
+
+
+def test_unknown_host_says_no_network(manager, monkeypatch):
+    """Name resolution fails (offline, or a typo in the host): no lookup is really made."""
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy",
+                "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    asked: list[str] = []
+
+    def no_dns(host, *args, **kwargs):
+        asked.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    with pytest.raises(DownloadError, match="Cannot find models.example.invalid: no network "
+                                            "or an unknown host"):
+        drain(manager.download("http://models.example.invalid/m.gguf"))
+    assert asked == ["models.example.invalid"]
+    assert models_on_disk(manager) == [] and manager.partial_downloads() == []
+
+
+def test_a_server_that_never_answers_times_out(manager, monkeypatch):
+    monkeypatch.setattr(models, "HTTP_TIMEOUT", 1.0)
+    with socket.socket() as silent:  # accepts connections (the backlog) but never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        port = silent.getsockname()[1]
+        with pytest.raises(DownloadError, match=r"did not answer within 1 s \(no network\?\)"):
+            drain(manager.download(f"http://127.0.0.1:{port}/m.gguf"))
+    assert models_on_disk(manager) == [] and manager.partial_downloads() == []
+
+
+def test_progress_has_speed_and_eta(manager, server, tiny, monkeypatch):
+    monkeypatch.setattr(models, "_PROGRESS_EVERY", 0.0)  # an event for every block
+    events, done = drain(manager.download(server.url("/models/tiny-chat.gguf")))
+    size = tiny.stat().st_size
+    moving = [e for e in events if isinstance(e, DownloadProgress) and e.stage ==
+              "downloading" and e.done_bytes > 0]
+    assert done is not None and len(moving) >= 2
+    for e in moving:
+        assert e.speed_bps > 0 and e.total_bytes == size
+        assert e.eta_s == pytest.approx((size - e.done_bytes) / e.speed_bps)
+    assert moving[0].eta_s > 0 and moving[-1].done_bytes == size and moving[-1].eta_s == 0

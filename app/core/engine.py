@@ -153,9 +153,10 @@ class Folio:
         """The file name of the loaded model (None before the first load)."""
         return self._model_path.name if self._model_path else None
 
-    def load_settings_for(self, path: Path):
+    def load_settings_for(self, path: Path, allow_oversize: bool | None = None):
         """LoadSettings for a model file: Folio's defaults, then the model's own settings
-        (when it is in the models folder), then load_overrides."""
+        (when it is in the models folder), then load_overrides. allow_oversize None: this
+        Folio's own (the CLI's --allow-oversize); True: this load only ("Load anyway")."""
         from app.core.llm import LoadSettings
 
         ms = self.models.settings_for(path.name) if self._in_models_dir(path) else None
@@ -173,6 +174,8 @@ class Folio:
                 values["chat_template"] = ms.chat_template
         values["allow_oversize"] = self.allow_oversize
         values.update(self.load_overrides)
+        if allow_oversize is not None:
+            values["allow_oversize"] = allow_oversize
         return LoadSettings(**values), ms
 
     def _in_models_dir(self, path: Path) -> bool:
@@ -192,11 +195,11 @@ class Folio:
             log.warning("The chat's model %s is gone; using the default model", chat_model)
         return models.default_path()
 
-    def _load(self, path: Path):
+    def _load(self, path: Path, allow_oversize: bool | None = None):
         """Load `path` into the runtime (creating it), applying its settings. Lock held."""
         from app.core.llm import LLMRuntime
 
-        load, ms = self.load_settings_for(path)
+        load, ms = self.load_settings_for(path, allow_oversize)
         runtime = self._runtime
         fresh = runtime is None
         if fresh:
@@ -230,9 +233,11 @@ class Folio:
                 self._load(self._wanted_path())
             return self._runtime
 
-    def use_model(self, name_or_path: str | Path | None = None):
+    def use_model(self, name_or_path: str | Path | None = None, *,
+                  allow_oversize: bool | None = None):
         """Load another model (a name in the models folder or a path; None: the default)
-        with its settings, if it is not the one loaded. Returns its ModelInfo."""
+        with its settings, if it is not the one loaded. Returns its ModelInfo.
+        allow_oversize=True loads it even when the memory estimate says it will not fit."""
         with self._lock:
             if name_or_path is None:
                 path = self.models.default_path()
@@ -241,14 +246,15 @@ class Folio:
             else:
                 path = self.models.path_for(str(name_or_path))
             if self._runtime is None or self._runtime.info is None or path != self._model_path:
-                self._load(path)
+                self._load(path, allow_oversize)
             return self._runtime.info
 
-    def reload_model(self):
-        """Load the current model again, e.g. after its settings changed."""
+    def reload_model(self, *, allow_oversize: bool | None = None):
+        """Load the current model again, e.g. after its settings changed (the model chats
+        use when none is loaded)."""
         with self._lock:
             path = self._model_path or self._wanted_path()
-            self._load(path)
+            self._load(path, allow_oversize)
             return self._runtime.info
 
     def unload_model(self, name: str | None = None) -> bool:

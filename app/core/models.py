@@ -22,6 +22,8 @@ import os
 import re
 import shutil
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -281,6 +283,15 @@ _PROGRESS_EVERY = 0.25  # seconds between progress events
 _USER_AGENT = "Folio model manager (https://github.com/folio)"
 
 
+OVERSIZE_HINT = ("To try anyway: --allow-oversize on the command line, or “Load anyway” in "
+                 "the window (the system may swap or stop Folio).")
+
+
+class WontFitError(ModelError):
+    """The memory estimate says the model will not fit; loading it anyway is the user's call
+    (LoadSettings.allow_oversize, the CLI's --allow-oversize, the window's "Load anyway")."""
+
+
 class DownloadError(ModelError):
     """A download failed; the message says why (HTTP status, dropped connection, checksum,
     disk full, no network) and whether running it again resumes."""
@@ -351,10 +362,14 @@ class MemoryEstimate:
     total_bytes: int
     free_ram_bytes: int
     free_vram_bytes: int | None  # None: no GPU backend, or it cannot be measured
-    fits: bool
+    fits: bool  # False: it will not fit (the runtime refuses it); see vram_unknown
     device: str  # "cpu" | "gpu"
     reason: str
     context_length: int = 0
+    vram_bytes: int = 0  # the offloaded share (weights of the offloaded layers + their KV)
+    gpu_layers: int = 0  # layers offloaded, of block_count + 1 (the output layer)
+    vram_unknown: bool = False  # layers are offloaded but free VRAM could not be read: only
+    # the RAM part was judged, so `fits` does not vouch for the VRAM part
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -390,7 +405,7 @@ class CatalogEntry:
     url: str
     filename: str
     size_bytes: int
-    sha256: str | None  # None: verified against the server's size only (see the catalog)
+    sha256: str | None  # None: none published here; the server's (X-Linked-Etag) is used
     license: str
     ram_bytes: int
     description: str
@@ -400,6 +415,14 @@ class CatalogEntry:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def catalog_size_tolerance(size_bytes: int) -> int:
+    """How far a download may be from the catalog's size_bytes and still be the file it
+    lists. The catalog gives the published sizes to three significant figures, as Hugging
+    Face shows them ("491 MB", "1.12 GB"): half a unit of the third figure is at most 0.5 %
+    of the size; at least 1 MB. Another quantization of the same model differs by far more."""
+    return max(1_000_000, int(size_bytes) // 200)
 
 
 @dataclass
@@ -418,6 +441,22 @@ class DownloadProgress:
 class DownloadDone:
     path: Path
     entry: ModelEntry
+    sha256: str = ""  # what the downloaded bytes hash to
+    checksum_source: str | None = None  # "given" | "server" | None: nothing to compare with
+
+    @property
+    def verified(self) -> bool:
+        """The bytes matched a sha256 that was known before they arrived."""
+        return self.checksum_source is not None
+
+    @property
+    def verification(self) -> str:
+        """What was verified, in words, for the CLI and the window."""
+        if self.checksum_source == "given":
+            return "verified: sha256 matches the one given"
+        if self.checksum_source == "server":
+            return "verified: sha256 matches the one the server published"
+        return "not verified: no checksum (its size and GGUF layout were checked)"
 
 
 @dataclass
@@ -436,6 +475,38 @@ class PartialDownload:
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
 
+def server_sha256(headers: Any) -> str | None:
+    """The sha256 a server publishes for the file, from response headers: Hugging Face sends
+    `X-Linked-Etag: "<sha256>"` for files stored in LFS (on the redirect to its CDN and on
+    the file itself); some servers use the sha256 as the plain ETag. None when neither is 64
+    hex digits (an ETag is often an MD5 or a version stamp, which says nothing here)."""
+    if headers is None:
+        return None
+    for name in ("X-Linked-Etag", "ETag"):
+        value = headers.get(name)
+        if not value:
+            continue
+        value = value.strip()
+        if value.startswith("W/"):  # a weak ETag names no exact bytes
+            continue
+        value = value.strip('"').lower()
+        if _SHA256_RE.match(value):
+            return value
+    return None
+
+
+class _RecordRedirects(urllib.request.HTTPRedirectHandler):
+    """Keeps the headers of every redirect: Hugging Face's sha256 (X-Linked-Etag) is on the
+    302 to its CDN, which urllib otherwise follows without a trace."""
+
+    def __init__(self) -> None:
+        self.headers: list[Any] = []
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        self.headers.append(headers)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 def _gpu_offload_supported() -> bool:
     global _GPU_SUPPORT
     if _GPU_SUPPORT is None:
@@ -449,6 +520,58 @@ def _gpu_offload_supported() -> bool:
 
 
 _GPU_SUPPORT: bool | None = None
+_VRAM_TTL = 5.0  # seconds a free-VRAM reading is reused (the editor asks on every keystroke)
+_VRAM_TIMEOUT = 2.0  # seconds nvidia-smi may take before the reading counts as unknown
+_vram_cache: tuple[float, int | None] | None = None
+_vram_lock = threading.Lock()
+
+
+def _free_vram() -> int | None:
+    """Free VRAM in bytes, best effort: what `nvidia-smi` reports (summed over the GPUs it
+    lists: llama.cpp splits the layers across all of them by default), None when there is no
+    nvidia-smi, it fails, or it takes longer than a couple of seconds. Local only: nvidia-smi
+    talks to the driver, never to the network. Remembered for a few seconds."""
+    global _vram_cache
+    with _vram_lock:
+        now = time.monotonic()
+        if _vram_cache is not None and now - _vram_cache[0] < _VRAM_TTL:
+            return _vram_cache[1]
+        value = _read_nvidia_smi()
+        _vram_cache = (now, value)
+        return value
+
+
+def _read_nvidia_smi() -> int | None:
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    try:
+        done = subprocess.run(
+            [exe, "--query-gpu=memory.free", "--format=csv,noheader,nounits"],
+            capture_output=True, text=True, timeout=_VRAM_TIMEOUT, check=False,
+            stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError) as exc:  # TimeoutExpired included
+        log.info("nvidia-smi gave no free VRAM figure: %s", exc)
+        return None
+    if done.returncode != 0:
+        log.info("nvidia-smi failed (%s): %s", done.returncode, done.stderr.strip()[:200])
+        return None
+    return parse_nvidia_smi_free(done.stdout)
+
+
+def parse_nvidia_smi_free(text: str) -> int | None:
+    """`nvidia-smi --query-gpu=memory.free --format=csv,noheader,nounits` prints one number
+    of MiB per GPU; their sum in bytes, or None when a line is not a number ("[N/A]")."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines or not all(line.isdigit() for line in lines):
+        return None
+    return sum(int(line) for line in lines) * 1024 * 1024
+
+
+def _unified_memory() -> bool:
+    """Apple silicon's GPU (Metal) uses the same memory as the CPU: offloading moves nothing
+    out of RAM."""
+    return sys.platform == "darwin"
 _info_cache: dict[tuple[str, int, int], GGUFInfo] = {}
 _info_cache_lock = threading.Lock()
 
@@ -753,10 +876,13 @@ class ModelManager:
                    so by default every layer counts n_ctx cells
         overhead = 128 MB + 64 x n_vocab + 64 x n_batch x n_embd bytes (compute buffers,
                    output logits, the tokenizer); measured against the starter model's RSS
-                   (388 MB at n_ctx 4096, estimated 481 MB) it errs on the safe side
-        It fits when the total is at most the available RAM (psutil); with a GPU backend the
-        offloaded share goes to VRAM, whose free size llama.cpp does not report: then the
-        estimate says VRAM is unknown and judges only the part that stays in RAM.
+                   (388 MB at n_ctx 4096, estimated 477 MB: `folio models list --json`, see
+                   docs/BENCHMARKS.md) it errs on the safe side
+        It fits when the total is at most the available RAM (psutil). With a GPU backend the
+        offloaded share (the offloaded layers' weights and their KV cache) is compared with
+        the free VRAM nvidia-smi reports, the rest with free RAM; when free VRAM cannot be
+        read (llama.cpp does not report it) the estimate says so (`vram_unknown`) and judges
+        only the part that stays in RAM.
         context_length None or 0: the model's settings, else Folio's default 4096, capped at
         the model's training context when 0.
         """
@@ -834,16 +960,23 @@ class ModelManager:
         filename: str | None = None,
         should_stop: Callable[[], bool] | None = None,
         discard: bool = False,
+        expected_size: int | None = None,
+        size_tolerance: int = 0,
     ) -> Iterator[DownloadProgress | DownloadDone]:
         """Download a GGUF into the models folder, as a generator of DownloadProgress events
         ending with one DownloadDone. should_stop() returning True pauses: the generator
         ends without DownloadDone and the partial file stays; calling download() again with
         the same URL resumes with an HTTP Range request (from scratch when the server ignores
         Range or the file changed on the server). discard=True throws a partial away first.
-        The sha256 (when given, or known from an earlier attempt) is checked, and the header
-        read, before the file is renamed into the models folder: a failure leaves no file
-        among the models. Raises DownloadError with what happened."""
-        return _Download(self, url, sha256, filename, should_stop, discard).run()
+        The sha256 (when given, or known from an earlier attempt; else the one the server
+        publishes, see `server_sha256`) is checked, and the header read, before the file is
+        published in the models folder (never over a file already there): a failure leaves
+        no file among the models. DownloadDone says whether a sha256 was verified.
+        expected_size (the catalog's size_bytes, within size_tolerance bytes) is compared
+        with the server's Content-Length before the body is read and with the file at the
+        end. Raises DownloadError with what happened."""
+        return _Download(self, url, sha256, filename, should_stop, discard, expected_size,
+                         size_tolerance).run()
 
 
 def _os_reason(exc: OSError) -> str:
@@ -873,38 +1006,62 @@ def estimate_memory(
     overhead = 128 * 1024 * 1024 + 64 * vocab + 64 * batch * (info.embedding_length or 0)
     total = weights + kv + overhead
     free_ram = _free_ram()
-    gpu = _gpu_offload_supported() and (gpu_layers is None or gpu_layers != 0)
-    if gpu:
-        total_layers = layers + 1
+    total_layers = layers + 1  # the repeating blocks and the output layer
+    on_gpu = 0
+    if _gpu_offload_supported() and gpu_layers != 0:
         on_gpu = total_layers if gpu_layers is None or gpu_layers < 0 else min(gpu_layers,
                                                                               total_layers)
-        share = on_gpu / total_layers if total_layers else 1.0
-        in_ram = int((weights + kv) * (1 - share)) + overhead
-        fits = in_ram <= free_ram
-        reason = (
-            f"needs about {_fmt_bytes(total)} ({_fmt_bytes(in_ram)} in RAM, the rest in VRAM, "
-            f"whose free size is unknown); {_fmt_bytes(free_ram)} RAM free"
-        )
-        if not fits:
-            reason = (f"will not fit: {_fmt_bytes(in_ram)} must stay in RAM but only "
-                      f"{_fmt_bytes(free_ram)} is free")
+    parts = (f"weights {_fmt_bytes(weights)}, context {ctx:,} tokens {_fmt_bytes(kv)}")
+    free_vram: int | None = None
+    in_vram = 0
+    vram_unknown = False
+    if on_gpu and not _unified_memory():
+        # The offloaded layers' weights and their KV cache go to VRAM; the token embeddings,
+        # the rest of the layers and the compute overhead stay in RAM (counting all of the
+        # overhead there errs on the safe side for RAM).
+        kv_share = min(on_gpu, layers) / layers if layers else 1.0
+        in_vram = int(weights * on_gpu / total_layers + kv * kv_share)
+        in_ram = total - in_vram
+        free_vram = _free_vram()
+        where = f"{on_gpu} of {total_layers} layers on the GPU"
+        if in_ram > free_ram:
+            fits = False
+            reason = (f"will not fit: {_fmt_bytes(in_ram)} must stay in RAM ({where}) but "
+                      f"only {_fmt_bytes(free_ram)} is free")
+        elif free_vram is None:
+            fits = True  # nothing known says otherwise; `vram_unknown` says what is missing
+            vram_unknown = True
+            reason = (f"VRAM unknown: needs about {_fmt_bytes(total)} ({parts}); "
+                      f"{_fmt_bytes(in_vram)} goes to VRAM ({where}), whose free size could "
+                      f"not be read (no nvidia-smi), so that part is not checked; "
+                      f"{_fmt_bytes(in_ram)} in RAM, {_fmt_bytes(free_ram)} RAM free")
+        elif in_vram > free_vram:
+            fits = False
+            reason = (f"will not fit: {_fmt_bytes(in_vram)} goes to VRAM ({where}) but only "
+                      f"{_fmt_bytes(free_vram)} of VRAM is free; offload fewer GPU layers "
+                      "or choose a smaller context or model")
+        else:
+            fits = True
+            reason = (f"needs about {_fmt_bytes(total)} ({parts}): {_fmt_bytes(in_vram)} in "
+                      f"VRAM ({where}), {_fmt_bytes(free_vram)} VRAM free; "
+                      f"{_fmt_bytes(in_ram)} in RAM, {_fmt_bytes(free_ram)} RAM free")
         device = "gpu"
     else:
         fits = total <= free_ram
-        device = "cpu"
+        device = "gpu" if on_gpu else "cpu"
+        shared = " (the GPU shares it)" if on_gpu else ""
         if fits:
-            reason = (f"needs about {_fmt_bytes(total)} (weights {_fmt_bytes(weights)}, "
-                      f"context {ctx:,} tokens {_fmt_bytes(kv)}); "
-                      f"{_fmt_bytes(free_ram)} RAM free")
+            reason = f"needs about {_fmt_bytes(total)} ({parts}); {_fmt_bytes(free_ram)} RAM " \
+                     f"free{shared}"
         else:
-            reason = (f"will not fit: needs about {_fmt_bytes(total)} (weights "
-                      f"{_fmt_bytes(weights)}, context {ctx:,} tokens {_fmt_bytes(kv)}) but "
-                      f"only {_fmt_bytes(free_ram)} RAM is free; choose a smaller context or "
-                      "model")
+            reason = (f"will not fit: needs about {_fmt_bytes(total)} ({parts}) but only "
+                      f"{_fmt_bytes(free_ram)} RAM is free{shared}; choose a smaller context "
+                      "or model")
     return MemoryEstimate(
         weights_bytes=weights, kv_cache_bytes=kv, overhead_bytes=overhead, total_bytes=total,
-        free_ram_bytes=free_ram, free_vram_bytes=None, fits=fits, device=device, reason=reason,
-        context_length=ctx,
+        free_ram_bytes=free_ram, free_vram_bytes=free_vram, fits=fits, device=device,
+        reason=reason, context_length=ctx, vram_bytes=in_vram, gpu_layers=on_gpu,
+        vram_unknown=vram_unknown,
     )
 
 
@@ -918,7 +1075,7 @@ def check_fits(path: Path, context_length: int, gpu_layers: int | None, batch_si
     ctx = context_length or info.context_length or DEFAULT_CONTEXT
     est = estimate_memory(info, ctx, gpu_layers, batch_size)
     if not est.fits and est.free_ram_bytes > 0:
-        raise ModelError(f"{path.name} {est.reason}. (Load anyway with the override.)")
+        raise WontFitError(f"{path.name} {est.reason}. {OVERSIZE_HINT}")
 
 
 def load_catalog(path: Path | None = None) -> list[CatalogEntry]:
@@ -943,7 +1100,8 @@ def load_catalog(path: Path | None = None) -> list[CatalogEntry]:
 class _Download:
     def __init__(self, manager: ModelManager, url: str, sha256: str | None,
                  filename: str | None, should_stop: Callable[[], bool] | None,
-                 discard: bool) -> None:
+                 discard: bool, expected_size: int | None = None,
+                 size_tolerance: int = 0) -> None:
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise DownloadError(f"{url!r} is not an http(s) URL")
@@ -958,7 +1116,24 @@ class _Download:
         self.filename = _check_model_name(name or "model.gguf")
         self.should_stop = should_stop or (lambda: False)
         self.discard = discard
+        if expected_size is not None and (not isinstance(expected_size, int)
+                                          or expected_size <= 0):
+            raise DownloadError(f"{expected_size!r} is not a file size in bytes")
+        self.expected_size = expected_size
+        self.size_tolerance = max(0, int(size_tolerance))
+        self.server_sha256: str | None = None
         self.part, self.meta_path = manager._partial_paths(url)
+
+    def _size_problem(self, size: int, when: str) -> str | None:
+        """Why `size` is not the expected one (None when it is, or nothing is expected)."""
+        want = self.expected_size
+        if want is None or abs(size - want) <= self.size_tolerance:
+            return None
+        about = (f"{want:,} bytes (± {_fmt_bytes(self.size_tolerance)})"
+                 if self.size_tolerance else f"{want:,} bytes")
+        return (f"{self.filename} is the wrong size: {when} {size:,} bytes, but "
+                f"{about} was expected, so it is not the file that was asked for (the "
+                "catalog may be out of date, or the server changed the file)")
 
     # sidecar ---------------------------------------------------------------------------
 
@@ -1007,8 +1182,17 @@ class _Download:
         if self.sha256 and meta.get("sha256") and meta["sha256"] != self.sha256:
             self.part.unlink(missing_ok=True)  # another file is expected now
             meta = {}
+        if self.expected_size is not None and meta.get("expected_size") not in (
+                None, self.expected_size):
+            self.part.unlink(missing_ok=True)  # another file is expected now
+            meta = {}
         self.sha256 = self.sha256 or meta.get("sha256")
-        self._write_meta(url=self.url, filename=self.filename, sha256=self.sha256, error=None)
+        if self.expected_size is None and isinstance(meta.get("expected_size"), int):
+            self.expected_size = meta["expected_size"]
+            self.size_tolerance = int(meta.get("size_tolerance") or 0)
+        self.server_sha256 = meta.get("server_sha256")
+        self._write_meta(url=self.url, filename=self.filename, sha256=self.sha256, error=None,
+                         expected_size=self.expected_size, size_tolerance=self.size_tolerance)
         have = self.part.stat().st_size if self.part.exists() else 0
 
         headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}
@@ -1018,8 +1202,10 @@ class _Download:
             headers["If-Range"] = validator
         elif have:
             headers["Range"] = f"bytes={have}-"
+        redirects = _RecordRedirects()
+        opener = urllib.request.build_opener(redirects)
         try:
-            resp = urllib.request.urlopen(  # the user's own http(s) URL, checked above
+            resp = opener.open(  # the user's own http(s) URL, checked above
                 urllib.request.Request(self.url, headers=headers), timeout=HTTP_TIMEOUT)
         except urllib.error.HTTPError as exc:
             if exc.code == 416 and have:  # we already have everything the server has
@@ -1034,8 +1220,7 @@ class _Download:
             reason = f"HTTP {exc.code} {exc.reason}"
             exc.close()
             keep = exc.code >= 500 and have > 0
-            hint = " (the address is wrong or the file is gone)" if exc.code in (404, 410) \
-                else ""
+            hint = _HTTP_HINTS.get(exc.code, "")
             raise self._fail(f"The server answered {reason} for {self.url}{hint}",
                              keep=keep) from exc
         except (urllib.error.URLError, OSError) as exc:
@@ -1054,10 +1239,19 @@ class _Download:
             length = resp.headers.get("Content-Length")
             remaining = int(length) if length and length.isdigit() else None
             total = start + remaining if remaining is not None else None
+            published = next((v for v in (server_sha256(h) for h in
+                                          [*redirects.headers, resp.headers]) if v), None)
+            if published:
+                self.server_sha256 = published
             self._write_meta(
                 total=total, etag=resp.headers.get("ETag"),
                 last_modified=resp.headers.get("Last-Modified"),
+                server_sha256=self.server_sha256,
             )
+            wrong = self._size_problem(total, "the server reports") if total is not None \
+                else None
+            if wrong:
+                raise self._fail(f"{wrong}; nothing more was downloaded", keep=False)
             if remaining:
                 try:
                     free = shutil.disk_usage(self.m.downloads_dir).free
@@ -1122,12 +1316,22 @@ class _Download:
                 ) -> Iterator[DownloadProgress | DownloadDone]:
         yield DownloadProgress(done, total, 0.0, 0.0, start, self.url, self.filename,
                                stage="verifying")
+        wrong = self._size_problem(done, "it is")
+        if wrong:
+            raise self._fail(f"{wrong}. The download was deleted", keep=False)
         digest = _sha256_file(self.part)
-        if self.sha256 and digest != self.sha256:
+        expected, source = ((self.sha256, "given") if self.sha256 else
+                            (self.server_sha256, "server") if self.server_sha256 else
+                            (None, None))
+        if expected and digest != expected:
+            whose = "the one given" if source == "given" else "the one the server published"
             raise self._fail(
-                f"{self.filename} failed its checksum: sha256 {digest}, expected "
-                f"{self.sha256}. The download was deleted; run it again to start over",
+                f"{self.filename} failed its checksum: sha256 {digest}, but {whose} is "
+                f"{expected}. The download was deleted; run it again to start over",
                 keep=False)
+        if source == "given" and self.server_sha256 and self.server_sha256 != expected:
+            log.warning("%s: the server publishes sha256 %s, the given one %s matched",
+                        self.url, self.server_sha256, expected)
         try:
             from app.core.gguf import read_gguf_info
 
@@ -1137,15 +1341,63 @@ class _Download:
                 f"The downloaded file is not a usable GGUF model ({exc}); it was deleted",
                 keep=False) from exc
         target = self.m.models_dir / self.filename
-        if target.exists() or target.is_symlink():
-            raise self._fail(f"{self.filename} appeared in the models folder meanwhile",
-                             keep=True)
-        os.replace(self.part, target)
+        try:
+            _publish(self.part, target)
+        except FileExistsError as exc:
+            raise self._fail(
+                f"{self.filename} appeared in the models folder while this download ran "
+                "(another download or a copy of the same name); it was left as it is. This "
+                "download is complete and kept: download it again under another name "
+                "(--name, or “Download from URL…”) to keep both, or cancel it",
+                keep=True) from exc
+        except OSError as exc:
+            raise self._fail(
+                f"Could not move {self.filename} into {self.m.models_dir}: {_os_reason(exc)}; "
+                "the download is kept: run it again to retry", keep=True) from exc
         _fsync_dir(self.m.models_dir)
         self.meta_path.unlink(missing_ok=True)
         _write_sidecar(_sidecar(target), digest, target.name)
-        log.info("Downloaded %s to %s", self.url, target)
-        yield DownloadDone(target, self.m.get(target.name))
+        log.info("Downloaded %s to %s (%s)", self.url, target,
+                 "sha256 verified" if source else "no sha256 to verify against")
+        yield DownloadDone(target, self.m.get(target.name), sha256=digest,
+                           checksum_source=source)
+
+
+_HTTP_HINTS = {
+    401: " (the repository is gated or private: sign in on the site and accept the model's "
+         "licence there, then download it with a link that works without signing in, or "
+         "download it in a browser and add the file)",
+    403: " (access denied: the repository may be gated, needing its licence accepted on the "
+         "site first, or the link may have expired)",
+    404: " (the address is wrong or the file is gone)",
+    410: " (the address is wrong or the file is gone)",
+}
+
+
+def _publish(part: Path, target: Path) -> None:
+    """Move a finished download to its name in the models folder without ever replacing a
+    file there: FileExistsError when the name is taken. A hard link is created only if the
+    name is free (atomic, also against another process); where the file system has no hard
+    links, the name is claimed with an exclusive create and the file renamed over the claim
+    (an empty file of that name exists for that instant)."""
+    try:
+        os.link(part, target)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        log.info("Cannot hard-link %s (%s); claiming the name instead", target, exc)
+        fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)  # FileExistsError
+        os.close(fd)
+        try:
+            os.replace(part, target)
+        except OSError:
+            target.unlink(missing_ok=True)
+            raise
+        return
+    try:
+        part.unlink()
+    except OSError as exc:  # the model is in place; the hidden partial is only clutter
+        log.warning("Could not delete %s: %s", part, exc)
 
 
 def _content_range_start(value: str | None) -> int:
