@@ -40,6 +40,9 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-tokens", type=int, metavar="N", help="longest answer")
     parser.add_argument("--temperature", type=float, metavar="T")
     parser.add_argument("--seed", type=int, metavar="N")
+    parser.add_argument("--allow-oversize", action="store_true",
+                        help="load the model even when its memory estimate says it will not "
+                             "fit (the system may swap, or stop Folio)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -164,7 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     _library_arg(p)
     p.add_argument("--ctx", type=int, metavar="N",
                    help="estimate memory for this context (default: each model's setting)")
-    p.add_argument("--json", action="store_true", help="print a JSON array")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON object: models_dir, default, models, "
+                        "partial_downloads")
     p = msub.add_parser("add", help="copy (or --link) a .gguf file into the models folder")
     p.add_argument("path", metavar="PATH")
     p.add_argument("--link", action="store_true", help="link to the file instead of copying")
@@ -611,7 +616,8 @@ def _folio(args):
 
     ctx = getattr(args, "ctx", None)  # an explicit --ctx beats the model's own setting
     return Folio(_library_path(args), model_path=getattr(args, "model", None),
-                 load_overrides={"n_ctx": ctx} if ctx else None)
+                 load_overrides={"n_ctx": ctx} if ctx else None,
+                 allow_oversize=bool(getattr(args, "allow_oversize", False)))
 
 
 def _overrides(args) -> dict:
@@ -913,7 +919,10 @@ def _models_download(manager, args) -> int:
 
     from app.core.models import DownloadDone, DownloadError, ModelError
 
+    from app.core.models import catalog_size_tolerance
+
     url, sha, name = args.url, args.sha256, args.name
+    size, tolerance = None, 0
     if "://" not in url:  # a catalog id
         found = [c for c in manager.catalog() if c.id == url]
         if not found:
@@ -921,20 +930,24 @@ def _models_download(manager, args) -> int:
                   f"({', '.join(c.id for c in manager.catalog())})", file=sys.stderr)
             return 2
         url, sha, name = found[0].url, sha or found[0].sha256, name or found[0].filename
+        size = found[0].size_bytes or None
+        tolerance = catalog_size_tolerance(size) if size else 0
     if args.cancel:
         manager.cancel_download(url)
         print(f"cancelled {url}", file=sys.stderr)
         return 0
     tty = sys.stderr.isatty()
     if not sha:
-        print("note: no sha256 given: the file is checked against the size the server "
-              "reports and its GGUF header only", file=sys.stderr)
+        print("note: no sha256 given: the file is verified against the sha256 the server "
+              "publishes (Hugging Face does for its large files); without one, only its size "
+              "and GGUF layout are checked", file=sys.stderr)
 
     def run(cancel):
         done = None
         last = 0.0
         for ev in manager.download(url, sha256=sha, filename=name, discard=args.restart,
-                                   should_stop=cancel.is_set):
+                                   should_stop=cancel.is_set, expected_size=size,
+                                   size_tolerance=tolerance):
             if isinstance(ev, DownloadDone):
                 done = ev
             elif ev.stage == "paused":
@@ -974,9 +987,11 @@ def _models_download(manager, args) -> int:
             _print_json({"ok": False, "paused": True, "url": url})
         return 1
     if args.json:
-        _print_json({"ok": True, "url": url, **done.entry.to_json()})
+        _print_json({"ok": True, "url": url, **done.entry.to_json(), "sha256": done.sha256,
+                     "verified": done.verified, "checksum_source": done.checksum_source,
+                     "verification": done.verification})
     else:
-        print(f"downloaded {done.entry.name} to {done.path}")
+        print(f"downloaded {done.entry.name} to {done.path} ({done.verification})")
     return 0
 
 

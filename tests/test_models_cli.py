@@ -115,3 +115,88 @@ def test_download_resume_and_failures(capsys, models_dir, tmp_path):
         assert code == 2 and "already in the models folder" in err
     finally:
         srv.close()
+
+
+def test_download_says_what_was_verified(capsys, models_dir, tmp_path):
+    src = make_gguf(tmp_path / "v.gguf", tensor_mb=1)
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()
+    srv = FileServer({"/v.gguf": src})
+    try:
+        code, out, err = cli(capsys, "models", "download", srv.url("/v.gguf"), "--json")
+        assert code == 0, err
+        result = json.loads(out)
+        assert result["verified"] is False and result["checksum_source"] is None
+        assert result["verification"].startswith("not verified: no checksum")
+        assert result["sha256"] == digest  # what it hashed to, for the record
+        cli(capsys, "models", "remove", "v.gguf", "--yes")
+
+        srv.headers["X-Linked-Etag"] = f'"{digest}"'
+        code, out, err = cli(capsys, "models", "download", srv.url("/v.gguf"))
+        assert code == 0, err
+        assert "(verified: sha256 matches the one the server published)" in out
+    finally:
+        srv.close()
+
+
+@pytest.fixture
+def local_catalog(tmp_path, monkeypatch):
+    """A catalog whose one entry is served on 127.0.0.1 (the real one points at Hugging
+    Face); `write(size_bytes)` rewrites it."""
+    from app.core.models import ModelManager, load_catalog
+
+    src = make_gguf(tmp_path / "cat.gguf", chat_template=CHATML, tensor_mb=2)
+    srv = FileServer({"/repo/resolve/main/cat.gguf": src})
+    path = tmp_path / "catalog.json"
+
+    def write(size_bytes: int) -> None:
+        path.write_text(json.dumps({"schema_version": 1, "note": "test", "models": [{
+            "id": "cat", "name": "Cat", "url": srv.url("/repo/resolve/main/cat.gguf"),
+            "filename": "cat.gguf", "size_bytes": size_bytes, "sha256": None,
+            "license": "mit", "ram_bytes": 10 * size_bytes, "description": "a test model"}]}))
+
+    monkeypatch.setattr(ModelManager, "catalog", lambda self: load_catalog(path))
+    yield src, srv, write
+    srv.close()
+
+
+def test_catalog_download_checks_the_catalog_size(capsys, models_dir, local_catalog):
+    src, srv, write = local_catalog
+    size = src.stat().st_size
+    write(size + 30_000_000)  # the catalog says 30 MB more: another file
+    code, _, err = cli(capsys, "models", "download", "cat")
+    assert code == 2 and "cat.gguf is the wrong size: the server reports" in err
+    assert f"{size:,} bytes" in err and "catalog may be out of date" in err
+    assert not any(models_dir.glob("*.gguf")) and not any((models_dir / ".downloads").iterdir())
+
+    write(round(size, -6))  # the catalog's rounding to the MB passes
+    code, out, err = cli(capsys, "models", "download", "cat", "--json")
+    assert code == 0, err
+    assert json.loads(out)["name"] == "cat.gguf"
+    assert (models_dir / "cat.gguf").read_bytes() == src.read_bytes()
+
+
+def test_allow_oversize_is_offered_by_every_command_that_loads():
+    from app.cli import build_parser
+
+    parser = build_parser()
+    for command in (["ask", "q"], ["chat"], ["summarize", "doc.pdf"]):
+        assert parser.parse_args(command).allow_oversize is False
+        assert parser.parse_args([*command, "--allow-oversize"]).allow_oversize is True
+
+
+def test_ask_refuses_a_model_that_will_not_fit_unless_allowed(capsys, monkeypatch, tmp_path,
+                                                              starter_model):
+    """A 64 MB machine: the starter model will not fit; --allow-oversize loads it anyway."""
+    from app.core import models
+
+    monkeypatch.setattr(models, "_gpu_offload_supported", lambda: False)
+    monkeypatch.setattr(models, "_free_ram", lambda: 64 * 1024 * 1024)
+    args = ["ask", "--library", str(tmp_path / "lib"), "--model", str(starter_model),
+            "--no-docs", "--ctx", "512", "--max-tokens", "4", "--seed", "1", "--json",
+            "Say hi."]
+    code, out, err = cli(capsys, *args)
+    assert code == 2 and "will not fit" in err and "--allow-oversize" in err
+    code, out, err = cli(capsys, *args, "--allow-oversize")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["model"] and result["completion_tokens"] > 0
