@@ -156,9 +156,11 @@ class ModelServer:
     request stops after `gate_at` bytes until `gate` is set, so a test can act while a
     download is certainly in the middle."""
 
-    def __init__(self, data: bytes, *, gate_at: int | None = None, status: int = 200):
+    def __init__(self, data: bytes, *, gate_at: int | None = None, status: int = 200,
+                 headers: dict[str, str] | None = None):
         self.data = data
         self.status = status
+        self.headers = dict(headers or {})  # added to every answer (e.g. X-Linked-Etag)
         self.gate_at = gate_at
         self.gate = threading.Event()
         self.ranges: list[str | None] = []
@@ -187,6 +189,8 @@ class ModelServer:
                 self.send_header("Content-Type", "application/octet-stream")
                 self.send_header("ETag", '"test-model-1"')
                 self.send_header("Accept-Ranges", "bytes")
+                for k, v in server.headers.items():
+                    self.send_header(k, v)
                 self.end_headers()
                 pos = start
                 try:
@@ -411,6 +415,7 @@ def test_download_with_progress_pause_resume_then_listed(qtbot, window, tmp_path
     assert server.served < 2 * len(data)
     assert (models_dir / "served-chat.gguf").read_bytes() == data
     assert dl.state == "done" and dl.bar.value() == 1000
+    assert dl.verified is True and "verified: sha256 matches the one given" in dl.status.text()
     qtbot.waitUntil(lambda: "served-chat.gguf" in view.rows, timeout=LIST_TIMEOUT)
     assert row(view, "served-chat.gguf").text(COL_TEMPLATE) == "Yes"
     assert not window.folio.models.partial_downloads()
@@ -465,6 +470,8 @@ def test_download_errors_are_shown_without_a_dialog(qtbot, window, serve, monkey
         view.download(good.url + "wrong-sum.gguf", sha256="0" * 64)
     assert "checksum" in failed.args[1]
     assert not (Path(window.folio.models.models_dir) / "wrong-sum.gguf").exists()
+    downloads = window.folio.models.downloads_dir  # the hidden partials: none kept
+    assert downloads.is_dir() and not any(downloads.iterdir())
 
     # No server listening: "no network" in so many words.
     server.close()
@@ -595,3 +602,152 @@ def test_a_model_that_will_not_fit_says_so_before_loading(qtbot, window, models_
         click(qtbot, view.load_btn)
     assert "will not fit" in failed.args[1]
     assert "will not fit" in view.message.text.text()
+
+
+# -- estimates, verification, sizes and "Load anyway" ------------------------------------------
+
+def test_estimates_follow_the_saved_batch_and_context(qtbot, window, models_dir):
+    from app.core.models import ModelSettings
+
+    # 2,048-wide embeddings: the compute buffers (64 x n_batch x n_embd) show the batch.
+    write_gguf(models_dir / "wide.gguf", context=8192, heads_kv=8, head_dim=256)
+    manager = window.folio.models
+    manager.save_settings("wide.gguf", ModelSettings(batch_size=2048, context_length=6144))
+    view = open_view(qtbot, window)
+    wait_listed(qtbot, view, lambda lst: "wide.gguf" in lst.estimates)
+    entry = manager.get("wide.gguf")
+    saved = manager.estimate_memory(entry)  # the saved context and batch
+    plain = manager.estimate_memory(entry.info, context_length=6144)  # the default batch
+    assert saved.overhead_bytes - plain.overhead_bytes == 64 * (2048 - 512) * 2048
+    assert view.listing.estimates["wide.gguf"].total_bytes == saved.total_bytes
+    assert view.listing.contexts["wide.gguf"] == 6144
+    assert row(view, "wide.gguf").text(COL_MEMORY).startswith(
+        model_panel.human_bytes(saved.total_bytes))
+
+    # The editor estimates what it shows, saved or not.
+    view.select("wide.gguf")
+    assert view.batch_spin.value() == 2048 and view.ctx_spin.value() == 6144
+    assert model_panel.human_bytes(saved.total_bytes) in view.estimate.text()
+    view.batch_spin.setValue(0)  # "Default (512)"
+    assert model_panel.human_bytes(plain.total_bytes) in view.estimate.text()
+    assert model_panel.human_bytes(saved.total_bytes) not in view.estimate.text()
+
+
+def test_memory_cell_says_when_vram_is_unknown(tmp_path, monkeypatch):
+    from app.core import models
+
+    monkeypatch.setattr(models, "_gpu_offload_supported", lambda: True)
+    monkeypatch.setattr(models, "_unified_memory", lambda: False)
+    monkeypatch.setattr(models, "_free_vram", lambda: None)
+    info = read_gguf_info(write_gguf(tmp_path / "m.gguf"))
+    est = models.estimate_memory(info, 2048)
+    assert est.vram_unknown and est.fits
+    assert model_panel._memory_text(est).endswith("· fits in RAM, VRAM unknown")
+    tip = model_panel._memory_tooltip(est, 2048)
+    assert "Free VRAM: unknown" in tip and "Fits." not in tip
+
+    monkeypatch.setattr(models, "_free_vram", lambda: 1024)  # 1 KB of VRAM free
+    est = models.estimate_memory(info, 2048)
+    assert model_panel._memory_text(est).endswith("· will not fit")
+    assert "Free VRAM: 1 KB" in model_panel._memory_tooltip(est, 2048)
+
+
+def test_download_row_shows_speed_and_eta(qtbot):
+    from app.core.models import DownloadProgress
+
+    row = model_panel.DownloadRow("http://127.0.0.1/x.gguf", "x.gguf", None)
+    qtbot.addWidget(row)
+    mb = 1024 * 1024
+    row.show_progress(DownloadProgress(mb, 4 * mb, float(mb), 3.0, 0))
+    assert row.status.text() == "1.0 MB of 4.0 MB · 1.0 MB/s · 3 s left"
+    assert row.bar.value() == 250 and row.bar.format() == "25%"
+    row.show_progress(DownloadProgress(2 * mb, 200 * mb, 1.6 * mb, 125.0, mb))
+    assert row.status.text() == ("2.0 MB of 200.0 MB · 1.6 MB/s · 2 min 05 s left · "
+                                 "resumed at 1.0 MB")
+    row.show_progress(DownloadProgress(3 * mb, 200 * mb, 0.0, None, 0))  # no ETA yet
+    assert "left" not in row.status.text()
+
+
+def test_catalog_download_is_verified_and_its_size_checked(qtbot, window, tmp_path, serve,
+                                                           monkeypatch):
+    import json
+
+    from app.core.models import ModelManager, load_catalog
+
+    data = write_gguf(tmp_path / "cat.gguf", tensor_bytes=2 * 1024 * 1024).read_bytes()
+    server = serve(data, headers={"X-Linked-Etag": f'"{hashlib.sha256(data).hexdigest()}"'})
+    path = tmp_path / "catalog.json"
+    entry = {"name": "", "url": "", "filename": "", "size_bytes": 0, "sha256": None,
+             "license": "mit", "ram_bytes": 1, "description": "test"}
+    path.write_text(json.dumps({"schema_version": 1, "note": "test", "models": [
+        {**entry, "id": "good", "name": "Good", "url": server.url + "good.gguf",
+         "filename": "good.gguf", "size_bytes": len(data) + 300_000},  # rounded, as published
+        {**entry, "id": "odd", "name": "Odd", "url": server.url + "odd.gguf",
+         "filename": "odd.gguf", "size_bytes": len(data) + 40_000_000},
+    ]}))
+    monkeypatch.setattr(ModelManager, "catalog", lambda self: load_catalog(path))
+    view = open_view(qtbot, window)
+    wait_listed(qtbot, view, lambda lst: [c.id for c in lst.catalog] == ["good", "odd"])
+    assert "server publishes" in view.catalog.topLevelItem(0).toolTip(0)
+
+    def button(i):
+        return view.catalog.itemWidget(view.catalog.topLevelItem(i), model_panel.CAT_BUTTON)
+
+    view.tabs.setCurrentIndex(1)  # the catalog's page: its buttons can be clicked
+    qtbot.waitUntil(lambda: button(0).isVisible())
+
+    with qtbot.waitSignal(view.download_finished, timeout=DOWNLOAD_TIMEOUT) as finished:
+        click(qtbot, button(0))
+    done = finished.args[0]
+    assert done.verified and done.checksum_source == "server"
+    dl = view.downloads[server.url + "good.gguf"]
+    assert dl.verified is True
+    assert "verified: sha256 matches the one the server published" in dl.status.text()
+
+    # The catalog says 40 MB more than the server has: refused before the body is read.
+    with qtbot.waitSignal(view.download_failed, timeout=DOWNLOAD_TIMEOUT) as failed:
+        click(qtbot, button(1))
+    assert "odd.gguf is the wrong size: the server reports" in failed.args[1]
+    assert view.downloads[server.url + "odd.gguf"].state == "failed"
+    models = window.folio.models
+    assert not (models.models_dir / "odd.gguf").exists()
+    assert not any(models.downloads_dir.iterdir())
+
+
+def test_load_anyway_after_will_not_fit(qtbot, window, monkeypatch):
+    """A 64 MB machine: the starter model "will not fit". "Load anyway" in the manager's
+    message loads it; after the window's own load is refused, the Model tab offers it."""
+    from app.core import models
+
+    monkeypatch.setattr(models, "_gpu_offload_supported", lambda: False)
+    monkeypatch.setattr(models, "_free_ram", lambda: 64 * 1024 * 1024)
+    view = open_view(qtbot, window)
+    panel = window.model
+    view.select(STARTER_MODEL_FILE)
+    with qtbot.waitSignal(panel.load_failed, timeout=LOAD_TIMEOUT) as failed:
+        click(qtbot, view.load_btn)
+    assert "will not fit" in failed.args[1] and "“Load anyway”" in failed.args[1]
+    bar = view.message
+    assert bar.action_btn.isVisible() and bar.action_btn.text() == "Load anyway"
+    assert bar.action_btn.accessibleName() == "Load anyway"
+    assert not panel.load_anyway_btn.isHidden()
+    with qtbot.waitSignal(panel.model_changed, timeout=LOAD_TIMEOUT) as loaded:
+        click(qtbot, bar.action_btn)
+    info = loaded.args[0]
+    assert info is not None and Path(info.path).name == STARTER_MODEL_FILE
+    assert not bar.isVisible() and panel.load_anyway_btn.isHidden()
+    assert info.name in window.model_status.text()
+
+    # The window's own load (as at start-up) is refused too; the tab offers "Load anyway".
+    with qtbot.waitSignal(panel.model_changed, timeout=LOAD_TIMEOUT):
+        click(qtbot, panel.unload_btn)
+    with qtbot.waitSignal(window.model_failed, timeout=LOAD_TIMEOUT) as refused:
+        window.load_model()
+    assert "will not fit" in refused.args[0] and "will not fit" in window.banner.text.text()
+    window.right.setCurrentWidget(panel)
+    assert panel.load_anyway_btn.isVisible()
+    with qtbot.waitSignal(panel.model_changed, timeout=LOAD_TIMEOUT) as loaded:
+        click(qtbot, panel.load_anyway_btn)
+    assert loaded.args[0] is not None and window.folio.model_name == STARTER_MODEL_FILE
+    assert panel.load_anyway_btn.isHidden()
+    assert loaded.args[0].name in window.model_status.text()

@@ -54,6 +54,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.models import OVERSIZE_HINT, catalog_size_tolerance
 from app.core.units import human_bytes, human_duration
 from app.ui.widgets import ElidingComboBox
 from app.workers import Job
@@ -90,9 +91,11 @@ def _params_label(info) -> str:
 def _memory_text(est) -> str:
     if est is None:
         return "–"
-    if est.fits:
-        return f"{human_bytes(est.total_bytes)} · fits"
-    return f"{human_bytes(est.total_bytes)} · will not fit"
+    if not est.fits:
+        return f"{human_bytes(est.total_bytes)} · will not fit"
+    if getattr(est, "vram_unknown", False):  # only the RAM part could be judged
+        return f"{human_bytes(est.total_bytes)} · fits in RAM, VRAM unknown"
+    return f"{human_bytes(est.total_bytes)} · fits"
 
 
 def _memory_tooltip(est, context: int) -> str:
@@ -106,9 +109,19 @@ def _memory_tooltip(est, context: int) -> str:
         f"  total {human_bytes(est.total_bytes)}",
         f"Free RAM: {human_bytes(est.free_ram_bytes)}",
     ]
+    vram = getattr(est, "vram_bytes", 0)
+    if vram:
+        lines.append(f"In VRAM: {human_bytes(vram)} ({getattr(est, 'gpu_layers', 0)} layers)")
     if est.free_vram_bytes is not None:
         lines.append(f"Free VRAM: {human_bytes(est.free_vram_bytes)}")
-    lines.append("Fits." if est.fits else "Will not fit: Folio refuses to load it.")
+    elif vram:
+        lines.append("Free VRAM: unknown (no nvidia-smi), not checked")
+    if not est.fits:
+        lines.append("Will not fit: Folio refuses to load it unless you choose “Load anyway”.")
+    elif getattr(est, "vram_unknown", False):
+        lines.append("Fits in RAM; whether the GPU part fits in VRAM is not known.")
+    else:
+        lines.append("Fits.")
     if est.reason:
         lines.append(str(est.reason))
     return "\n".join(lines)
@@ -165,6 +178,12 @@ class MessageBar(QFrame):
         self.text.setWordWrap(True)
         self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         row.addWidget(self.text, 1)
+        self.action_btn = QPushButton()
+        self.action_btn.setAccessibleName("Message action")
+        self.action_btn.hide()
+        self.action_btn.clicked.connect(self._act)
+        self._action = None
+        row.addWidget(self.action_btn)
         close = QToolButton()
         close.setText("✕")
         close.setAutoRaise(True)
@@ -174,25 +193,40 @@ class MessageBar(QFrame):
         row.addWidget(close)
         self.hide()
 
-    def show_message(self, text: str, *, error: bool = True) -> None:
+    def show_message(self, text: str, *, error: bool = True, action=None) -> None:
+        """`action`: (button label, callable) offered beside the message ("Load anyway");
+        clicking it dismisses the message and runs the callable."""
         pix = (QStyle.StandardPixmap.SP_MessageBoxWarning if error
                else QStyle.StandardPixmap.SP_MessageBoxInformation)
         self.icon.setPixmap(self.style().standardIcon(pix).pixmap(18, 18))
         self.text.setText(text)
+        self._action = action[1] if action else None
+        self.action_btn.setText(action[0] if action else "")
+        self.action_btn.setAccessibleName(action[0] if action else "Message action")
+        self.action_btn.setVisible(action is not None)
         self.show()
+
+    def _act(self) -> None:
+        action, self._action = self._action, None
+        self.hide()
+        if action is not None:
+            action()
 
 
 class DownloadRow(QFrame):
     """One download: name, progress with speed and ETA, Pause/Resume, Cancel."""
 
-    def __init__(self, url: str, filename: str, sha256: str | None, parent=None):
+    def __init__(self, url: str, filename: str, sha256: str | None, parent=None,
+                 size_bytes: int | None = None):
         super().__init__(parent)
         self.url = url
         self.filename = filename
         self.sha256 = sha256
+        self.size_bytes = size_bytes  # the catalog's size, checked against the server's
         self.job: Job | None = None
         self.state = "paused"  # running | pausing | paused | cancelling | done | failed
         self.seen_progress = 0  # progress events received (tests wait on it)
+        self.verified: bool | None = None  # once done: was a sha256 verified
         self.done_bytes = 0
         self.total_bytes: int | None = None
         self.setFrameShape(QFrame.Shape.StyledPanel)
@@ -334,7 +368,8 @@ class ModelManagerView(QWidget):
         self.add_btn = QPushButton("Add…")
         self.add_btn.setAccessibleName("Add a model file")
         self.add_btn.setToolTip("Copy or link a .gguf file into the models folder. "
-                                "You can also drop .gguf files here.")
+                                "You can also drop .gguf files here: dropped files are "
+                                "copied (Add… offers a link instead).")
         self.add_btn.clicked.connect(self.choose_file)
         header.addWidget(self.add_btn)
         self.url_btn = QPushButton("Download from URL…")
@@ -460,7 +495,9 @@ class ModelManagerView(QWidget):
         self.batch_spin.setSingleStep(64)
         self.batch_spin.setSpecialValueText(f"Default ({DEFAULT_BATCH})")
         self.batch_spin.setAccessibleName("Batch size")
-        self.batch_spin.setToolTip("Prompt tokens evaluated per step.")
+        self.batch_spin.setToolTip("Prompt tokens evaluated per step. Bigger needs more "
+                                   "memory for the compute buffers.")
+        self.batch_spin.valueChanged.connect(self._update_estimate)
         self.template_edit = QPlainTextEdit()
         self.template_edit.setAccessibleName("Chat template override")
         self.template_edit.setTabChangesFocus(True)
@@ -505,7 +542,8 @@ class ModelManagerView(QWidget):
         cl = QVBoxLayout(cat_box)
         self.catalog_note = QLabel(
             "Small instruct models that run on a laptop. Downloads resume where they stopped; "
-            "a file with a published sha256 is verified before it is used.")
+            "a file is verified by sha256 before it is used when the catalog or the server "
+            "publishes one, and its size is checked against the catalog's.")
         self.catalog_note.setWordWrap(True)
         cl.addWidget(self.catalog_note)
         self.catalog = QTreeWidget()
@@ -591,13 +629,13 @@ class ModelManagerView(QWidget):
             for e in out.entries:
                 if e.info is None:
                     continue
-                ctx = (e.settings.context_length if e.settings and e.settings.context_length
-                       else default_ctx) or e.info.context_length or 0
+                saved = e.settings.context_length if e.settings else None
+                if saved is None:
+                    saved = default_ctx
+                ctx = saved or e.info.context_length or 0  # 0: the model's own
                 out.contexts[e.name] = ctx
-                try:
-                    out.estimates[e.name] = manager.estimate_memory(
-                        e.info, context_length=ctx,
-                        gpu_layers=e.settings.gpu_layers if e.settings else None)
+                try:  # the entry: its saved GPU layers and batch size count too
+                    out.estimates[e.name] = manager.estimate_memory(e, context_length=ctx)
                 except Exception as exc:  # noqa: BLE001 - the row still shows
                     log.warning("memory estimate for %s failed: %s", e.name, exc)
             try:
@@ -764,8 +802,9 @@ class ModelManagerView(QWidget):
                                     human_bytes(c.ram_bytes), "", ""])
             tip = c.description or ""
             if not c.sha256:
-                tip += ("\n" if tip else "") + ("No published sha256: the download is checked "
-                                                "against the size the server reports.")
+                tip += ("\n" if tip else "") + (
+                    "No sha256 in the catalog: the download is verified against the sha256 "
+                    "the server publishes; its size is checked against the catalog's.")
             item.setToolTip(0, tip)
             free = listing.free_ram
             if free is None or not c.ram_bytes:
@@ -784,8 +823,8 @@ class ModelManagerView(QWidget):
             btn = QPushButton("Installed" if c.filename in installed else "Download")
             btn.setAccessibleName(f"Download {c.name}")
             btn.setEnabled(c.filename not in installed and c.url not in self.downloads)
-            btn.clicked.connect(lambda _=False, c=c: self.download(c.url, sha256=c.sha256,
-                                                                   filename=c.filename))
+            btn.clicked.connect(lambda _=False, c=c: self.download(
+                c.url, sha256=c.sha256, filename=c.filename, size_bytes=c.size_bytes))
             self.catalog.setItemWidget(item, CAT_BUTTON, btn)
 
     # -- selection and details ------------------------------------------------------------
@@ -868,15 +907,15 @@ class ModelManagerView(QWidget):
             self.ctx_spin.setMaximum(1_048_576)
         if info is not None and info.block_count:
             self.gpu_spin.setMaximum(int(info.block_count) + 1)
-        for w in (self.ctx_spin, self.gpu_spin):
+        for w in (self.ctx_spin, self.gpu_spin, self.batch_spin):
             w.blockSignals(True)
         self.ctx_spin.setValue(getattr(s, "context_length", None) or 0)
         gl = getattr(s, "gpu_layers", None)
         self.gpu_spin.setValue(-1 if gl is None else int(gl))
-        for w in (self.ctx_spin, self.gpu_spin):
+        self.batch_spin.setValue(getattr(s, "batch_size", None) or 0)
+        for w in (self.ctx_spin, self.gpu_spin, self.batch_spin):
             w.blockSignals(False)
         self.threads_spin.setValue(getattr(s, "threads", None) or 0)
-        self.batch_spin.setValue(getattr(s, "batch_size", None) or 0)
         self.template_edit.setPlainText(getattr(s, "chat_template", None) or "")
         self.template_edit.setPlaceholderText(
             "Empty: the template in the file." if info is not None and info.has_chat_template
@@ -909,8 +948,11 @@ class ModelManagerView(QWidget):
             return
         ctx = self.ctx_spin.value() or self._default_context() or e.info.context_length or 0
         gl = None if self.gpu_spin.value() < 0 else self.gpu_spin.value()
+        batch = self.batch_spin.value() or None
         try:  # arithmetic on the header already read, and one look at free memory
-            est = self.manager.estimate_memory(e.info, context_length=ctx, gpu_layers=gl)
+            # The header, not the entry: what the editor shows, saved or not, is estimated.
+            est = self.manager.estimate_memory(e.info, context_length=ctx, gpu_layers=gl,
+                                               batch_size=batch)
         except Exception as exc:  # noqa: BLE001
             self.estimate.setText(f"No estimate: {exc}")
             return
@@ -920,7 +962,12 @@ class ModelManagerView(QWidget):
                 f"{human_bytes(est.free_ram_bytes)} of RAM free")
         if est.free_vram_bytes is not None:
             text += f", {human_bytes(est.free_vram_bytes)} of VRAM"
-        if est.fits:
+        if est.fits and getattr(est, "vram_unknown", False):
+            self.estimate.setText(f"{text}. Fits in RAM; VRAM unknown: "
+                                  f"{human_bytes(est.vram_bytes)} goes to the GPU, whose free "
+                                  "memory could not be read.")
+            self.estimate.setStyleSheet("")
+        elif est.fits:
             self.estimate.setText(text + ". Fits.")
             self.estimate.setStyleSheet("")
         else:
@@ -1120,8 +1167,9 @@ class ModelManagerView(QWidget):
         dialog.finished.connect(dialog.deleteLater)
         dialog.open()
 
-    def _download_row(self, url: str, filename: str, sha256: str | None) -> DownloadRow:
-        row = DownloadRow(url, filename, sha256)
+    def _download_row(self, url: str, filename: str, sha256: str | None,
+                      size_bytes: int | None = None) -> DownloadRow:
+        row = DownloadRow(url, filename, sha256, size_bytes=size_bytes)
         row.pause_btn.clicked.connect(lambda: self._pause_or_resume(url))
         row.cancel_btn.clicked.connect(lambda: self.cancel_download(url))
         self.download_list.insertWidget(self.download_list.count() - 1, row)
@@ -1130,8 +1178,10 @@ class ModelManagerView(QWidget):
         return row
 
     def download(self, url: str, *, sha256: str | None = None,
-                 filename: str | None = None) -> DownloadRow | None:
-        """Start (or resume) a download; progress, speed and ETA show in its row."""
+                 filename: str | None = None,
+                 size_bytes: int | None = None) -> DownloadRow | None:
+        """Start (or resume) a download; progress, speed and ETA show in its row.
+        size_bytes: the catalog's size the file must have (see catalog_size_tolerance)."""
         if not url:
             return None
         if not url.lower().startswith(("http://", "https://")):
@@ -1140,16 +1190,19 @@ class ModelManagerView(QWidget):
         row = self.downloads.get(url)
         if row is None:
             name = filename or url.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1] or url
-            row = self._download_row(url, name, sha256)
+            row = self._download_row(url, name, sha256, size_bytes)
         elif row.state in ("running", "pausing", "cancelling"):
             return row
         self.tabs.setCurrentIndex(1)
         manager = self.manager
         sha = sha256 or row.sha256
+        size = size_bytes or row.size_bytes  # None: the sidecar of a partial may know it
+        tolerance = catalog_size_tolerance(size) if size else 0
 
         def work(job):
             gen = manager.download(url, sha256=sha, filename=filename or None,
-                                   should_stop=job.cancel.is_set)
+                                   should_stop=job.cancel.is_set, expected_size=size,
+                                   size_tolerance=tolerance)
             done = None
             for ev in gen:
                 if hasattr(ev, "entry") and hasattr(ev, "path"):
@@ -1188,7 +1241,8 @@ class ModelManagerView(QWidget):
             row.bar.setRange(0, 1000)
             row.bar.setValue(1000)
             row.bar.setFormat("100%")
-            row.set_state("done", f"Downloaded to {done.path}")
+            row.verified = done.verified
+            row.set_state("done", f"Downloaded to {done.path} · {done.verification}")
             row.pause_btn.hide()
             row.cancel_btn.setText("Clear")
             row.cancel_btn.setEnabled(True)
@@ -1222,7 +1276,8 @@ class ModelManagerView(QWidget):
             row.set_state("pausing", "Pausing…")
             row.job.cancel.set()
         elif row.state in ("paused", "failed"):
-            self.download(url, sha256=row.sha256, filename=row.filename)
+            self.download(url, sha256=row.sha256, filename=row.filename,
+                          size_bytes=row.size_bytes)
 
     def pause_download(self, url: str) -> None:
         row = self.downloads.get(url)
@@ -1365,6 +1420,7 @@ class ModelPanel(QWidget):
         self._loading = False
         self._load_job: Job | None = None
         self._window_load = False  # the window's own start-up load is in progress
+        self._oversize_name: str | None = None  # the model that "will not fit", to load anyway
         self.setAcceptDrops(True)
         if folio is not None and hasattr(folio, "model_listeners"):
             # Loads also happen inside an answer (a chat with another model): hear of them all.
@@ -1404,6 +1460,14 @@ class ModelPanel(QWidget):
         self.unload_btn.clicked.connect(self.unload)
         self.unload_btn.setEnabled(False)
         buttons.addWidget(self.unload_btn)
+        self.load_anyway_btn = QPushButton("Load anyway")
+        self.load_anyway_btn.setAccessibleName("Load the model anyway")
+        self.load_anyway_btn.setToolTip(
+            "The memory estimate says this model will not fit. Load it anyway: the system "
+            "may swap, or stop Folio.")
+        self.load_anyway_btn.clicked.connect(self.load_anyway)
+        self.load_anyway_btn.hide()
+        buttons.addWidget(self.load_anyway_btn)
         buttons.addStretch(1)
         form.addRow(buttons)
         layout.addWidget(box)
@@ -1443,7 +1507,7 @@ class ModelPanel(QWidget):
         manager = QGroupBox("Models")
         ml = QVBoxLayout(manager)
         self.summary = QLabel("Every .gguf in the models folder, downloads and per-model "
-                              "settings. Drop a .gguf file here to add it.")
+                              "settings. Drop a .gguf file here to copy it in.")
         self.summary.setWordWrap(True)
         self.summary.setAccessibleName("Models summary")
         ml.addWidget(self.summary)
@@ -1549,7 +1613,9 @@ class ModelPanel(QWidget):
         self.unload_btn.setEnabled(True)
         self._refresh_view_state()
 
-    def show_error(self, message: str) -> None:
+    def show_error(self, message: str, name: str | None = None) -> None:
+        """A load failed (`name`: the model asked for; None: the window's own load of the
+        model chats use). "Will not fit" offers "Load anyway"."""
         self.info = None
         self.loading_name = None
         self._window_load = False
@@ -1557,25 +1623,54 @@ class ModelPanel(QWidget):
         self.name.setText("Not loaded")
         self.notes.setText(message)
         self.unload_btn.setEnabled(False)
+        self._oversize_name = (name or self._wanted_name() or "") if OVERSIZE_HINT in message \
+            else None
+        self.load_anyway_btn.setVisible(bool(self._oversize_name))
         self._refresh_view_state()
+
+    def _wanted_name(self) -> str | None:
+        """The model the window loads: the pinned file, else the default model."""
+        folio = self.folio
+        if folio is None:
+            return None
+        pinned = getattr(folio, "model_path", None)
+        if pinned is not None:
+            return Path(pinned).name
+        try:
+            return folio.models.default_name()
+        except Exception:  # noqa: BLE001 - no name, no button
+            return None
+
+    def load_anyway(self) -> None:
+        """Load the model that was refused as too big, without the memory check."""
+        name, self._oversize_name = self._oversize_name, None
+        self.load_anyway_btn.hide()
+        if name:
+            self.load(name, allow_oversize=True)
 
     def _refresh_view_state(self) -> None:
         if self.view is not None:
             self.view._rebuild()
 
-    def load(self, name: str) -> None:
-        """Load a model of the models folder (with its saved settings) on the LLM pool."""
+    def load(self, name: str, *, allow_oversize: bool = False) -> None:
+        """Load a model of the models folder (with its saved settings) on the LLM pool.
+        allow_oversize: even when the memory estimate says it will not fit ("Load anyway")."""
         if self.folio is None or self.workers is None or self.loading_name is not None:
             return
         folio = self.folio
         self.loading_name = name
+        self._oversize_name = None
+        self.load_anyway_btn.hide()
         self.show_loading(name)
+        oversize = True if allow_oversize else None  # None: the engine's own choice
+        pinned = getattr(folio, "model_path", None)
+        target = pinned if pinned is not None and Path(pinned).name == name else name
 
         def work(job):
             # The loaded one again: its settings may have changed ("Reload", "Save and reload").
             if folio.model_name == name:
-                return folio.reload_model()
-            return folio.use_model(name)
+                return folio.reload_model(allow_oversize=oversize)
+            return folio.use_model(target, allow_oversize=oversize)
 
         self._load_job = job = self.workers.submit(work, pool="llm", name=f"load {name}")
         job.finished.connect(self._loaded)
@@ -1604,11 +1699,12 @@ class ModelPanel(QWidget):
 
     def _load_error(self, name: str, message: str, job: Job) -> None:
         self._load_job = None
-        self.show_error(message)
+        self.show_error(message, name)
         self.name.setText(f"{name} not loaded")
         msg = f"{name} could not be loaded: {message}"
         if self.view is not None:
-            self.view.message.show_message(msg)
+            action = ("Load anyway", self.load_anyway) if self._oversize_name else None
+            self.view.message.show_message(msg, action=action)
         self.error.emit(msg, job.error_detail or message)
         self.load_failed.emit(name, message)
         self.model_changed.emit(None)
@@ -1657,7 +1753,7 @@ class ModelPanel(QWidget):
         self.summary.setText(
             f"{n} model{'s' * (n != 1)} in the folder · default: {default}"
             + (f" · {bad} unreadable" if bad else "")
-            + ". Drop a .gguf file here to add it.")
+            + ". Drop a .gguf file here to copy it in.")
         self._fill_chat_models(self.chat_model.currentData())
 
     def _fill_chat_models(self, current: str | None) -> None:
