@@ -5,8 +5,10 @@ killed with SIGKILL either after a random delay (from outside) or right after a 
 inside the pipeline (it sends itself SIGKILL after the Nth chunk write, live flip, cleanup
 delete, document write or compaction), so kills land during loading, embedding, staging and
 the publish flip alike. After each kill the test reopens the library (which runs `recover()`)
-and checks it; between kills a few files change, so replacements are interrupted too. At the
-end one uninterrupted ingest must leave exactly what one clean ingest of the same folder does.
+and checks it; between runs a few files change, so replacements are interrupted too. A run
+that ends before its kill moment is no kill: the moment is drawn again, sized by what that run
+did, until 20 real SIGKILLs have landed mid-ingest. At the end one uninterrupted ingest must
+leave exactly what one clean ingest of the same folder does.
 
 The many cycles run on the deterministic hash embedder (the `hash_embedder` fixture's class,
 imported by the driver from conftest) to stay fast; one test does the same with the real
@@ -15,6 +17,7 @@ embedder.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -36,7 +39,7 @@ TESTS = Path(__file__).resolve().parent
 BATCH = 16
 
 DRIVER = textwrap.dedent("""
-    import os, signal, sys
+    import json, os, signal, sys
     sys.path.insert(0, os.environ["FOLIO_TESTS_DIR"])
     import lancedb.table
     from app.core import library as libmod
@@ -44,8 +47,11 @@ DRIVER = textwrap.dedent("""
 
     point, _, nth = os.environ.get("CRASH_AT", "").partition(":")
     counts = {}
+    armed = []  # commits are counted from GO on: the ingest's, not the opening's recover()
 
     def hit(name):
+        if not armed:
+            return
         counts[name] = counts.get(name, 0) + 1
         if name == point and counts[name] == int(nth):
             print("SELF-KILL", name, nth, flush=True)
@@ -79,10 +85,11 @@ DRIVER = textwrap.dedent("""
         from app.core.embedder import get_embedder
         embedder = get_embedder()
     lib = libmod.Library.open(sys.argv[1], embedder)
+    armed.append(True)
     print("GO", flush=True)
     for ev in ingest(lib, [sys.argv[2]], IngestOptions(batch_size=int(sys.argv[3]))):
         pass
-    print("DONE", flush=True)
+    print("DONE", json.dumps(counts), flush=True)  # how many of each commit the run made
 """)
 
 
@@ -126,11 +133,12 @@ def change_some(folder: Path, rng: random.Random, cycle: int) -> list[str]:
 
 
 def run_driver(library: Path, folder: Path, *, embedder: str, crash_at: str = "",
-               delay: float | None = None, timeout: float = 120,
-               timing: dict | None = None) -> str:
-    """Run the driver; kill it after `delay` seconds from its GO line (if still running).
-    Returns how it ended: "killed" (SIGKILL) or "done"; `timing["work"]` gets the seconds
-    from GO to the end."""
+               delay: float | None = None, timeout: float = 120) -> tuple[str, dict]:
+    """Run the driver; SIGKILL it `delay` seconds after its GO line (if still running).
+
+    Returns how it ended and what it did: ("killed", {}) when a SIGKILL landed before the
+    ingest finished, else ("done", {"work": seconds from GO to DONE, "counts": commits made
+    by kind}). A kill that lands after DONE (the process was only exiting) is "done"."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "FOLIO_TESTS_DIR": str(TESTS),
            "CRASH_AT": crash_at, "CRASH_EMBEDDER": embedder}
     proc = subprocess.Popen(
@@ -139,37 +147,48 @@ def run_driver(library: Path, folder: Path, *, embedder: str, crash_at: str = ""
     )
     lines: list[str] = []
     go = threading.Event()
+    times: dict[str, float] = {}
 
     def drain() -> None:
         for line in proc.stdout:
             lines.append(line.strip())
             if line.startswith("GO"):
+                times["go"] = time.monotonic()
                 go.set()
+            elif line.startswith("DONE"):
+                times["done"] = time.monotonic()
         go.set()
 
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
-    watchdog = threading.Timer(timeout, proc.kill)  # never hang the suite
+    hung: list[bool] = []
+
+    def never_hang() -> None:  # never hang the suite; a kill from here is no crash moment
+        hung.append(True)
+        proc.kill()
+
+    watchdog = threading.Timer(timeout, never_hang)
     watchdog.start()
     try:
         go.wait()
-        started = time.monotonic()
         if delay is not None:
             try:
                 proc.wait(timeout=delay)
             except subprocess.TimeoutExpired:
                 proc.send_signal(signal.SIGKILL)
         proc.wait()
-        if timing is not None:
-            timing["work"] = time.monotonic() - started
         reader.join()
         err = proc.stderr.read()
     finally:
         watchdog.cancel()
-    if proc.returncode == -signal.SIGKILL:
-        return "killed"
-    assert proc.returncode == 0 and "DONE" in lines, (proc.returncode, lines[-5:], err[-3000:])
-    return "done"
+    assert not hung, f"the driver ran past {timeout} s: {lines[-5:]} {err[-3000:]}"
+    done = [line for line in lines if line.startswith("DONE")]
+    if proc.returncode == -signal.SIGKILL and not done:
+        return "killed", {}
+    assert proc.returncode in (0, -signal.SIGKILL) and done, \
+        (proc.returncode, lines[-5:], err[-3000:])
+    return "done", {"work": times["done"] - times["go"],
+                    "counts": json.loads(done[0].split(" ", 1)[1])}
 
 
 def check_consistent(lib: Library) -> dict[str, int]:
@@ -205,11 +224,13 @@ def check_consistent(lib: Library) -> dict[str, int]:
             else:
                 assert not indices
             states["resumable"] += 1
-    # Search works and sees live chunks only.
+    # Search works, in each of its modes (a failing full-text search is logged and returns
+    # nothing, so hybrid hits alone could hide it), and sees live chunks only.
     if live:
-        results = lib.search("widget report guide memo alpha", k=5)
-        assert results
-        assert all(r.doc_id in live and r.chunk_index in live[r.doc_id] for r in results)
+        for mode in ("hybrid", "vector", "fts"):
+            results = lib.search("widget report guide memo alpha passages", k=5, mode=mode)
+            assert results, f"{mode} search found nothing in a library with live chunks"
+            assert all(r.doc_id in live and r.chunk_index in live[r.doc_id] for r in results)
     return states
 
 
@@ -221,6 +242,8 @@ def chunk_sets(lib: Library) -> dict[str, set[tuple[int, str]]]:
 
 
 KILL_POINTS = ["add", "update", "delete", "put", "optimize"]
+KILLS = 20
+TRIES = 8  # runs per kill at most; one that ends first only means its moment came too late
 
 
 def test_kill_9_at_20_random_moments(tmp_path):
@@ -231,43 +254,57 @@ def test_kill_9_at_20_random_moments(tmp_path):
     make_folder(folder, rng)
     embedder = HashEmbedder()
 
-    # Random delays are drawn over the length of the last run that finished (the work after
-    # start-up), so they spread over what the next run has to do.
-    probe = tmp_path / "probe"
-    timing: dict = {}
-    assert run_driver(probe, folder, embedder="hash", timing=timing) == "done"
-    span = timing["work"]
+    # Kill moments are drawn from the last run that finished: a delay within its work (GO to
+    # DONE), or the Nth of a kind of commit it made, so they spread over what a run does. A
+    # clean ingest of the whole folder sizes the first.
+    how, last = run_driver(tmp_path / "probe", folder, embedder="hash")
+    assert how == "done"
 
     library = tmp_path / "crashed"
-    outcomes: list[str] = []
+    kills: list[str] = []
+    finished: list[str] = []  # runs that ended before their kill moment
     seen_states = {"ready": 0, "resumable": 0}
-    for cycle in range(20):
-        if cycle % 2:
-            # The first one always lands mid-staging, so a half-indexed document is seen.
-            point = "add:2" if cycle == 1 else f"{rng.choice(KILL_POINTS)}:{rng.randint(1, 6)}"
-            how = run_driver(library, folder, embedder="hash", crash_at=point)
-            label = f"at {point}"
+    edits = 0
+    for kill in range(KILLS):
+        for attempt in range(TRIES):
+            # Each draw has its own stream, so a seed replays the same moments however
+            # many earlier runs ended first.
+            draw = random.Random(f"{seed}:{kill}:{attempt}")
+            if kill % 2:
+                if kill == 1 and attempt == 0:  # the first lands mid-staging: a half-indexed
+                    point = "add:2"             # document is seen at least once
+                else:
+                    kinds = sorted(k for k in KILL_POINTS if last["counts"].get(k))
+                    kind = draw.choice(kinds)
+                    point = f"{kind}:{draw.randint(1, last['counts'][kind])}"
+                how, info = run_driver(library, folder, embedder="hash", crash_at=point)
+                label = f"at {point}"
+            else:
+                delay = draw.uniform(0.0, last["work"])
+                how, info = run_driver(library, folder, embedder="hash", delay=delay)
+                label = f"after {delay:.2f}s"
+            lib = Library.open(library, embedder)
+            states = check_consistent(lib)
+            lib.close()
+            change_some(folder, draw, edits)  # keep work for the next kill, replacements too
+            edits += 1
+            if how == "killed":
+                kills.append(f"kill {kill + 1}: {label}, then {states}")
+                for k, v in states.items():
+                    seen_states[k] += v
+                break
+            assert states["resumable"] == 0, (label, states)  # a finished run left all ready
+            finished.append(f"kill {kill + 1}, try {attempt + 1}: {label} came after the end")
+            last = info
         else:
-            delay = rng.uniform(0.0, span)
-            timing = {}
-            how = run_driver(library, folder, embedder="hash", delay=delay, timing=timing)
-            label = f"after {delay:.2f}s"
-            if how == "done":
-                span = timing["work"]
-        lib = Library.open(library, embedder)
-        states = check_consistent(lib)
-        outcomes.append(f"{label}: {how}, then {states}")
-        for k, v in states.items():
-            seen_states[k] += v
-        lib.close()
-        change_some(folder, rng, cycle)  # keep work for the next kill, replacements too
-    print("\n".join(outcomes))
-    killed = sum(": killed" in o for o in outcomes)
-    assert killed >= 10, outcomes
+            raise AssertionError(f"kill {kill + 1}: {TRIES} runs in a row ended before their "
+                                 f"kill moment: {finished[-TRIES:]}")
+    print("\n".join(kills + finished))
+    assert len(kills) == KILLS  # exactly 20 real SIGKILLs, each mid-ingest
     assert seen_states["resumable"] > 0  # some kills did leave a document half-indexed
 
     # The next ingest completes; the result equals one clean ingest of the same folder.
-    assert run_driver(library, folder, embedder="hash") == "done"
+    assert run_driver(library, folder, embedder="hash")[0] == "done"
     lib = Library.open(library, embedder)
     assert check_consistent(lib)["resumable"] == 0
     clean = Library.open(tmp_path / "clean", embedder)
@@ -290,13 +327,13 @@ def test_kill_9_with_the_real_embedder(tmp_path, embedder):
     make_docx(folder / "b.docx", {f"Part {j}": [LOREM * 3] for j in range(4)})
     (folder / "c.md").write_text("# C\n\n" + LOREM * 10, "utf-8")
     library = tmp_path / "crashed"
-    assert run_driver(library, folder, embedder="real", crash_at=crash_at) == "killed"
+    assert run_driver(library, folder, embedder="real", crash_at=crash_at)[0] == "killed"
     lib = Library.open(library, embedder)
     states = check_consistent(lib)
     # The flip committed before the kill: recover() recorded it, so that document is ready.
     assert states["ready"] >= 1
     lib.close()  # the next writer is another process
-    assert run_driver(library, folder, embedder="real") == "done"
+    assert run_driver(library, folder, embedder="real")[0] == "done"
     lib = Library.open(library, embedder)
     assert check_consistent(lib) == {"ready": 3, "resumable": 0}
     clean = Library.open(tmp_path / "clean", embedder)
