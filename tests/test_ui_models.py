@@ -746,8 +746,11 @@ def test_load_anyway_after_will_not_fit(qtbot, window, monkeypatch):
     assert "will not fit" in refused.args[0] and "will not fit" in window.banner.text.text()
     window.right.setCurrentWidget(panel)
     assert panel.load_anyway_btn.isVisible()
+    banner = window.banner  # the window's message offers it as well
+    assert banner.action_btn.isVisible() and banner.action_btn.text() == "Load anyway"
     with qtbot.waitSignal(panel.model_changed, timeout=LOAD_TIMEOUT) as loaded:
-        click(qtbot, panel.load_anyway_btn)
+        click(qtbot, banner.action_btn)
+    assert not banner.isVisible()
     assert loaded.args[0] is not None and window.folio.model_name == STARTER_MODEL_FILE
     assert panel.load_anyway_btn.isHidden()
     assert loaded.args[0].name in window.model_status.text()

@@ -332,9 +332,11 @@ class MainWindow(QMainWindow):
             return
         detail = self.model_job.error_detail if self.model_job else message
         self.model_job = None
-        self.model.show_error(message)
+        self.model.show_error(message)  # offers "Load anyway" for a model that will not fit
         self.model_status.setText("No model")
-        self.show_error(f"The model could not be loaded: {message}", detail)
+        anyway = ("Load anyway", self.model.load_anyway) \
+            if not self.model.load_anyway_btn.isHidden() else None
+        self.show_error(f"The model could not be loaded: {message}", detail, anyway)
         self.model_failed.emit(message)
 
     def _model_switched(self, info) -> None:
