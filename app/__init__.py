@@ -2,7 +2,28 @@
 
 import os
 
-__version__ = "0.1.0"
+
+def _read_version() -> str:
+    """pyproject.toml is the one place the version is written. Installed (also editable, and
+    inside the PyInstaller bundle, whose spec copies folio's dist-info) it comes from the
+    package metadata; in a source tree that was never installed, from pyproject.toml."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("folio")
+    except PackageNotFoundError:
+        pass
+    import tomllib
+    from pathlib import Path
+
+    try:
+        with open(Path(__file__).resolve().parents[1] / "pyproject.toml", "rb") as f:
+            return str(tomllib.load(f)["project"]["version"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return "0+unknown"
+
+
+__version__ = _read_version()
 APP_NAME = "Folio"
 
 # PyMuPDF 2 loads an ONNX layout model through onnxruntime, whose telemetry looks up
