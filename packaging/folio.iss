@@ -2,6 +2,8 @@
 ; Built by .github/workflows/release.yml on windows-latest (not tested on this Linux machine):
 ;   iscc /DAppVersion=0.1.0 /DSourceDir=dist\folio /DOutputDir=dist packaging\folio.iss
 ; The version comes from pyproject.toml through the workflow; the defaults are for a local run.
+; Shortcuts and the post-install launch start folio-gui.exe, the windowed build of the same
+; program (no console window); folio.exe stays the command-line tool (folio --self-test).
 
 #ifndef AppVersion
   #define AppVersion "0.0.0"
@@ -30,7 +32,7 @@ ArchitecturesInstallIn64BitMode=x64compatible
 OutputDir={#OutputDir}
 OutputBaseFilename=folio-{#AppVersion}-windows-x86_64-setup
 SetupIconFile=..\resources\icons\folio.ico
-UninstallDisplayIcon={app}\folio.exe
+UninstallDisplayIcon={app}\folio-gui.exe
 Compression=lzma2/max
 SolidCompression=yes
 WizardStyle=modern
@@ -45,8 +47,8 @@ Name: "desktopicon"; Description: "{cm:CreateDesktopIcon}"; GroupDescription: "{
 Source: "{#SourceDir}\*"; DestDir: "{app}"; Flags: ignoreversion recursesubdirs createallsubdirs
 
 [Icons]
-Name: "{autoprograms}\Folio"; Filename: "{app}\folio.exe"; IconFilename: "{app}\folio.exe"
-Name: "{autodesktop}\Folio"; Filename: "{app}\folio.exe"; Tasks: desktopicon
+Name: "{autoprograms}\Folio"; Filename: "{app}\folio-gui.exe"; IconFilename: "{app}\folio-gui.exe"
+Name: "{autodesktop}\Folio"; Filename: "{app}\folio-gui.exe"; Tasks: desktopicon
 
 [Run]
-Filename: "{app}\folio.exe"; Description: "{cm:LaunchProgram,Folio}"; Flags: nowait postinstall skipifsilent
+Filename: "{app}\folio-gui.exe"; Description: "{cm:LaunchProgram,Folio}"; Flags: nowait postinstall skipifsilent
