@@ -9,15 +9,24 @@ only running the real pipeline finds out. Steps, each timed and reported on one 
   ingest     the sample PDF and DOCX, with the real embedder
   search     two questions whose answers live in one known file (and page)
   model      the starter model, assembled from its packages on first use, loaded by llama.cpp
-  answer     a question answered from the documents, with a source that has a page
+  answer     a question answered from the documents: the answer states the fact, and the
+             passage from the page that holds it is among the sources shown with it
+  citation   the answer cites that passage inline with an [n] marker (the chat engine's
+             reading of the markers, as the window links them)
   window     Qt starts on its offscreen platform plugin and QtPdf reads the sample PDF
 
-Exit 0 when every step passed; otherwise the failed step and why, and exit 1.
+Exit 0 when every step passed; otherwise the failed step and why, and exit 1. One exception:
+the starter model (Gemma 3 270M, a base model without a chat template) does not write [n]
+markers; it continues the numbered source list instead (e.g. "[6] Karnvik Harbour Guide, page
+4"). So a missing marker is reported on its own line, "--  citation  NOT MET: ...", and the
+run passes saying so; FOLIO_SELFTEST_REQUIRE_CITATION=1 makes it a failure (for a model that
+follows the citation instruction).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -43,6 +52,10 @@ class SelfTestError(Exception):
     """A check failed; the message says what was expected and what was found."""
 
 
+class NotMet(Exception):
+    """A check the loaded model may not be able to pass: reported, not fatal (see above)."""
+
+
 def run(library: str | None = None, out=None) -> int:
     """Run every step; print one line per step to `out` (stdout). Returns the exit code."""
     out = out or sys.stdout
@@ -56,7 +69,9 @@ def run(library: str | None = None, out=None) -> int:
               f"Python {sys.version.split()[0]}, {sys.executable})")
     temp = Path(tempfile.mkdtemp(prefix="folio-selftest-"))
     lib_root = Path(library).expanduser() if library else temp / "library"
-    state: dict = {"lib_root": lib_root}
+    # The sample copies always go in the temporary folder, also with --library, so nothing is
+    # left beside the user's folder.
+    state: dict = {"lib_root": lib_root, "temp": temp}
     steps: list[tuple[str, Callable[[dict], str]]] = [
         ("offline", _step_offline),
         ("resources", _step_resources),
@@ -65,13 +80,19 @@ def run(library: str | None = None, out=None) -> int:
         ("search", _step_search),
         ("model", _step_model),
         ("answer", _step_answer),
+        ("citation", _step_citation),
     ]
     steps.append(("window", _step_window))
+    not_met: list[str] = []
     try:
         for name, step in steps:
             t0 = time.perf_counter()
             try:
                 detail = step(state)
+            except NotMet as exc:
+                not_met.append(name)
+                _say(out, f"  --    {name:<9} NOT MET: {exc}")
+                continue
             except (SelfTestError, OSError, *_known_errors()) as exc:
                 return _fail(out, name, str(exc), started)
             except Exception as exc:  # noqa: BLE001 - any error fails the step, with its traceback
@@ -83,7 +104,12 @@ def run(library: str | None = None, out=None) -> int:
         if folio is not None:
             folio.close()
         shutil.rmtree(temp, ignore_errors=True)
-    _say(out, f"self-test passed in {time.perf_counter() - started:.1f} s")
+    elapsed = time.perf_counter() - started
+    if not_met:
+        _say(out, f"self-test passed in {elapsed:.1f} s, except (not required): "
+                  + ", ".join(not_met))
+    else:
+        _say(out, f"self-test passed in {elapsed:.1f} s")
     return 0
 
 
@@ -154,7 +180,7 @@ def _step_ingest(state: dict) -> str:
     from app.core.ingest import IngestOptions, IngestSummary, ingest
 
     lib = state["folio"].library
-    work = state["lib_root"].parent / "samples"
+    work = state["temp"] / "samples"
     work.mkdir(parents=True, exist_ok=True)
     copies = [Path(shutil.copy2(src, work / src.name)) for src in state["samples"]]
     state["copies"] = {p.name: str(p) for p in copies}
@@ -208,17 +234,37 @@ def _step_answer(state: dict) -> str:
     paged = [s for s in done.sources if s.get("path") == pdf and s.get("page") == ANSWER_PAGE]
     _check(bool(paged), f"no source cites {SAMPLE_PDF} p. {ANSWER_PAGE}; sources: "
                         + ", ".join(f"{s.get('path')} p. {s.get('page')}" for s in done.sources))
-    cited = done.stats.get("cited") or []
-    marker = f"[{paged[0]['n']}]"
-    # The source list alone would pass with a model that ignores its prompt: the answer must
-    # use the passage, by its number or by the fact it holds.
-    _check(paged[0]["n"] in cited or ANSWER_FACT.lower() in done.text.lower(),
-           f"the answer neither cites {marker} nor says {ANSWER_FACT!r}: {done.text!r}")
     text = " ".join(done.text.split())
+    # The source list alone would pass with a model that ignores its prompt: the answer must
+    # also say the fact that passage holds. Whether it cites it inline is the next step.
+    _check(ANSWER_FACT.lower() in text.lower(),
+           f"the answer does not say {ANSWER_FACT!r} (from {SAMPLE_PDF} p. {ANSWER_PAGE}): "
+           f"{text!r}")
+    state["answer"] = done
+    state["on_page"] = [s["n"] for s in paged]
     short = text if len(text) <= 70 else text[:67] + "..."
-    return (f"{done.stats.get('completion_tokens', 0)} tokens citing {SAMPLE_PDF} p. "
-            f"{ANSWER_PAGE} as {marker}{' (in the text)' if paged[0]['n'] in cited else ''}: "
-            f"{short!r}")
+    return (f"{done.stats.get('completion_tokens', 0)} tokens, names {ANSWER_FACT}; shown with "
+            f"{SAMPLE_PDF} p. {ANSWER_PAGE} as source "
+            f"{', '.join(f'[{n}]' for n in state['on_page'])}: {short!r}")
+
+
+def _step_citation(state: dict) -> str:
+    """An [n] marker in the answer whose n is a passage from the page that holds the fact.
+    `cited` is the chat engine's reading of the markers (chat.cited_numbers: in range only),
+    the same one the window turns into source links."""
+    done = state["answer"]
+    cited = done.stats.get("cited") or []
+    hits = [n for n in cited if n in state["on_page"]]
+    if hits:
+        return f"[{hits[0]}] in the text is {SAMPLE_PDF} p. {ANSWER_PAGE}"
+    wrote = sorted(set(re.findall(r"\[\d{1,3}\]", done.text)))
+    reason = (f"the answer has no [n] marker for {SAMPLE_PDF} p. {ANSWER_PAGE} "
+              f"({', '.join(f'[{n}]' for n in state['on_page'])}); in-range markers: "
+              f"{', '.join(f'[{n}]' for n in cited) or 'none'}; all it wrote: "
+              f"{', '.join(wrote) or 'none'} ({len(done.sources)} sources)")
+    if os.environ.get("FOLIO_SELFTEST_REQUIRE_CITATION") == "1":
+        raise SelfTestError(reason)
+    raise NotMet(reason)
 
 
 def _step_window(state: dict) -> str:
