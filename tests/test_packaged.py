@@ -11,8 +11,10 @@ neither exists the test builds dist/folio/ first (packaging/build.sh).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -42,13 +44,37 @@ def packaged_app() -> Path:
     return app
 
 
+# The programs Folio may start (a shell, opening a file, OCR, ctypes' library lookup).
+TOOLS = ("sh", "xdg-open", "tesseract", "ldconfig")
+SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
+
+
 def clean_env(home: Path, **extra: str) -> dict[str, str]:
-    """What a freshly logged-in user has: a HOME and the system PATH, nothing from here."""
-    env = {"HOME": str(home), "PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", **extra}
+    """What a new user on a machine without Python has: a HOME, and a PATH on which no python3
+    or python can be found. /usr/bin has python3 here, so the PATH is a folder of links to the
+    few programs Folio may start (as packaging/common.sh's use_clean_env)."""
     if sys.platform == "win32":  # Windows cannot start a process without these
-        env = {**env, "SYSTEMROOT": os.environ.get("SYSTEMROOT", r"C:\Windows"),
-               "USERPROFILE": str(home), "PATH": os.environ.get("SYSTEMROOT", r"C:\Windows")}
-    return env
+        root = os.environ.get("SYSTEMROOT", r"C:\Windows")
+        return {"HOME": str(home), "LANG": "C.UTF-8", "SYSTEMROOT": root,
+                "USERPROFILE": str(home), "PATH": root, **extra}
+    bin_dir = home / ".clean-path"
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    for tool in TOOLS:
+        found = shutil.which(tool, path=SYSTEM_PATH)
+        if found and not (bin_dir / tool).exists():
+            (bin_dir / tool).symlink_to(found)
+    return {"HOME": str(home), "PATH": str(bin_dir), "LANG": "C.UTF-8", **extra}
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="checks a POSIX shell's PATH")
+def test_the_clean_environment_has_no_python(tmp_path):
+    env = clean_env(tmp_path)
+    for name in ("python3", "python"):
+        assert shutil.which(name, path=env["PATH"]) is None, name
+    look = subprocess.run(["/bin/sh", "-c", "command -v python3 || command -v python"],
+                          env=env, capture_output=True, text=True, check=False)
+    assert look.returncode != 0, look.stdout
+    assert "VIRTUAL_ENV" not in env and "PYTHONPATH" not in env
 
 
 def test_packaged_self_test_passes_in_a_clean_environment(packaged_app, tmp_path):
@@ -58,6 +84,9 @@ def test_packaged_self_test_passes_in_a_clean_environment(packaged_app, tmp_path
     assert run.returncode == 0, run.stdout + run.stderr
     lines = run.stdout.splitlines()
     assert "(packaged," in lines[0], lines[0]
+    # The bundle knows its version (folio's dist-info is copied in): pyproject.toml's.
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["project"]["version"]
+    assert lines[0].startswith(f"Folio {version} self-test"), lines[0]
     assert lines[-1].startswith("self-test passed"), run.stdout
     # Resources come from inside the artifact, never from this source tree's resources/.
     where = next(line for line in lines if line.split()[:2] == ["ok", "resources"])
