@@ -5,7 +5,7 @@ source "$(dirname "$0")/common.sh"
 STAGE="$ROOT/build/deb/${NAME}_${VERSION}"
 rm -rf "$STAGE"
 mkdir -p "$STAGE/DEBIAN" "$STAGE/opt" "$STAGE/usr/bin" "$STAGE/usr/share/applications" \
-         "$STAGE/usr/share/icons/hicolor/scalable/apps"
+         "$STAGE/usr/share/icons/hicolor/scalable/apps" "$STAGE/usr/share/doc/$NAME"
 cp -a "$DIST/$NAME" "$STAGE/opt/$NAME"
 # The bootloader finds its _internal folder through /proc/self/exe, so a symlink works.
 ln -s "/opt/$NAME/$NAME" "$STAGE/usr/bin/$NAME"
@@ -16,6 +16,8 @@ for s in 48 128 256; do
     install -m 644 "$ROOT/resources/icons/folio-$s.png" \
         "$STAGE/usr/share/icons/hicolor/${s}x${s}/apps/$NAME.png"
 done
+# Folio's licence and those of what the folder bundles (Qt: LGPL; the starter model: Gemma terms).
+install -m 644 "$ROOT/packaging/debian/copyright" "$STAGE/usr/share/doc/$NAME/copyright"
 sed "s/@VERSION@/$VERSION/" "$ROOT/packaging/folio.desktop" \
     > "$STAGE/usr/share/applications/$NAME.desktop"
 chmod 644 "$STAGE/usr/share/applications/$NAME.desktop"
