@@ -48,7 +48,10 @@ $(PKG_STAMP): pyproject.toml | $(STAMP)
 	$(PY) -m pip install --quiet -e '.[test,package]'
 	@touch $@
 
-package: package-build package-verify
+# Build, then verify, in that order also under `make -j` (prerequisites could run together).
+package:
+	$(MAKE) package-build
+	$(MAKE) package-verify
 
 package-build: install $(PKG_STAMP)
 	bash packaging/build.sh
@@ -57,8 +60,9 @@ package-verify:
 	bash packaging/verify.sh
 
 # Sizes, cold start to a visible window and self-test time of the installed package.
+RUNS ?= 5
 package-bench:
-	bash packaging/measure.sh
+	RUNS=$(RUNS) bash packaging/measure.sh
 
 # The opt-in test of the artifact (builds dist/folio/ first when it is missing).
 test-packaged: install $(PKG_STAMP)
