@@ -16,6 +16,10 @@ between two ticks beyond the interval, i.e. how long the loop could not run. Pha
 - ingest: `LibraryPanel.ingest([pdf])` (what a drop and "Add files..." call) until the ingest
   has finished and the listing after it has landed. Default: the Octave manual (1,158 pages);
   `--pages N` ingests a PDF of its first N pages instead (made with PyMuPDF) for quick runs;
+- folder (`--phases folder`): a dropped folder of `--folder-files` (1,000) small notes: the
+  library tree while thousands of file events arrive;
+- long-chat (`--phases long-chat`): an answer streamed into a chat of `--chat-turns` (50)
+  earlier turns with lists, code and tables;
 - answer: a question sent through the chat panel's box and `send()` with "Longest answer" set
   to `--max-tokens` (200) in the model panel, until the answer has finished.
 
@@ -176,6 +180,22 @@ def first_pages(src: Path, n: int, folder: Path) -> Path:
     return out
 
 
+LONG_ANSWER = ("Use `plot (x, y)` to draw the data {i}, then `hold on` to keep it [1].\n\n"
+               "- `xlabel` and `ylabel` name the axes\n- `legend` names the lines\n\n"
+               "```\nx = linspace (0, {i}, 100);\nplot (x, sin (x));\n```\n\n"
+               "| command | effect |\n|---|---|\n| hold on | keep |\n| hold off | replace |")
+
+
+def many_files(folder: Path, n: int) -> Path:
+    """A folder of `n` small Markdown notes in subfolders of 100."""
+    for i in range(n):
+        path = folder / f"part{i // 100:02}" / f"note{i:05}.md"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"# Note {i}\n\nNote {i} says that pump {i} needs oil every "
+                        f"{i % 30 + 1} days.\n", "utf-8")
+    return folder
+
+
 def run_stalls(args, tmp: Path) -> dict:
     import asyncio
 
@@ -204,6 +224,8 @@ def run_stalls(args, tmp: Path) -> dict:
             await asyncio.sleep(0.05)
 
     async def drive() -> None:
+        if "folder" in args.phases:  # written first: not while the ticks of a phase count
+            folder = many_files(tmp / "folder", args.folder_files)
         ticker.start()
         if not args.no_watchdog:
             dog.start()
@@ -241,10 +263,46 @@ def run_stalls(args, tmp: Path) -> dict:
             out["ingest"] = {"wall_s": round(time.perf_counter() - t0, 1), "files": s.files,
                              "pages": s.pages, "chunks": s.chunks, "failed": len(s.failed)}
 
+        if "folder" in args.phases:  # many small files: the library tree's updates
+            lib = window.library
+            summaries = []
+            lib.ingest_finished.connect(summaries.append)
+            t0 = time.perf_counter()
+            ticker.begin("folder")
+            lib.ingest([str(folder)])  # a dropped folder
+            await until(lambda: summaries, 3600, "the folder's ingest")
+            await until(lambda: not lib._refreshing, 60, "the listing after the ingest")
+            ticker.end("folder")
+            s = summaries[-1]
+            out["folder"] = {"wall_s": round(time.perf_counter() - t0, 1), "files": s.files,
+                             "chunks": s.chunks, "failed": len(s.failed),
+                             "rows": len(lib.docs)}
+
+        if "long-chat" in args.phases:  # an answer streamed below many earlier turns
+            chat = window.chat
+            chat_id = chat.new_chat()
+            store = window.folio.store
+            for i in range(args.chat_turns):
+                store.add_message(chat_id, "user", f"Question {i}: how do I plot data {i}?")
+                store.add_message(chat_id, "assistant", LONG_ANSWER.format(i=i))
+            chat.reload_messages()
+            await asyncio.sleep(0.5)
+            window.model.max_tokens.setValue(args.max_tokens)
+            finals = []
+            chat.answer_finished.connect(lambda ev: finals.append(ev))
+            t0 = time.perf_counter()
+            ticker.begin("long-chat")
+            chat.input.setPlainText(args.question)
+            chat.send()
+            await until(lambda: finals, 600, "the answer in the long chat")
+            ticker.end("long-chat")
+            stats = finals[-1].stats if finals[-1] is not None else {}
+            out["long_chat"] = {"turns": args.chat_turns, "wall_s": round(time.perf_counter() - t0, 1),
+                                "completion_tokens": stats.get("completion_tokens")}
+
         if "answer" in args.phases:
             chat = window.chat
-            if chat.chat_id is None:
-                chat.new_chat()
+            chat.new_chat()
             window.model.max_tokens.setValue(args.max_tokens)  # stored with the chat
             finals: list = []
             chat.answer_finished.connect(lambda ev: finals.append(ev))
@@ -364,6 +422,14 @@ def print_tables(result: dict, why: bool) -> None:
             i = st["ingest"]
             print(f"  ingest: {i['files']} file, {i['pages']} pages, {i['chunks']} chunks, "
                   f"{i['failed']} failed, {i['wall_s']} s")
+        if "folder" in st:
+            f = st["folder"]
+            print(f"  folder: {f['files']} files, {f['chunks']} chunks, {f['failed']} failed, "
+                  f"{f['rows']} rows, {f['wall_s']} s")
+        if "long_chat" in st:
+            c = st["long_chat"]
+            print(f"  long chat: {c['turns']} earlier turns, {c['completion_tokens']} tokens, "
+                  f"{c['wall_s']} s")
         if "answer" in st:
             a = st["answer"]
             print(f"  answer: {a['completion_tokens']} tokens ({a['finish_reason']}), prompt "
@@ -403,7 +469,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", choices=["stalls", "startup"], help="run one of the two")
     ap.add_argument("--phases", nargs="+", default=["ingest", "answer"],
-                    choices=["ingest", "answer"])
+                    choices=["ingest", "answer", "folder", "long-chat"],
+                    help="folder: a dropped folder of --folder-files small files; long-chat: "
+                    "an answer streamed into a chat of --chat-turns earlier turns")
+    ap.add_argument("--folder-files", type=int, default=1000)
+    ap.add_argument("--chat-turns", type=int, default=50)
     ap.add_argument("--pdf", default=str(CORPUS), help="the PDF to ingest (the Octave manual)")
     ap.add_argument("--pages", type=int, help="ingest only the PDF's first N pages")
     ap.add_argument("--interval", type=int, default=5, help="tick interval in ms (default 5)")

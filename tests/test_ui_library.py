@@ -158,15 +158,27 @@ def test_indexing_events_update_rows_in_place_and_rebuilds_are_folded(qtbot, win
     assert doc_item(lib, paths[0]) is row and row.text(STATUS_COLUMN) == "Ready"
     assert rebuilds == []
 
-    # 300 files announced one event at a time: one rebuild shows them all.
+    # 300 files announced one event at a time, 50 of them into a new collection: the rows
+    # are added to the tree in place, a few hundred per turn of the loop, never rebuilt.
     many = [str(tmp_path / "many" / f"m{i:03}.md") for i in range(300)]
-    for p in many:
+    lib.ingest_job_collection = None
+    for n, p in enumerate(many):
+        if n >= 250:
+            lib._collection_of[p] = "Pumps"
         lib._ingest_event(("queued", [p]))
         lib._ingest_event(IngestEvent("file_start", path=p))
+    assert len(listed(lib)) == len(paths)  # nothing walked the tree yet
+    qtbot.waitUntil(lambda: len(listed(lib)) == len(paths) + len(many)
+                    and not lib._rebuild_timer.isActive())
     assert rebuilds == []
-    qtbot.waitUntil(lambda: len(rebuilds) == 1 and not lib._rebuild_timer.isActive())
+    assert doc_item(lib, paths[0]) is row  # the rows already there are the same objects
     assert all(doc_item(lib, p).text(STATUS_COLUMN) == "Indexing…" for p in many[:3])
-    assert len(listed(lib)) == len(paths) + len(many)
+    assert listed(lib)[many[-1]] == {"Pumps"}
+    names = [lib.tree.topLevelItem(i).text(0) for i in range(lib.tree.topLevelItemCount())]
+    assert names == ["Pumps  (50)", f"Unsorted  ({len(paths) + 250})"]
+    unsorted = lib.tree.topLevelItem(1)
+    titles = [unsorted.child(i).text(0).lower() for i in range(unsorted.childCount())]
+    assert titles == sorted(titles)
     lib.overlay.clear()  # leave no made-up rows for the window's close
 
 

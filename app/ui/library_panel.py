@@ -12,7 +12,7 @@ import logging
 import time
 from pathlib import Path
 
-from PySide6.QtCore import Qt, QTimer, QUrl, Signal
+from PySide6.QtCore import QItemSelectionModel, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QIcon
 from PySide6.QtWidgets import (
     QApplication,
@@ -49,6 +49,8 @@ COLLECTION_ROLE = Qt.ItemDataRole.UserRole + 1
 PROGRESS_ROLE = Qt.ItemDataRole.UserRole + 2  # status column: 0-100 while the file indexes
 STATUS_COLUMN = 2
 REBUILD_INTERVAL_MS = 150  # tree rebuilds while indexing: at most about 6 a second
+SYNC_ROWS = 200  # new rows added per turn of the event loop (a dropped folder of thousands)
+RESIZE_PRECISION = 300  # rows measured when the columns are fitted to their contents
 STATUS_LABELS = {"queued": "Queued", "indexing": "Indexing…", "ready": "Ready",
                  "failed": "Failed", "removing": "Removing…", "stopped": "Stopped"}
 
@@ -119,7 +121,8 @@ class LibraryPanel(QWidget):
         self._items: dict[str, list[QTreeWidgetItem]] = {}  # path -> its rows in the tree
         self._doc_by_path: dict = {}
         self._rebuild_timer = QTimer(self, singleShot=True, interval=REBUILD_INTERVAL_MS)
-        self._rebuild_timer.timeout.connect(self._rebuild)
+        self._rebuild_timer.timeout.connect(self._sync)
+        self._shown: dict[str, tuple] = {}  # path -> the signature its rows show
         self._build()
 
     # -- layout -------------------------------------------------------------------------
@@ -176,9 +179,14 @@ class LibraryPanel(QWidget):
         hdr.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         hdr.setMinimumSectionSize(36)
         self.tree.setTextElideMode(Qt.TextElideMode.ElideMiddle)
-        self.tree.setItemDelegateForColumn(STATUS_COLUMN, StatusDelegate(self.tree))
+        # Held here as well as by its Qt parent: the view calls into it from C++.
+        self._status_delegate = StatusDelegate(self.tree)
+        self.tree.setItemDelegateForColumn(STATUS_COLUMN, self._status_delegate)
+        # Columns fit their contents once per rebuild, not live: with ResizeToContents every
+        # status change re-measured every row (a Python sizeHint each) on the GUI thread.
+        hdr.setResizeContentsPrecision(RESIZE_PRECISION)
         for col in (1, 2, 3):
-            hdr.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+            hdr.setSectionResizeMode(col, QHeaderView.ResizeMode.Interactive)
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(self.tree)
         self.details = QTextBrowser()
@@ -236,10 +244,12 @@ class LibraryPanel(QWidget):
         self.opened = True
         self.docs, self.chunks = result
         self._last_refresh = time.monotonic()
-        if self.ingest_job is not None and not first:
-            self.schedule_rebuild()  # one rebuild for the many listings a big batch makes
-        else:
+        if first:
             self._rebuild()
+        elif self.ingest_job is not None:
+            self.schedule_rebuild()  # one update for the many listings a big batch makes
+        else:
+            self._sync()
         if first:
             self.opened_changed.emit()
         if self._refresh_again:
@@ -297,8 +307,9 @@ class LibraryPanel(QWidget):
         return row
 
     def schedule_rebuild(self) -> None:
-        """Rebuild the tree soon, once for however many changes arrive meanwhile: while a
-        folder of thousands of files indexes, each file's events must not each rebuild it."""
+        """Update the tree soon (`_sync`), once for however many changes arrive meanwhile:
+        while a folder of thousands of files indexes, each file's events must not each
+        walk the tree."""
         if not self._rebuild_timer.isActive():
             self._rebuild_timer.start()
 
@@ -314,14 +325,101 @@ class LibraryPanel(QWidget):
         if self.tree.currentItem() in items:
             self._show_details()
 
-    def _rebuild(self) -> None:
-        self._rebuild_timer.stop()
+    def _all_rows(self) -> dict[str, dict]:
         self._doc_by_path = {d.path: d for d in self.docs}
         rows: dict[str, dict] = {d.path: self._row(d.path, d) for d in self.docs}
         for path in self.overlay:
             if path not in rows:
                 rows[path] = self._row(path)
+        return rows
+
+    def _sync(self) -> None:
+        """Bring the tree up to date touching only what changed: new rows are added to their
+        collection, changed rows are redrawn in place. What an indexing run does (files
+        appear, change status) never rebuilds the tree; a removal or a move does."""
+        self._rebuild_timer.stop()
+        rows = self._all_rows()
+        groups = {}
+        for i in range(self.tree.topLevelItemCount()):
+            top = self.tree.topLevelItem(i)
+            groups[top.data(0, COLLECTION_ROLE)] = top
+        shown = {(path, item.parent().data(0, COLLECTION_ROLE))
+                 for path, items in self._items.items() for item in items}
+        wanted = {(path, name) for path, row in rows.items()
+                  for name in (row["collections"] or [""])}
+        if shown - wanted:
+            self._rebuild()  # something left or moved
+            return
+        self.tree.setUpdatesEnabled(False)
+        for name in sorted({n for _p, n in wanted - shown} - set(groups)):
+            groups[name] = self._add_group(name)
+        new: dict[str, list[QTreeWidgetItem]] = {}
+        missing = sorted(wanted - shown)
+        for path, name in missing[:SYNC_ROWS]:
+            new.setdefault(name, []).append(self._doc_item(rows[path]))
+        if len(missing) > SYNC_ROWS:  # the rest on the next turns of the event loop
+            QTimer.singleShot(0, self._sync)
+        for path, row in rows.items():
+            sig = self._signature(row)
+            if self._shown.get(path) != sig and path in self._items:
+                for item in self._items[path]:
+                    if item.treeWidget() is not None:
+                        self._show_status(item, row)
+        for name, items in new.items():
+            self._insert_sorted(groups[name], items)
+        self._fit_columns(new=[i for items in new.values() for i in items])
+        self.tree.setUpdatesEnabled(True)
+        self.stack.setCurrentIndex(1 if rows else 0)
+        if self.tree.currentItem() is not None:
+            self._show_details()
+        self.state_changed.emit()
+
+    @staticmethod
+    def _group_key(name: str) -> tuple[bool, str]:
+        return (name == "", name.lower())  # collections by name, Unsorted last
+
+    def _group_item(self, name: str) -> QTreeWidgetItem:
+        top = QTreeWidgetItem([f"{name or NO_COLLECTION}  (0)", "", "", ""])
+        top.setData(0, COLLECTION_ROLE, name)
+        top.setIcon(0, self.style().standardIcon(QStyle.StandardPixmap.SP_DirIcon))
+        return top
+
+    def _add_group(self, name: str) -> QTreeWidgetItem:
+        """A new collection's row, in its place among the others."""
+        top = self._group_item(name)
+        at = 0
+        while at < self.tree.topLevelItemCount() and self._group_key(
+                self.tree.topLevelItem(at).data(0, COLLECTION_ROLE)) < self._group_key(name):
+            at += 1
+        self.tree.insertTopLevelItem(at, top)
+        top.setExpanded(True)
+        return top
+
+    def _insert_sorted(self, top: QTreeWidgetItem, items: list[QTreeWidgetItem]) -> None:
+        """Add rows to a collection in title order, keeping the selection."""
+        current = self.tree.currentItem()
+        selected = [i for i in self.tree.selectedItems() if i.parent() is top]
+        children = top.takeChildren() + items
+        children.sort(key=lambda i: i.text(0).lower())
+        top.addChildren(children)
+        for item in selected:
+            item.setSelected(True)
+        if current is not None and current.parent() is top:
+            self.tree.setCurrentItem(current, 0, QItemSelectionModel.SelectionFlag.NoUpdate)
+        name = top.data(0, COLLECTION_ROLE)
+        top.setText(0, f"{name or NO_COLLECTION}  ({top.childCount()})")
+
+    def _signature(self, row: dict) -> tuple:
+        """What a row shows: when it is unchanged, the row is not redrawn."""
+        path = row["path"]
+        return (row["title"], row["pages"], row["status"], row.get("error"), row["added"],
+                path in self.overlay, self._percent(path))
+
+    def _rebuild(self) -> None:
+        self._rebuild_timer.stop()
+        rows = self._all_rows()
         self._items = {}
+        self._shown = {}
         selected = {self._doc_path(i) for i in self.tree.selectedItems()}
         current = self.selected_collection()
         expanded = {self.tree.topLevelItem(i).data(0, COLLECTION_ROLE)
@@ -333,13 +431,10 @@ class LibraryPanel(QWidget):
         for row in rows.values():
             for name in row["collections"] or [""]:
                 groups.setdefault(name, []).append(row)
-        folder_icon = self.style().standardIcon(QStyle.StandardPixmap.SP_DirIcon)
-        for name in sorted(groups, key=lambda n: (n == "", n.lower())):
+        for name in sorted(groups, key=self._group_key):
             members = sorted(groups[name], key=lambda r: r["title"].lower())
-            top = QTreeWidgetItem([f"{name or NO_COLLECTION}  ({len(members)})", "", "", ""])
-            top.setData(0, COLLECTION_ROLE, name)
-            top.setIcon(0, folder_icon)
-            top.setFirstColumnSpanned(False)
+            top = self._group_item(name)
+            top.setText(0, f"{name or NO_COLLECTION}  ({len(members)})")
             self.tree.addTopLevelItem(top)
             for row in members:
                 item = self._doc_item(row)
@@ -349,10 +444,30 @@ class LibraryPanel(QWidget):
             top.setExpanded(name not in expanded)
             if name == (current or "") and not selected:
                 self.tree.setCurrentItem(top)
+        self._fit_columns()
         self.tree.setUpdatesEnabled(True)
         self.stack.setCurrentIndex(1 if rows else 0)
         self._show_details()
         self.state_changed.emit()
+
+    def _fit_columns(self, new: list[QTreeWidgetItem] | None = None) -> None:
+        """Pages, Status and Added as wide as their texts, Status at least as wide as its
+        longest label (a row changing status keeps its text whole). `new`: only these rows
+        were added; columns then only grow to fit them (measured with the font, not by
+        asking every row's delegate, which costs a Python call per row)."""
+        fm = self.tree.fontMetrics()
+        pad = 2 * self.tree.style().pixelMetric(QStyle.PixelMetric.PM_FocusFrameHMargin) + 16
+        status_min = max(fm.horizontalAdvance(t) for t in (*STATUS_LABELS.values(),
+                                                           "Stopped at 100%")) + pad + 24
+        if new is None:
+            for col in (1, 3):
+                self.tree.resizeColumnToContents(col)
+            self.tree.setColumnWidth(STATUS_COLUMN, status_min)
+            return
+        for col in (1, 3):
+            widest = max((fm.horizontalAdvance(i.text(col)) for i in new), default=0) + pad
+            if widest > self.tree.columnWidth(col):
+                self.tree.setColumnWidth(col, widest)
 
     def _doc_item(self, row: dict) -> QTreeWidgetItem:
         path = row["path"]
@@ -363,6 +478,7 @@ class LibraryPanel(QWidget):
         self._show_status(item, row)
         self._items.setdefault(path, []).append(item)
         return item
+
 
     def _type_icon(self, path: str):
         """The file type's icon, drawn once per type (not once per row and rebuild)."""
@@ -377,6 +493,7 @@ class LibraryPanel(QWidget):
     def _show_status(self, item: QTreeWidgetItem, row: dict) -> None:
         status = row["status"]
         path = row["path"]
+        self._shown[path] = self._signature(row)
         stopped = status == "indexing" and path not in self.overlay
         if stopped:  # an "indexing" record no run is working on: cancelled or interrupted
             status = "stopped"

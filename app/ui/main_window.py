@@ -684,6 +684,9 @@ def _warm_up(folio):
         try:
             folio.library.embedder.embed_query("warm up")
             import app.core.ingest  # noqa: F401
+            from app.core.tokens import encoding
+
+            encoding()  # tiktoken's table: parsing it in the first ingest held the GIL
 
             try:
                 import pymupdf  # noqa: F401  (the PDF loader imports it on first use)

@@ -29,11 +29,14 @@ class ElidingComboBox(QComboBox):
 
     def paintEvent(self, event) -> None:  # noqa: N802 - Qt's name
         painter = QStylePainter(self)
-        opt = QStyleOptionComboBox()
-        self.initStyleOption(opt)
-        painter.drawComplexControl(QStyle.ComplexControl.CC_ComboBox, opt)
-        opt.currentText = self._elide(opt)
-        painter.drawControl(QStyle.ControlElement.CE_ComboBoxLabel, opt)
+        try:
+            opt = QStyleOptionComboBox()
+            self.initStyleOption(opt)
+            painter.drawComplexControl(QStyle.ComplexControl.CC_ComboBox, opt)
+            opt.currentText = self._elide(opt)
+            painter.drawControl(QStyle.ControlElement.CE_ComboBoxLabel, opt)
+        finally:
+            painter.end()  # see ElidedLabel.paintEvent
 
 
 class ElidedLabel(QLabel):
@@ -46,6 +49,13 @@ class ElidedLabel(QLabel):
 
     def paintEvent(self, event) -> None:  # noqa: N802 - Qt's name
         painter = QPainter(self)
-        self.style().drawItemText(painter, self.contentsRect(), int(self.alignment()),
-                                  self.palette(), self.isEnabled(), self.displayed_text(),
-                                  QPalette.ColorRole.WindowText)
+        try:
+            self.style().drawItemText(painter, self.contentsRect(), int(self.alignment()),
+                                      self.palette(), self.isEnabled(), self.displayed_text(),
+                                      QPalette.ColorRole.WindowText)
+        finally:
+            # Ended here, not when Python drops the object: anything that keeps this frame
+            # alive a moment longer (a traceback, a profiler's stack sample) would leave the
+            # painter active past the paint ("endPaint() called with active painter"), and
+            # the next paint of the window then crashed in Qt.
+            painter.end()
