@@ -82,7 +82,7 @@ MAX_TEXT_BYTES = 32 * 1024 * 1024
 # Zip packages (DOCX, EPUB) are checked from their directory before they are opened:
 # python-docx reads every part into memory and parses the XML parts into trees.
 MAX_DOCX_UNCOMPRESSED = 500 * 1024 * 1024  # all parts together
-MAX_ZIP_XML_PART = 64 * 1024 * 1024  # one XML part (a tree is several times its size)
+MAX_ZIP_XML_PART = 32 * 1024 * 1024  # one XML part (its tree takes about ten times that)
 MAX_DOCX_RATIO = 100
 DOCX_RATIO_MIN_SIZE = 10 * 1024 * 1024  # tiny packages compress well and are harmless
 CSV_ROWS_PER_BLOCK = 20
