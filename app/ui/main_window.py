@@ -36,6 +36,7 @@ from app.core.settings import AppSettings
 from app.ui.chat_panel import ChatPanel
 from app.ui.library_panel import LibraryPanel
 from app.ui.model_panel import ModelPanel
+from app.ui.widgets import ActionButton
 from app.workers import Workers
 
 log = logging.getLogger(__name__)
@@ -76,11 +77,8 @@ class Banner(QFrame):
         self.text.setWordWrap(True)
         self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         row.addWidget(self.text, 1)
-        self.action_btn = QPushButton()
-        self.action_btn.setAccessibleName("Act on the message")
-        self.action_btn.hide()
-        self.action_btn.clicked.connect(self._act)
-        self._action = None
+        self.action_btn = ActionButton("Act on the message")
+        self.action_btn.acted.connect(self.hide)
         row.addWidget(self.action_btn)
         self.details_btn = QPushButton("Details")
         self.details_btn.setAccessibleName("Show error details")
@@ -108,21 +106,12 @@ class Banner(QFrame):
         """`action`: (button label, callable) offered beside the message, e.g. "Re-index
         now"; clicking it runs the callable and dismisses the message."""
         self.history.append((message, details))
-        self._action = action[1] if action else None
-        self.action_btn.setText(action[0] if action else "")
-        self.action_btn.setAccessibleName(action[0] if action else "Act on the message")
-        self.action_btn.setVisible(action is not None)
+        self.action_btn.set_action(action)
         more = f"  (+{len(self.history) - 1} earlier)" if len(self.history) > 1 else ""
         self.text.setText(message + more)
         self.details.setPlainText("\n\n".join(f"{m}\n{d}" if d and d != m else m
                                               for m, d in reversed(self.history)))
         self.show()
-
-    def _act(self) -> None:
-        action, self._action = self._action, None
-        self.hide()
-        if action is not None:
-            action()
 
     def hideEvent(self, event) -> None:
         self.history.clear()

@@ -56,7 +56,7 @@ from PySide6.QtWidgets import (
 
 from app.core.models import OVERSIZE_HINT, catalog_size_tolerance
 from app.core.units import human_bytes, human_duration
-from app.ui.widgets import ElidingComboBox
+from app.ui.widgets import ActionButton, ElidingComboBox
 from app.workers import Job
 
 log = logging.getLogger(__name__)
@@ -178,11 +178,8 @@ class MessageBar(QFrame):
         self.text.setWordWrap(True)
         self.text.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         row.addWidget(self.text, 1)
-        self.action_btn = QPushButton()
-        self.action_btn.setAccessibleName("Message action")
-        self.action_btn.hide()
-        self.action_btn.clicked.connect(self._act)
-        self._action = None
+        self.action_btn = ActionButton("Message action")
+        self.action_btn.acted.connect(self.hide)
         row.addWidget(self.action_btn)
         close = QToolButton()
         close.setText("✕")
@@ -200,17 +197,8 @@ class MessageBar(QFrame):
                else QStyle.StandardPixmap.SP_MessageBoxInformation)
         self.icon.setPixmap(self.style().standardIcon(pix).pixmap(18, 18))
         self.text.setText(text)
-        self._action = action[1] if action else None
-        self.action_btn.setText(action[0] if action else "")
-        self.action_btn.setAccessibleName(action[0] if action else "Message action")
-        self.action_btn.setVisible(action is not None)
+        self.action_btn.set_action(action)
         self.show()
-
-    def _act(self) -> None:
-        action, self._action = self._action, None
-        self.hide()
-        if action is not None:
-            action()
 
 
 class DownloadRow(QFrame):

@@ -2,9 +2,44 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QPainter, QPalette
-from PySide6.QtWidgets import QComboBox, QLabel, QStyle, QStyleOptionComboBox, QStylePainter
+from PySide6.QtWidgets import (
+    QComboBox,
+    QLabel,
+    QPushButton,
+    QStyle,
+    QStyleOptionComboBox,
+    QStylePainter,
+)
+
+
+class ActionButton(QPushButton):
+    """The one thing a message offers to do about itself ("Load anyway", "Re-index with…"):
+    hidden while there is none; a click emits `acted` (the message hides) and runs it once."""
+
+    acted = Signal()
+
+    def __init__(self, default_name: str, parent=None):
+        super().__init__(parent)
+        self._default_name = default_name
+        self._action = None
+        self.setAccessibleName(default_name)
+        self.hide()
+        self.clicked.connect(self._act)
+
+    def set_action(self, action) -> None:
+        """`action`: (label, callable), or None for no button."""
+        self._action = action[1] if action else None
+        self.setText(action[0] if action else "")
+        self.setAccessibleName(action[0] if action else self._default_name)
+        self.setVisible(action is not None)
+
+    def _act(self) -> None:
+        action, self._action = self._action, None
+        self.acted.emit()
+        if action is not None:
+            action()
 
 
 class ElidingComboBox(QComboBox):
