@@ -296,7 +296,9 @@ def run_stalls(args, tmp: Path) -> dict:
             chat.send()
             await until(lambda: finals, 600, "the answer in the long chat")
             ticker.end("long-chat")
-            stats = finals[-1].stats if finals[-1] is not None else {}
+            if finals[-1] is None:
+                raise RuntimeError(f"the answer failed: {window.banner.text.text()}")
+            stats = finals[-1].stats
             out["long_chat"] = {"turns": args.chat_turns, "wall_s": round(time.perf_counter() - t0, 1),
                                 "completion_tokens": stats.get("completion_tokens")}
 

@@ -147,9 +147,9 @@ def test_drop_index_ask_stream_sources_and_open(qtbot, make_window, tmp_path):
     window.chat.new_chat()
     set_max_tokens(window, 16, qtbot)
     tokens: list[str] = []
-    shown: list[str] = []  # what the conversation view showed at each token event
+    shown: list[str] = []  # what the conversation view showed, at each of its renders
     window.chat.token_received.connect(tokens.append)
-    window.chat.token_received.connect(lambda _t: shown.append(window.chat.view.toPlainText()))
+    window.chat.view.textChanged.connect(lambda: shown.append(window.chat.view.toPlainText()))
     with qtbot.waitSignal(window.chat.sources_received, timeout=ANSWER_TIMEOUT) as got:
         ask(qtbot, window, "How often should tomato plants be watered?")
     assert window.chat.stop_btn.isVisible()
@@ -157,6 +157,7 @@ def test_drop_index_ask_stream_sources_and_open(qtbot, make_window, tmp_path):
     assert sources and sources[0]["path"] == str(pdf) and sources[0]["page"] == 1
     with qtbot.waitSignal(window.chat.answer_finished, timeout=ANSWER_TIMEOUT):
         pass
+    window.chat.view.textChanged.disconnect()
     assert tokens
     messages = window.chat.messages
     assert [m.role for m in messages] == ["user", "assistant"]

@@ -322,6 +322,7 @@ class LibraryPanel(QWidget):
         row = self._row(path, self._doc_by_path.get(path))
         for item in items:
             self._show_status(item, row)
+        self._grow_status(items[0].text(STATUS_COLUMN))
         if self.tree.currentItem() in items:
             self._show_details()
 
@@ -365,6 +366,7 @@ class LibraryPanel(QWidget):
                 for item in self._items[path]:
                     if item.treeWidget() is not None:
                         self._show_status(item, row)
+                        self._grow_status(item.text(STATUS_COLUMN))
         for name, items in new.items():
             self._insert_sorted(groups[name], items)
         self._fit_columns(new=[i for items in new.values() for i in items])
@@ -451,23 +453,28 @@ class LibraryPanel(QWidget):
         self.state_changed.emit()
 
     def _fit_columns(self, new: list[QTreeWidgetItem] | None = None) -> None:
-        """Pages, Status and Added as wide as their texts, Status at least as wide as its
-        longest label (a row changing status keeps its text whole). `new`: only these rows
-        were added; columns then only grow to fit them (measured with the font, not by
-        asking every row's delegate, which costs a Python call per row)."""
-        fm = self.tree.fontMetrics()
-        pad = 2 * self.tree.style().pixelMetric(QStyle.PixelMetric.PM_FocusFrameHMargin) + 16
-        status_min = max(fm.horizontalAdvance(t) for t in (*STATUS_LABELS.values(),
-                                                           "Stopped at 100%")) + pad + 24
+        """Pages, Status and Added as wide as their texts (Status at least as wide as
+        "Indexing…", the label every row passes through, so the title keeps its room).
+        `new`: only these rows were added; columns then only grow to fit them, measured
+        with the font rather than by asking every row's delegate (a Python call per row)."""
         if new is None:
-            for col in (1, 3):
+            for col in (1, STATUS_COLUMN, 3):
                 self.tree.resizeColumnToContents(col)
-            self.tree.setColumnWidth(STATUS_COLUMN, status_min)
+            self._grow_status(STATUS_LABELS["indexing"])
             return
+        fm = self.tree.fontMetrics()
         for col in (1, 3):
-            widest = max((fm.horizontalAdvance(i.text(col)) for i in new), default=0) + pad
+            widest = max((fm.horizontalAdvance(i.text(col)) for i in new), default=0) + 16
             if widest > self.tree.columnWidth(col):
                 self.tree.setColumnWidth(col, widest)
+        for text in {i.text(STATUS_COLUMN) for i in new}:
+            self._grow_status(text)
+
+    def _grow_status(self, text: str) -> None:
+        """Widen the Status column to show `text` with its icon whole (never narrower)."""
+        width = self.tree.fontMetrics().horizontalAdvance(text) + 40  # icon, margins
+        if width > self.tree.columnWidth(STATUS_COLUMN):
+            self.tree.setColumnWidth(STATUS_COLUMN, width)
 
     def _doc_item(self, row: dict) -> QTreeWidgetItem:
         path = row["path"]
