@@ -117,6 +117,13 @@ def looks_like_model(path: Path) -> bool:
     return (path / "modules.json").is_file() or (path / "config.json").is_file()
 
 
+def to_download(name: str | None) -> DownloadableEmbedder | None:
+    """The downloadable embedder `name`, when it is not installed yet; else None (installed,
+    or not a downloadable one). What Settings and the window offer to install."""
+    item = DOWNLOADABLE.get(name or "")
+    return item if item is not None and not is_installed(item.name) else None
+
+
 def is_installed(name: str, *, dest_root: Path | str | None = None) -> bool:
     try:
         return looks_like_model(install_path(name, dest_root))

@@ -10,6 +10,7 @@ run to continue from. `recover()` repairs whatever a crash left between the two 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -112,6 +113,19 @@ def read_again(read, what: str = "reading the library"):
                 ) from exc
             log.info("%s: the version being read was compacted away; reading the new one", what)
     raise AssertionError("unreachable")
+
+
+def reading_again(what: str):
+    """`read_again` as a decorator: the whole call runs again after a lost race."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            return read_again(lambda: fn(*args, **kwargs), what)
+
+        return wrapper
+
+    return wrap
 
 
 class LibraryLocked(LibraryError):

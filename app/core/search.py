@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from app.core.library import SearchResult, is_stale_read, read_again
+from app.core.library import SearchResult, is_stale_read, reading_again
 
 if TYPE_CHECKING:
     from app.core.library import Library
@@ -70,6 +70,7 @@ def mmr_order(
     return chosen
 
 
+@reading_again("searching")
 def hybrid_search(
     lib: Library,
     query: str,
@@ -86,28 +87,9 @@ def hybrid_search(
     """Search the library's live chunks. `mode` is "hybrid", "vector" or "fts".
 
     A search that loses the race with a compaction in another process (its table version's
-    files removed mid-read) runs again on the new version (`read_again`)."""
+    files removed mid-read) runs again on the new version (`reading_again`)."""
     if mode not in ("hybrid", "vector", "fts"):
         raise ValueError(f"unknown search mode {mode!r}")
-    return read_again(lambda: _search(
-        lib, query, k, collections=collections, documents=documents, mode=mode, mmr=mmr,
-        mmr_lambda=mmr_lambda, candidates=candidates, query_vector=query_vector,
-    ), "searching")
-
-
-def _search(
-    lib: Library,
-    query: str,
-    k: int,
-    *,
-    collections: Sequence[str] | None,
-    documents: Sequence[str] | None,
-    mode: str,
-    mmr: bool,
-    mmr_lambda: float,
-    candidates: int,
-    query_vector: np.ndarray | None,
-) -> list[SearchResult]:
     table = lib.chunks_table()
     if table is None or not query.strip() or k <= 0:
         return []

@@ -508,9 +508,9 @@ class MainWindow(QMainWindow):
         if not mismatch or self._closed:
             return
         built, wanted = mismatch
-        from app.core.embedder_install import DOWNLOADABLE, is_installed
+        from app.core.embedder_install import to_download
 
-        if wanted in DOWNLOADABLE and not is_installed(wanted):
+        if to_download(wanted) is not None:
             self.show_error(
                 f"Settings choose the embedder {wanted}, which is not installed yet; "
                 f"searches use {built}, which built this library.",

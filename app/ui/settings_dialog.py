@@ -160,12 +160,10 @@ def _not_installed(name: str | None) -> int | None:
     """For a downloadable embedder not on this machine: its download size (0 if unknown);
     None when `name` is installed, or is no downloadable embedder."""
     try:
-        from app.core.embedder_install import DOWNLOADABLE, is_installed
+        from app.core.embedder_install import to_download
 
-        item = DOWNLOADABLE.get(name or "")
-        if item is None or is_installed(item.name):
-            return None
-        return item.download_size or 0
+        item = to_download(name)
+        return None if item is None else item.download_size or 0
     except Exception as exc:  # noqa: BLE001 - Settings must open whatever happens here
         log.warning("settings: could not check embedder %s: %s", name, exc)
         return None
