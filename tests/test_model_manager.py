@@ -184,7 +184,7 @@ def gpu(monkeypatch):
     monkeypatch.setattr(models, "_unified_memory", lambda: False)
     monkeypatch.setattr(models, "_free_ram", lambda: 8 * GB)
     vram: dict[str, int | None] = {"free": 8 * GB}
-    monkeypatch.setattr(models, "_free_vram", lambda: vram["free"])
+    monkeypatch.setattr(models, "_free_vram", lambda read=True: vram["free"])
     return vram
 
 
@@ -704,6 +704,19 @@ def test_free_vram_reading(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(empty))
     monkeypatch.setattr(models, "_vram_cache", None)
     assert models._free_vram() is None
+
+
+def test_the_gui_threads_estimate_never_runs_nvidia_smi(monkeypatch):
+    """The model editor estimates at every keystroke on the GUI thread: it takes the last
+    reading, however old, and never waits for nvidia-smi (which may take seconds)."""
+    runs = []
+    monkeypatch.setattr(models, "_read_nvidia_smi", lambda: runs.append(1) or 4096)
+    monkeypatch.setattr(models, "_vram_cache", None)
+    assert models._free_vram(read=False) is None and runs == []  # no reading yet: unknown
+    assert models._free_vram() == 4096 and runs == [1]  # a worker's reading
+    monkeypatch.setattr(models, "_vram_cache", (-1e9, 4096))  # long expired
+    assert models._free_vram(read=False) == 4096 and runs == [1]
+    assert models._free_vram() == 4096 and runs == [1, 1]  # expired: read again
 
 
 # -- what a download was verified against ----------------------------------------------------

@@ -638,7 +638,7 @@ def test_memory_cell_says_when_vram_is_unknown(tmp_path, monkeypatch):
 
     monkeypatch.setattr(models, "_gpu_offload_supported", lambda: True)
     monkeypatch.setattr(models, "_unified_memory", lambda: False)
-    monkeypatch.setattr(models, "_free_vram", lambda: None)
+    monkeypatch.setattr(models, "_free_vram", lambda read=True: None)
     info = read_gguf_info(write_gguf(tmp_path / "m.gguf"))
     est = models.estimate_memory(info, 2048)
     assert est.vram_unknown and est.fits
@@ -646,7 +646,7 @@ def test_memory_cell_says_when_vram_is_unknown(tmp_path, monkeypatch):
     tip = model_panel._memory_tooltip(est, 2048)
     assert "Free VRAM: unknown" in tip and "Fits." not in tip
 
-    monkeypatch.setattr(models, "_free_vram", lambda: 1024)  # 1 KB of VRAM free
+    monkeypatch.setattr(models, "_free_vram", lambda read=True: 1024)  # 1 KB of VRAM free
     est = models.estimate_memory(info, 2048)
     assert model_panel._memory_text(est).endswith("· will not fit")
     assert "Free VRAM: 1 KB" in model_panel._memory_tooltip(est, 2048)

@@ -526,16 +526,20 @@ _vram_cache: tuple[float, int | None] | None = None
 _vram_lock = threading.Lock()
 
 
-def _free_vram() -> int | None:
+def _free_vram(read: bool = True) -> int | None:
     """Free VRAM in bytes, best effort: what `nvidia-smi` reports (summed over the GPUs it
     lists: llama.cpp splits the layers across all of them by default), None when there is no
     nvidia-smi, it fails, or it takes longer than a couple of seconds. Local only: nvidia-smi
-    talks to the driver, never to the network. Remembered for a few seconds."""
+    talks to the driver, never to the network. Remembered for a few seconds. `read=False`:
+    the last reading however old, never running nvidia-smi (for the GUI thread: the reading
+    can take up to `_VRAM_TIMEOUT`)."""
     global _vram_cache
     with _vram_lock:
         now = time.monotonic()
-        if _vram_cache is not None and now - _vram_cache[0] < _VRAM_TTL:
+        if _vram_cache is not None and (not read or now - _vram_cache[0] < _VRAM_TTL):
             return _vram_cache[1]
+        if not read:
+            return None
         value = _read_nvidia_smi()
         _vram_cache = (now, value)
         return value
@@ -865,8 +869,11 @@ class ModelManager:
         gpu_layers: int | None = None,
         *,
         batch_size: int | None = None,
+        read_vram: bool = True,
     ) -> MemoryEstimate:
         """What loading the model with this context should take, against what is free.
+        `read_vram=False` uses the last free-VRAM reading rather than running nvidia-smi
+        (the editor calls this on the GUI thread at every keystroke).
 
         weights  = the file size (llama.cpp maps the tensors as they are in the file)
         kv cache = 2 bytes (f16) x n_head_kv x (key_length + value_length) x cells, summed
@@ -905,7 +912,7 @@ class ModelManager:
             ctx = info.context_length or DEFAULT_CONTEXT
         batch = min(batch_size or s.batch_size or DEFAULT_BATCH, ctx)
         layers = gpu_layers if gpu_layers is not None else s.gpu_layers
-        return estimate_memory(info, ctx, layers, batch)
+        return estimate_memory(info, ctx, layers, batch, read_vram=read_vram)
 
     # -- catalog --------------------------------------------------------------------------
 
@@ -991,7 +998,7 @@ def _os_reason(exc: OSError) -> str:
 
 def estimate_memory(
     info: GGUFInfo, context_length: int, gpu_layers: int | None = None, batch_size: int = 512,
-    *, swa_full: bool = True,
+    *, swa_full: bool = True, read_vram: bool = True,
 ) -> MemoryEstimate:
     """The formula of ModelManager.estimate_memory for a header and a context length."""
     ctx = max(1, int(context_length))
@@ -1022,7 +1029,7 @@ def estimate_memory(
         kv_share = min(on_gpu, layers) / layers if layers else 1.0
         in_vram = int(weights * on_gpu / total_layers + kv * kv_share)
         in_ram = total - in_vram
-        free_vram = _free_vram()
+        free_vram = _free_vram(read_vram)
         where = f"{on_gpu} of {total_layers} layers on the GPU"
         if in_ram > free_ram:
             fits = False

@@ -937,10 +937,10 @@ class ModelManagerView(QWidget):
         ctx = self.ctx_spin.value() or self._default_context() or e.info.context_length or 0
         gl = None if self.gpu_spin.value() < 0 else self.gpu_spin.value()
         batch = self.batch_spin.value() or None
-        try:  # arithmetic on the header already read, and one look at free memory
+        try:  # arithmetic on the header already read, free RAM, the listing's VRAM reading
             # The header, not the entry: what the editor shows, saved or not, is estimated.
             est = self.manager.estimate_memory(e.info, context_length=ctx, gpu_layers=gl,
-                                               batch_size=batch)
+                                               batch_size=batch, read_vram=False)
         except Exception as exc:  # noqa: BLE001
             self.estimate.setText(f"No estimate: {exc}")
             return
