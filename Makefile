@@ -8,19 +8,27 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install run test bench bench-ingest bench-retrieval bench-latency corpus clean
+.PHONY: install run test lock bench bench-ingest bench-retrieval bench-latency corpus clean
 .PHONY: package package-build package-verify package-bench test-packaged
 
-$(STAMP): pyproject.toml
+LOCK   := locks/linux-x86_64.txt
+
+# Everything comes from the lock, hash-checked; llama-cpp-python is compiled portably (AVX2, no
+# AVX-512/AMX) into a cache named after its build arguments (packaging/install_deps.py).
+$(STAMP): pyproject.toml $(LOCK) locks/build-tools.txt packaging/install_deps.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) packaging/install_deps.py --lock $(LOCK)
 	@touch $(STAMP)
 
 install: $(STAMP)
 
 run: install
 	$(VENV)/bin/folio
+
+# Resolve the locks again (after a requirement in pyproject.toml changed, or to take newer
+# releases); tests/test_dependency_lock.py fails while pyproject and the locks disagree.
+lock:
+	bash packaging/lock.sh
 
 test: install
 	$(PY) -m pytest
@@ -44,9 +52,9 @@ bench-latency: install
 # checks the installed app in a clean environment: self-test and window start-up.
 PKG_STAMP := $(VENV)/.folio-package-installed
 
-$(PKG_STAMP): pyproject.toml | $(STAMP)
-	$(PY) -m pip install --quiet -e '.[test,package]'
-	@touch $@
+# The lock carries the package extra (PyInstaller) already: `make install` installed it.
+$(PKG_STAMP): pyproject.toml $(LOCK) | $(STAMP)
+	$(PY) -c 'import PyInstaller' && touch $@
 
 # Build, then verify, in that order also under `make -j` (prerequisites could run together).
 package:
