@@ -224,6 +224,10 @@ def main(argv: list[str] | None = None) -> int:
             print("\nfolio: no display to open the window on; use a command above.",
                   file=sys.stderr)
             return 2
+        from app.ui.platform_check import check_window_libraries
+
+        if not check_window_libraries():  # say which packages, before Qt aborts on xcb
+            return 1
         from app.ui.app import run as run_window
 
         return run_window(args.library)
