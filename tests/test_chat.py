@@ -352,3 +352,59 @@ def test_control_tokens_in_documents_stay_text(engine, llm):
     special = set(llm.tokenize("<end_of_turn><start_of_turn>", special=True))
     assert special & set(llm.tokenize(evil, special=True))  # undefused, they would be control
     assert not special & set(llm.tokenize(prompt, special=True))
+
+
+def test_a_model_process_crash_mid_answer_keeps_the_chat(docs_library, store, starter_model,
+                                                         tmp_path, monkeypatch):
+    """SIGSEGV in the model process after 3 tokens: the answer so far is kept and marked cut
+    off with the signal, the chat and library are intact, and the next answer works."""
+    from app.core.llm import LoadSettings
+    from app.core.model_host import CRASH_ENV, ModelHost
+
+    monkeypatch.setenv(CRASH_ENV, "segv@token:3")
+    host = ModelHost(log_path=tmp_path / "host.log")
+    try:
+        host.load(starter_model, LoadSettings(n_ctx=2048))
+        engine = ChatEngine(docs_library, host, store, config=ChatConfig(answer_tokens=24))
+        chat = store.create_chat("crash")
+        events = list(engine.ask(chat.id, "How often should tomatoes be watered?",
+                                 overrides={"max_tokens": 40, "seed": 1, "stop": []}))
+        [err] = [e for e in events if e.kind == "error"]
+        assert "The model process stopped: signal 11 (SIGSEGV)" in err.text
+        assert "cut off" in err.text
+        streamed = "".join(e.text for e in events if e.kind == "token")
+        assert streamed
+        user, answer = store.messages(chat.id)
+        assert answer.status == "error" and answer.content == streamed.strip()
+        assert "SIGSEGV" in answer.error and answer.meta["cut_off"] is True
+        assert answer.sources  # the sources found before the crash stay with the answer
+        assert "(error)" in store.export_markdown(chat.id)
+        monkeypatch.delenv(CRASH_ENV)
+        events = ask(engine, chat.id, "How often should tomatoes be watered?")
+        assert events[-1].kind == "done" and events[-1].text
+        assert len(docs_library.documents()) == 2
+    finally:
+        host.close()
+
+
+def test_folio_ask_exits_1_with_the_message_when_the_model_process_dies(docs_library,
+                                                                        starter_model):
+    """A real `folio ask` process whose model process segfaults: exit 1 and the message,
+    never 139; the chat keeps the answer so far."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "FOLIO_MODELS": str(starter_model.parent),
+           "FOLIO_MODEL_HOST_CRASH": "segv@token:2"}
+    run = subprocess.run(
+        [sys.executable, "-m", "app", "ask", "--library", str(docs_library.root),
+         "--model", str(starter_model), "--max-tokens", "30", "--seed", "1",
+         "How often should tomatoes be watered?"],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1, run.stderr[-2000:]
+    assert "The model process stopped: signal 11 (SIGSEGV)" in run.stderr
+    env.pop("FOLIO_MODEL_HOST_CRASH")
+    run = subprocess.run(
+        [sys.executable, "-m", "app", "ask", "--library", str(docs_library.root),
+         "--model", str(starter_model), "--max-tokens", "8", "--seed", "1", "--json",
+         "How often should tomatoes be watered?"],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads(run.stdout)["answer"]

@@ -259,3 +259,53 @@ def test_cli_help_still_works():
     out = subprocess.run([sys.executable, "-m", "app", "--help"], cwd=ROOT, capture_output=True,
                          text=True, timeout=60, check=False)
     assert out.returncode == 0 and "ingest" in out.stdout and "window" in out.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGSEGV"])
+def test_the_window_survives_the_model_process_dying_mid_answer(qtbot, make_window, how,
+                                                                monkeypatch):
+    """The model process is killed (SIGKILL from outside) or segfaults (the test switch)
+    mid-answer: the window stays, the answer so far is kept and marked cut off, the banner
+    says what happened, and the next question gets an answer from a new model process."""
+    import os
+    import signal
+
+    if how == "SIGSEGV":
+        monkeypatch.setenv("FOLIO_MODEL_HOST_CRASH", "segv@token:3")
+    window = make_window()
+    qtbot.waitUntil(lambda: window.library.opened, timeout=60_000)
+    window.chat.new_chat()
+    window.chat.set_scope({"mode": "none"})
+    set_max_tokens(window, 300, qtbot)
+    window.model.temperature.setValue(0.0)
+    qtbot.waitUntil(lambda: chat_setting(window, "temperature") == 0.0)
+    tokens: list[str] = []
+    window.chat.token_received.connect(tokens.append)
+    with qtbot.waitSignal(window.chat.answer_finished, timeout=ANSWER_TIMEOUT):
+        if how == "SIGKILL":
+            with qtbot.waitSignal(window.chat.token_received, timeout=ANSWER_TIMEOUT):
+                ask(qtbot, window, "Write a long story about a lighthouse keeper.")
+            pid = window.folio.runtime.pid
+            assert pid and pid != os.getpid()
+            os.kill(pid, signal.SIGKILL)
+        else:
+            ask(qtbot, window, "Write a long story about a lighthouse keeper.")
+    expected = "signal 9 (SIGKILL)" if how == "SIGKILL" else "signal 11 (SIGSEGV)"
+    assert window.isVisible()
+    assert window.banner.isVisible() and expected in window.banner.text.text()
+    answer = window.chat.messages[-1]
+    assert answer.role == "assistant" and answer.status == "error"
+    assert answer.content and answer.content == "".join(tokens).strip()
+    assert expected in answer.error and "cut off" in answer.error
+    assert "(cut off)" in window.chat.conversation_html()
+    assert window.chat.send_btn.isVisible()
+
+    monkeypatch.delenv("FOLIO_MODEL_HOST_CRASH", raising=False)
+    set_max_tokens(window, 8, qtbot)
+    with qtbot.waitSignal(window.chat.answer_finished, timeout=ANSWER_TIMEOUT) as done:
+        ask(qtbot, window, "Say hello.")
+    assert done.args[0] is not None and done.args[0].kind == "done"
+    assert [m.role for m in window.chat.messages] == ["user", "assistant"] * 2
+    assert window.chat.messages[-1].status == "complete"
+    assert window.folio.runtime.restarts >= 1

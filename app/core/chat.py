@@ -251,10 +251,23 @@ class ChatEngine:
             "cited": cited_numbers(answer, len(sources)),
         }
         meta.update(stats)
+        error = None
+        if status == "error":
+            # The model failed mid-answer (its process crashed, say): keep what was written,
+            # say plainly that it was cut off and why.
+            error = done.error or "The model failed while answering."
+            if answer:
+                error += " The answer above was cut off there."
+            meta["cut_off"] = bool(answer)
         try:
-            self.store.finish_answer(msg.id, answer, status=status, sources=sources, meta=meta)
+            self.store.finish_answer(msg.id, answer, status=status, sources=sources, meta=meta,
+                                     error=error)
         except KeyError:  # the chat was deleted while the answer streamed: nothing to keep
             log.info("chat %s was deleted while answering", chat_id)
+        if error is not None:
+            yield ChatEvent("error", text=error, sources=sources, message_id=msg.id,
+                            stats=stats)
+            return
         yield ChatEvent("done", text=answer, sources=sources, message_id=msg.id, stats=stats)
 
     def _retrieve(self, query: str, scope: dict) -> list[SearchResult]:

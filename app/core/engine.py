@@ -196,14 +196,16 @@ class Folio:
         return models.default_path()
 
     def _load(self, path: Path, allow_oversize: bool | None = None):
-        """Load `path` into the runtime (creating it), applying its settings. Lock held."""
-        from app.core.llm import LLMRuntime
+        """Load `path` into the runtime (creating it), applying its settings. Lock held.
+        The model runs in a child process (app/core/model_host.py): a crash in llama.cpp
+        ends that process, never this one."""
+        from app.core.model_host import ModelHost
 
         load, ms = self.load_settings_for(path, allow_oversize)
         runtime = self._runtime
         fresh = runtime is None
         if fresh:
-            runtime = LLMRuntime()
+            runtime = ModelHost()
         try:
             info = runtime.load(path, load)
         except BaseException:

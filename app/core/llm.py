@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import queue
+import re
 import threading
 import time
 import weakref
@@ -120,6 +121,7 @@ class ModelInfo:
     batch_size: int = 512
     n_params: int = 0
     size_bytes: int = 0
+    cpu_features: str = ""  # what the llama.cpp build uses, e.g. "SSE3 ... AVX2 FMA"
 
     @property
     def is_chat_model(self) -> bool:
@@ -425,6 +427,44 @@ def format_chat(
 # -- streaming text: UTF-8 and stop strings ----------------------------------------------------
 
 
+def format_chat_for(
+    info: ModelInfo | None,
+    messages: Sequence[Mapping[str, str]],
+    add_generation_prompt: bool = True,
+    template: str | None = None,
+) -> tuple[str, list[str]]:
+    """`format_chat` for a loaded model (`info`), as every provider's format_chat does it."""
+    if template is None:
+        if info is None:
+            raise ModelError("No model is loaded")
+        template = info.chat_template
+    return format_chat(
+        messages,
+        template=template,
+        bos_token=info.bos_token if info else "",
+        eos_token=info.eos_token if info else "",
+        add_generation_prompt=add_generation_prompt,
+    )
+
+
+_ISA = re.compile(r"\b([A-Z][A-Z0-9_]*) = 1\b")
+_NOT_ISA = {"LLAMAFILE", "OPENMP", "REPACK", "KLEIDIAI", "ACCELERATE", "BLAS"}
+
+
+def build_cpu_features() -> str:
+    """The instruction sets the loaded llama.cpp build was compiled to use, e.g.
+    "SSE3 SSSE3 AVX AVX2 F16C FMA BMI2" (from llama_print_system_info)."""
+    import llama_cpp
+
+    raw = llama_cpp.llama_print_system_info()
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    seen: list[str] = []
+    for name in _ISA.findall(text):
+        if name not in _NOT_ISA and name not in seen:
+            seen.append(name)
+    return " ".join(seen)
+
+
 class _Utf8Stream:
     """Token pieces are bytes; a multi-byte character can straddle tokens. Bytes are held until
     they decode; a sequence that can never decode becomes U+FFFD (that is real garbage)."""
@@ -558,18 +598,7 @@ class LLMRuntime:
     ) -> tuple[str, list[str]]:
         """(prompt, stop strings) for the loaded model: its chat template, or the completion
         format when it has none. `template` overrides the model's (no model needed then)."""
-        info = self._info
-        if template is None:
-            if info is None:
-                raise ModelError("No model is loaded")
-            template = info.chat_template
-        return format_chat(
-            messages,
-            template=template,
-            bos_token=info.bos_token if info else "",
-            eos_token=info.eos_token if info else "",
-            add_generation_prompt=add_generation_prompt,
-        )
+        return format_chat_for(self._info, messages, add_generation_prompt, template)
 
     def generate(
         self,
@@ -818,6 +847,7 @@ class LLMRuntime:
             batch_size=min(settings.batch_size, n_ctx),
             n_params=int(llama_cpp.llama_model_n_params(llm.model)),
             size_bytes=path.stat().st_size,
+            cpu_features=build_cpu_features(),
         )
 
     @staticmethod

@@ -755,7 +755,7 @@ class ChatPanel(QWidget):
             return self._bubble("You", html.escape(m.content).replace("\n", "<br>") + "",
                                 user_bg, f"<span class='muted'> {edit}</span>")
         marker = {"cancelled": " (stopped)", "interrupted": " (interrupted)",
-                  "error": " (error)"}.get(m.status, "")
+                  "error": " (cut off)" if m.content else " (error)"}.get(m.status, "")
         body = to_html(m.content, f"src:{m.id}:", len(m.sources)) if m.content else ""
         if m.status == "error" and m.error:
             body += f"<p class='muted'>Error: {html.escape(m.error)}</p>"
