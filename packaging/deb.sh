@@ -24,7 +24,11 @@ chmod 644 "$STAGE/usr/share/applications/$NAME.desktop"
 
 size_kb=$(du -sk --exclude=DEBIAN "$STAGE" | cut -f1)
 # The bundled interpreter and libraries need at least the glibc they were built against.
-glibc=$(ldd --version | head -1 | grep -o '[0-9][0-9.]*$')
+# getconf, not `ldd --version | head -1`: head exits after one line, ldd's next write gets
+# SIGPIPE, and under common.sh's `set -o pipefail` the whole script failed (make: Error 141).
+glibc="$(getconf GNU_LIBC_VERSION)"  # "glibc 2.36"
+glibc="${glibc##* }"
+[[ "$glibc" =~ ^[0-9]+\.[0-9]+ ]] || { echo "deb: cannot read the glibc version" >&2; exit 1; }
 sed -e "s/@VERSION@/$VERSION/" -e "s/@ARCH@/$ARCH_DEB/" -e "s/@SIZE@/$size_kb/" \
     -e "s/@GLIBC@/$glibc/" \
     "$ROOT/packaging/debian/control" > "$STAGE/DEBIAN/control"
