@@ -469,12 +469,33 @@ def cmd_collections(args) -> int:
 def cmd_info(args) -> int:
     lib = _open(args, read_only=None)
     stats = lib.stats()
+    stats["llama_cpp"] = _llama_build()
     if args.json:
         _print_json(stats)
     else:
         for key, value in stats.items():
+            if key == "llama_cpp":
+                value = f"{value['version']}, CPU features: {value['cpu_features']}"
             print(f"{key}: {value}")
     return 0
+
+
+def _llama_build() -> dict:
+    """The llama.cpp build: its version and the CPU features it uses (asked of a short-lived
+    child process, as the model runs in one: this process never runs llama.cpp's kernels)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from app.core.model_host import system_cpu_features
+
+    try:
+        ver = version("llama-cpp-python")
+    except PackageNotFoundError:  # a frozen app without the dist-info
+        ver = None
+    try:
+        features = system_cpu_features()
+    except Exception as exc:  # noqa: BLE001 - info must answer even when llama.cpp cannot
+        features = f"unknown ({exc})"
+    return {"version": ver, "cpu_features": features}
 
 
 def cmd_reindex(args) -> int:

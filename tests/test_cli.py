@@ -192,3 +192,14 @@ def test_ingest_time_limit(capsys, docs, library_dir):
     assert code == 0 and json.loads(out)["ingested"] == 2
     code, _, err = cli(capsys, "ingest", *lib, "--time-limit", "0", str(docs))
     assert code == 2 and "--time-limit" in err
+
+
+def test_info_names_the_llama_cpp_builds_cpu_features(capsys, library_dir):
+    """A portable build: AVX2, never AVX-512 or AMX (those crash or are missing on some
+    users' CPUs)."""
+    code, out, _ = cli(capsys, "info", "--library", str(library_dir), "--json")
+    assert code == 0
+    build = json.loads(out)["llama_cpp"]
+    features = build["cpu_features"].split()
+    assert build["version"] and "AVX2" in features and "FMA" in features
+    assert not [f for f in features if f.startswith(("AVX512", "AMX"))]

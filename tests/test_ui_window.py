@@ -98,6 +98,8 @@ def test_first_run_shows_empty_state_and_loads_model_in_background(qtbot, make_w
     qtbot.waitUntil(lambda: info.name in window.model_status.text())
     assert window.model.name.text() == info.name
     assert str(info.n_ctx) in window.model.context.text().replace(",", "")
+    assert "AVX2" in window.model.cpu.text().split()  # the portable build, shown
+    assert "AVX512" not in window.model.cpu.text()
     qtbot.waitUntil(lambda: window.library.opened)
     assert window.library_status.text().startswith("0 documents")
     assert not window.banner.isVisible()

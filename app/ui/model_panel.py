@@ -1428,6 +1428,11 @@ class ModelPanel(QWidget):
         self.device.setAccessibleName("Model device")
         self.context = QLabel("–")
         self.context.setAccessibleName("Context length")
+        self.cpu = QLabel("–")  # what the llama.cpp build uses: AVX2 etc.
+        self.cpu.setAccessibleName("CPU features of llama.cpp")
+        self.cpu.setWordWrap(True)
+        self.cpu.setToolTip("The instruction sets Folio's llama.cpp build was compiled to use. "
+                            "It is portable: AVX2, no AVX-512 or AMX.")
         self.notes = QLabel("")
         self.notes.setWordWrap(True)
         self.load_progress = QProgressBar()
@@ -1439,6 +1444,7 @@ class ModelPanel(QWidget):
         form.addRow("Name:", self.name)
         form.addRow("Device:", self.device)
         form.addRow("Context:", self.context)
+        form.addRow("CPU build:", self.cpu)
         form.addRow(self.load_progress)
         form.addRow(self.notes)
         buttons = QHBoxLayout()
@@ -1597,6 +1603,7 @@ class ModelPanel(QWidget):
                             + (f" ({info.gpu_layers} layers)" if info.device == "gpu" else
                                f" ({info.threads} thread{'s' * (info.threads != 1)})"))
         self.context.setText(f"{info.n_ctx:,} tokens (trained {info.n_ctx_train:,})")
+        self.cpu.setText(info.cpu_features or "–")
         self.notes.setText("\n".join(info.notes))
         self.unload_btn.setEnabled(True)
         self._refresh_view_state()
