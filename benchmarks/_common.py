@@ -19,8 +19,22 @@ os.environ.setdefault("RUST_LOG", "error")
 os.environ.setdefault("LANCE_LOG", "error")
 
 
+def tree_rss(proc: psutil.Process | None = None) -> int:
+    """Resident memory of this process and its children (the model host runs the model in a
+    child process: its memory is Folio's too)."""
+    proc = proc or psutil.Process()
+    total = proc.memory_info().rss
+    for child in proc.children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except psutil.Error:  # ended between the listing and the reading
+            pass
+    return total
+
+
 class PeakRSS:
-    """Samples this process's resident memory every 50 ms; `.peak` in bytes."""
+    """Samples the resident memory of this process and its children every 50 ms; `.peak`
+    in bytes."""
 
     def __init__(self, interval: float = 0.05):
         self.interval = interval
@@ -31,18 +45,18 @@ class PeakRSS:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self._proc.memory_info().rss)
+            self.peak = max(self.peak, tree_rss(self._proc))
             time.sleep(self.interval)
 
     def __enter__(self) -> PeakRSS:
-        self.peak = self._proc.memory_info().rss
+        self.peak = tree_rss(self._proc)
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self._proc.memory_info().rss)
+        self.peak = max(self.peak, tree_rss(self._proc))
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -76,8 +76,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import psutil
-from _common import ROOT, PeakRSS, mib, percentile
+from _common import ROOT, PeakRSS, mib, percentile, tree_rss
 
 from app.core.chat import ChatConfig, ChatEngine, source_dict
 from app.core.embedder import get_embedder
@@ -85,6 +84,7 @@ from app.core.history import ChatStore
 from app.core.ingest import IngestOptions, IngestSummary, ingest
 from app.core.library import Library
 from app.core.llm import Done, GenerationSettings, LLMRuntime, LoadSettings, Token, default_threads
+from app.core.model_host import ModelHost
 from app.core.models import ensure_starter_model
 
 HERE = Path(__file__).resolve().parent
@@ -106,7 +106,7 @@ def log(msg: str) -> None:
 
 
 def rss() -> int:
-    return psutil.Process().memory_info().rss
+    return tree_rss()
 
 
 # -- corpus ------------------------------------------------------------------------------------
@@ -526,6 +526,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="default: Folio's default_threads()")
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--seed", type=int, default=0, help="seed for the random cancel delays")
+    ap.add_argument("--runtime", choices=("host", "thread"), default="host",
+                    help="host: the model in its child process, as Folio runs it (default); "
+                         "thread: the in-process LLMRuntime, for comparison")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     command = "python " + " ".join(shlex.quote(a) for a in sys.argv)
@@ -548,7 +551,7 @@ def main() -> None:
         gc.collect()
         rss_before_load = rss()
 
-        runtime = LLMRuntime()
+        runtime = ModelHost() if args.runtime == "host" else LLMRuntime()
         info = runtime.load(model_path, LoadSettings(n_ctx=N_CTX, threads=args.threads or None,
                                                      batch_size=args.batch))
         rss_after_folio = rss()
@@ -595,6 +598,8 @@ def main() -> None:
         "device": f"{info.device}, {info.threads} threads (default_threads() = "
                   f"{default_threads()}), batch {info.batch_size}, n_ctx {info.n_ctx}",
         "llama_cpp_python": llama_cpp.__version__,
+        "runtime": args.runtime,
+        "cpu_features": info.cpu_features,
         "comparison": {k: v for k, v in comparison.items()
                        if k not in ("rows", "warm_question")},
         "per_question": [
@@ -639,6 +644,8 @@ def print_table(res: dict) -> None:
     print(f"command: {res['command']}")
     print(f"corpus:  {res['corpus']}")
     print(f"model:   {res['model']}; {res['device']}; llama-cpp-python {res['llama_cpp_python']}")
+    print(f"runtime: {res['runtime']} (host: llama.cpp in the model-host child process); "
+          f"build CPU features: {res['cpu_features']}")
     s = c["settings"]
     print(f"settings: temperature {s['temperature']}, top_p {s['top_p']}, top_k {s['top_k']}, "
           f"min_p {s['min_p']}, repeat_penalty {s['repeat_penalty']}, max_tokens "
