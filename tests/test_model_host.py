@@ -21,6 +21,7 @@ from app.core.model_host import (
     ModelProcessError,
     crash_hint,
     describe_exit,
+    missing_cpu_flags,
 )
 from app.core.models import ModelError
 
@@ -222,3 +223,15 @@ def test_exit_descriptions_and_hints():
     assert "out of memory" in crash_hint(-9, "")
     assert "GGML_ASSERT(x) failed" in crash_hint(-6, "loading\nGGML_ASSERT(x) failed\n")
     assert crash_hint(0, "") == ""
+
+
+def test_a_cpu_without_avx2_is_told_so_before_anything_crashes(starter_model, monkeypatch):
+    old_cpu = "processor : 0\nflags : fpu sse sse2 ssse3 sse4_1 sse4_2 avx popcnt\n"
+    assert missing_cpu_flags(old_cpu) == ["avx2", "fma", "f16c", "bmi2"]
+    assert missing_cpu_flags("flags : avx avx2 fma f16c bmi2 avx512f\n") == []
+    monkeypatch.setattr("app.core.model_host.missing_cpu_flags", lambda: ["avx2", "fma"])
+    with ModelHost(log_path=None) as host:
+        with pytest.raises(ModelError, match="lacks AVX2, FMA"):
+            host.load(starter_model)
+        assert host.pid is None  # no process was started to crash
+    assert missing_cpu_flags() == []  # this machine runs the tests: it has them

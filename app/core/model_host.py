@@ -246,6 +246,29 @@ def crash_hint(exitcode: int | None, log_tail: str) -> str:
     return ""
 
 
+# What Folio's portable llama.cpp build needs (packaging/install_deps.py's baseline).
+REQUIRED_CPU_FLAGS = ("avx", "avx2", "fma", "f16c", "bmi2")
+
+
+def missing_cpu_flags(cpuinfo: str | None = None) -> list[str]:
+    """The instruction sets the llama.cpp build needs that this CPU lacks (Linux x86-64 only;
+    elsewhere, or when /proc/cpuinfo cannot be read, an empty list: let llama.cpp try)."""
+    if cpuinfo is None:
+        import platform
+
+        if not sys.platform.startswith("linux") or platform.machine() not in ("x86_64", "AMD64"):
+            return []
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text("utf-8", "replace")
+        except OSError:
+            return []
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.partition(":")[2].split())
+            return [f for f in REQUIRED_CPU_FLAGS if f not in flags]
+    return []
+
+
 def _default_log_path() -> Path | None:
     try:
         from app.core.paths import log_dir
@@ -468,6 +491,12 @@ class ModelHost:
         """Load a GGUF model in the child (starting one), freeing the current model first."""
         settings = settings or LoadSettings()
         path = Path(path).expanduser()
+        lacking = missing_cpu_flags()
+        if lacking:  # the child would die of SIGILL on the first decode: say why instead
+            raise ModelError(
+                "This computer's processor lacks " + ", ".join(f.upper() for f in lacking)
+                + ", which Folio's llama.cpp build needs (x86-64 processors since about 2015 "
+                "have them). Use a remote model server instead.")
         with self._lock:
             self._check_open()
             # A fresh process for every model: what the last one allocated goes back to the OS.
