@@ -24,7 +24,6 @@ def _read_version() -> str:
 
 
 __version__ = _read_version()
-APP_NAME = "Folio"
 
 # PyMuPDF 2 loads an ONNX layout model through onnxruntime, whose telemetry looks up
 # mobile.events.data.microsoft.com a few seconds later (found by tests/test_network.py under
@@ -35,6 +34,6 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 # Cap glibc's malloc arenas before any library starts allocating threads (torch, LanceDB,
 # llama.cpp, Qt's pools): with the default arenas RSS climbed with every answer that searched.
 # Every entry point (the window, the CLI, the packaged app) imports this package first.
-from app.core.memory import limit_malloc_arenas  # noqa: E402
+from app.core.base.memory import limit_malloc_arenas  # noqa: E402
 
 limit_malloc_arenas()

@@ -34,6 +34,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from app.core.index.search import hybrid_search
 
 SAMPLE_PDF = "karnvik-guide.pdf"
 SAMPLE_DOCX = "ferry-notes.docx"
@@ -115,8 +116,8 @@ def run(library: str | None = None, out=None) -> int:
 
 def _known_errors() -> tuple[type[Exception], ...]:
     """Errors that carry a message for the user; anything else also prints its traceback."""
-    from app.core.library import LibraryError
-    from app.core.models import ModelError
+    from app.core.index.library import LibraryError
+    from app.core.models.files import ModelError
 
     return LibraryError, ModelError
 
@@ -148,7 +149,7 @@ def _step_offline(state: dict) -> str:
 
 
 def _step_resources(state: dict) -> str:
-    from app.core.paths import resource_path
+    from app.core.base.paths import resource_path
 
     wanted = {
         "prompts": resource_path("prompts", "system.j2"),
@@ -163,7 +164,7 @@ def _step_resources(state: dict) -> str:
 
 
 def _step_library(state: dict) -> str:
-    from app.core.engine import Folio
+    from app.core.service import Folio
 
     folio = Folio(state["lib_root"], n_ctx=2048)
     state["folio"] = folio
@@ -177,7 +178,7 @@ def _step_library(state: dict) -> str:
 
 
 def _step_ingest(state: dict) -> str:
-    from app.core.ingest import IngestOptions, IngestSummary, ingest
+    from app.core.index.ingest import IngestOptions, IngestSummary, ingest
 
     lib = state["folio"].library
     work = state["temp"] / "samples"
@@ -199,7 +200,7 @@ def _step_search(state: dict) -> str:
     lib = state["folio"].library
     found = []
     for query, name, page in SEARCH_CHECKS:
-        hits = lib.search(query, k=3)
+        hits = hybrid_search(lib, query, k=3)
         _check(bool(hits), f"no results for {query!r}")
         top = hits[0]
         _check(Path(top.path).name == name,

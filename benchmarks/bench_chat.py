@@ -78,14 +78,15 @@ from pathlib import Path
 
 from _common import ROOT, PeakRSS, mib, percentile, tree_rss
 
-from app.core.chat import ChatConfig, ChatEngine, source_dict
-from app.core.embedder import get_embedder
-from app.core.history import ChatStore
-from app.core.ingest import IngestOptions, IngestSummary, ingest
-from app.core.library import Library
-from app.core.llm import Done, GenerationSettings, LLMRuntime, LoadSettings, Token, default_threads
-from app.core.model_host import ModelHost
-from app.core.models import ensure_starter_model
+from app.core.chat.answers import ChatConfig, ChatEngine, source_dict
+from app.core.index.embedder import get_embedder
+from app.core.chat.history import ChatStore
+from app.core.index.ingest import IngestOptions, IngestSummary, ingest
+from app.core.index.library import Library
+from app.core.llm.provider import Done, GenerationSettings, LoadSettings, Token, default_threads
+from app.core.llm.runtime import LLMRuntime
+from app.core.llm.host import ModelHost
+from app.core.models.starter import ensure_starter_model
 
 HERE = Path(__file__).resolve().parent
 CACHED_LIBRARY = HERE / ".work" / "folio-octave-library-200-40"

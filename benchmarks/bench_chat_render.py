@@ -40,7 +40,7 @@ class _Folio:
 def measure(turns: int, renders: int, tmp: Path) -> dict:
     from PySide6.QtWidgets import QApplication
 
-    from app.core.history import ChatStore
+    from app.core.chat.history import ChatStore
     from app.ui.chat_panel import ChatPanel
 
     app = QApplication.instance() or QApplication([sys.argv[0]])

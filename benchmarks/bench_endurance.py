@@ -35,13 +35,14 @@ import numpy as np
 import psutil
 from _common import ROOT, mib, percentile
 
-from app.core.chat import ChatConfig, ChatEngine
-from app.core.embedder import get_embedder
-from app.core.history import ChatStore
-from app.core.ingest import IngestOptions, IngestSummary, ingest
-from app.core.library import Library
-from app.core.llm import LLMRuntime, LoadSettings
-from app.core.models import ensure_starter_model
+from app.core.chat.answers import ChatConfig, ChatEngine
+from app.core.index.embedder import get_embedder
+from app.core.chat.history import ChatStore
+from app.core.index.ingest import IngestOptions, IngestSummary, ingest
+from app.core.index.library import Library
+from app.core.llm.runtime import LLMRuntime
+from app.core.llm.provider import LoadSettings
+from app.core.models.starter import ensure_starter_model
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / ".corpus"

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from _common import PeakRSS, mib
 
-from app.core.embedder import get_embedder
-from app.core.ingest import EMBED_BATCH, IngestOptions, IngestSummary, ingest
-from app.core.library import Library
+from app.core.index.embedder import get_embedder
+from app.core.index.ingest import EMBED_BATCH, IngestOptions, IngestSummary, ingest
+from app.core.index.library import Library
 
 
 def main() -> None:

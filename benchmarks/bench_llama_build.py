@@ -28,8 +28,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.core.llm import build_cpu_features, default_threads  # noqa: E402
-from app.core.models import ensure_starter_model  # noqa: E402
+from app.core.llm.runtime import build_cpu_features
+from app.core.llm.provider import default_threads  # noqa: E402
+from app.core.models.starter import ensure_starter_model  # noqa: E402
 
 
 def main() -> int:

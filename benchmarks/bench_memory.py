@@ -39,17 +39,18 @@ import psutil
 from _common import ROOT
 
 if "--arena-max" in sys.argv:  # before torch and lancedb start their threads
-    from app.core.memory import limit_malloc_arenas
+    from app.core.base.memory import limit_malloc_arenas
 
     limit_malloc_arenas(2)
 
-from app.core.chat import ChatConfig, ChatEngine
-from app.core.embedder import get_embedder
-from app.core.history import ChatStore
-from app.core.ingest import IngestOptions, ingest
-from app.core.library import Library
-from app.core.llm import GenerationSettings, LLMRuntime, LoadSettings
-from app.core.models import ensure_starter_model
+from app.core.chat.answers import ChatConfig, ChatEngine
+from app.core.index.embedder import get_embedder
+from app.core.chat.history import ChatStore
+from app.core.index.ingest import IngestOptions, ingest
+from app.core.index.library import Library
+from app.core.llm.provider import GenerationSettings, LoadSettings
+from app.core.llm.runtime import LLMRuntime
+from app.core.models.starter import ensure_starter_model
 
 HERE = Path(__file__).resolve().parent
 CACHED_LIBRARY = HERE / ".work" / "folio-octave-library-200-40"
@@ -127,7 +128,7 @@ def main() -> None:
                     help="first fill the whole context once, so the KV cache is all resident "
                          "(separates its one-time growth from a trend)")
     ap.add_argument("--arena-max", action="store_true",
-                    help="app.core.memory.limit_malloc_arenas(2) at start (glibc arenas)")
+                    help="app.core.base.memory.limit_malloc_arenas(2) at start (glibc arenas)")
     ap.add_argument("--small-library", action="store_true",
                     help="ingest a few generated PDFs instead of the cached Octave library")
     args = ap.parse_args()

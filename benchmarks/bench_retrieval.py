@@ -23,10 +23,11 @@ from _common import ROOT
 from localdocs_baseline import build_localdocs_index
 from retrieval_metrics import hit_at, mrr
 
-from app.core.embedder import get_embedder
-from app.core.ingest import IngestOptions, IngestSummary, ingest
-from app.core.library import Library
-from app.core.splitter import SplitterConfig
+from app.core.index.embedder import get_embedder
+from app.core.index.ingest import IngestOptions, IngestSummary, ingest
+from app.core.index.library import Library
+from app.core.documents.splitter import SplitterConfig
+from app.core.index.search import hybrid_search
 
 HERE = Path(__file__).resolve().parent
 
@@ -77,7 +78,7 @@ def main() -> None:
         ranked, times = [], []
         for q in questions:
             t = time.perf_counter()
-            results = lib.search(q["question"], k=10, **kw)
+            results = hybrid_search(lib, q["question"], k=10, **kw)
             times.append(time.perf_counter() - t)
             ranked.append(results)
             if label == "folio hybrid":

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 from _common import ROOT, percentile
 
-from app.core.embedder import get_embedder
-from app.core.library import INDEXING, DocumentRecord, Library
-from app.core.search import hybrid_search
-from app.core.types import Chunk
+from app.core.index.embedder import get_embedder
+from app.core.index.library import INDEXING, DocumentRecord, Library
+from app.core.index.search import hybrid_search
+from app.core.documents.base import Chunk
 
 QUERIES = [
     "how do I keep the current plot when drawing another one",

@@ -225,9 +225,9 @@ def run_target(target: str, fuzzer_args: list[str]) -> None:
     import atheris
 
     with atheris.instrument_imports(include=["app", "docx", "charset_normalizer"]):
-        from app.core import loaders
-        from app.core.splitter import Splitter
-        from app.core.types import Deadline, LoadError
+        from app.core.documents import formats as loaders
+        from app.core.documents.splitter import Splitter
+        from app.core.documents.base import Deadline, LoadError
 
     import logging
 

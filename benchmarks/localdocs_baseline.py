@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
-    from app.core.embedder import get_embedder
+    from app.core.index.embedder import get_embedder
 
     embedder = get_embedder(args.embedder)
     questions = json.loads(args.questions.read_text(encoding="utf-8"))

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 
 def prepare(home: Path) -> Path:
-    from app.core.models import STARTER_MODEL_FILE, ensure_starter_model
+    from app.core.models.starter import STARTER_MODEL_FILE, ensure_starter_model
 
     models = home / "models"
     models.mkdir(parents=True)
@@ -89,7 +89,7 @@ def main() -> int:
     from PySide6.QtWidgets import QApplication
 
     app = QApplication(sys.argv[:1])
-    from app.core.models import STARTER_MODEL_FILE
+    from app.core.models.starter import STARTER_MODEL_FILE
     from app.ui.main_window import MainWindow
 
     window = MainWindow(load_model=False)

@@ -51,7 +51,7 @@ VIEWER_PANES = [400, 500, 500]  # the chat keeps its minimum (~515), titles stay
 
 def link_starter_model(models: Path) -> None:
     """The real starter model in `models`, hard-linked from the shared test cache."""
-    from app.core.models import STARTER_MODEL_FILE, ensure_starter_model
+    from app.core.models.starter import STARTER_MODEL_FILE, ensure_starter_model
 
     models.mkdir(parents=True, exist_ok=True)
     cache = Path(os.environ.get("FOLIO_TEST_MODELS", Path.home() / ".cache/folio-test-models"))

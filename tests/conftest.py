@@ -29,7 +29,7 @@ SHARED_MODELS = Path(os.environ.get("FOLIO_TEST_MODELS",
 @pytest.fixture(scope="session")
 def starter_model() -> Path:
     """The real starter GGUF (Gemma 3 270M), assembled and verified once."""
-    from app.core.models import ensure_starter_model
+    from app.core.models.starter import ensure_starter_model
 
     return ensure_starter_model(SHARED_MODELS)
 
@@ -37,7 +37,8 @@ def starter_model() -> Path:
 @pytest.fixture(scope="session")
 def llm(starter_model):
     """One real llama.cpp runtime on the starter model for the whole session."""
-    from app.core.llm import LLMRuntime, LoadSettings
+    from app.core.llm.runtime import LLMRuntime
+    from app.core.llm.provider import LoadSettings
 
     runtime = LLMRuntime()
     runtime.load(starter_model, LoadSettings(n_ctx=2048))
@@ -60,7 +61,7 @@ def folio_home(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def embedder():
     """The real all-MiniLM-L6-v2, loaded once per test session."""
-    from app.core.embedder import get_embedder
+    from app.core.index.embedder import get_embedder
 
     return get_embedder()
 

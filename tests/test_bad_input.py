@@ -29,14 +29,16 @@ from pathlib import Path
 import pymupdf
 import pytest
 
-from app.core import ingest as ingest_mod
-from app.core import loaders
-from app.core import types as types_mod
-from app.core.ingest import IngestOptions, IngestSummary, discover, ingest
-from app.core.library import FAILED, READY, Library
-from app.core.loaders import BAD_NAME_REASON, load
-from app.core.splitter import Splitter
-from app.core.types import Deadline, LoadError, document_text
+from app.core.index import ingest as ingest_mod
+from app.core.documents import common, pdf, word
+from app.core.documents import text as text_loader
+from app.core.documents import base as types_mod
+from app.core.index.ingest import IngestOptions, IngestSummary, discover, ingest
+from app.core.index.library import FAILED, READY, Library
+from app.core.documents.formats import BAD_NAME_REASON, load
+from app.core.documents.splitter import Splitter
+from app.core.documents.base import Deadline, LoadError, document_text
+from app.core.index.search import hybrid_search
 
 ROOT = Path(__file__).resolve().parents[1]
 MiB = 1024 * 1024
@@ -44,8 +46,8 @@ GOOD_TEXT = "The okapi lives in the Ituri rainforest and eats leaves, fruit and 
 MANY_PAGES = 3000
 BOMB_BYTES = 2 * 1024 * MiB  # the uncompressed size of the zip bomb's document.xml
 HUGE_TEXT_BYTES = 200 * MiB
-NEAR_CAP_TEXT_BYTES = loaders.MAX_TEXT_BYTES - MiB  # read whole: just under the text cap
-NEAR_CAP_XML_BYTES = loaders.MAX_ZIP_XML_PART - 4 * MiB  # parsed whole: just under the part cap
+NEAR_CAP_TEXT_BYTES = common.MAX_TEXT_BYTES - MiB  # read whole: just under the text cap
+NEAR_CAP_XML_BYTES = common.MAX_ZIP_XML_PART - 4 * MiB  # parsed whole: just under the part cap
 MEMORY_BOUND = 2 * 1024 * MiB  # peak RSS of a process ingesting the whole corpus
 
 
@@ -507,7 +509,7 @@ def test_a_loader_that_hangs_fails_its_file_and_the_batch_goes_on(tmp_path, hash
             assert record.error == reason and not record.pending_version
             assert not lib.document_chunks(record.doc_id)
     assert lib.chunk_count() == lib.chunk_count(live_only=False)  # nothing of them staged
-    assert {Path(h.path).name for h in lib.search("capybara", k=10)} == {
+    assert {Path(h.path).name for h in hybrid_search(lib, "capybara", k=10)} == {
         n for n in names if n not in hang}
     # Once there is time, the same files ingest normally.
     monkeypatch.setattr(ingest_mod, "load", real_load)
@@ -612,7 +614,7 @@ def test_huge_text_file_refused_before_reading(corpus, monkeypatch):
     def no_read(*a, **k):
         raise AssertionError("the huge file was read")
 
-    monkeypatch.setattr(loaders, "_decode_bytes", no_read)
+    monkeypatch.setattr(text_loader, "decode_bytes", no_read)
     with pytest.raises(LoadError, match=r"file too large \(200 MB"):
         load(corpus / "huge.txt")
 
@@ -620,18 +622,18 @@ def test_huge_text_file_refused_before_reading(corpus, monkeypatch):
 def test_near_cap_files_are_just_under_the_caps(corpus):
     """They must stay read whole (not refused), or the memory bound stops being tested."""
     size = (corpus / "near-cap.txt").stat().st_size
-    assert loaders.MAX_TEXT_BYTES - 2 * MiB < size <= loaders.MAX_TEXT_BYTES
+    assert common.MAX_TEXT_BYTES - 2 * MiB < size <= common.MAX_TEXT_BYTES
     with zipfile.ZipFile(corpus / "near-cap.docx") as zf:
         part = zf.getinfo("word/document.xml")
         total = sum(i.file_size for i in zf.infolist())
         packed = sum(i.compress_size for i in zf.infolist())
-    assert loaders.MAX_ZIP_XML_PART - 8 * MiB < part.file_size <= loaders.MAX_ZIP_XML_PART
-    assert total <= loaders.MAX_DOCX_RATIO * packed  # not refused as a zip bomb
-    loaders._check_docx_package(corpus / "near-cap.docx")  # accepted: it will be parsed
+    assert common.MAX_ZIP_XML_PART - 8 * MiB < part.file_size <= common.MAX_ZIP_XML_PART
+    assert total <= common.MAX_DOCX_RATIO * packed  # not refused as a zip bomb
+    word._check_docx_package(corpus / "near-cap.docx")  # accepted: it will be parsed
 
 
 def test_text_just_under_the_limit_loads(tmp_path, monkeypatch):
-    monkeypatch.setattr(loaders, "MAX_TEXT_BYTES", 2 * MiB)
+    monkeypatch.setattr(common, "MAX_TEXT_BYTES", 2 * MiB)
     p = huge_text(tmp_path / "big.log", 2 * MiB)
     doc = load(p)
     assert "enormous log file" in document_text(doc.blocks)
@@ -726,7 +728,7 @@ def _wrap(monkeypatch, module, name, after):
 def test_pdf_deleted_between_pages(tmp_path, monkeypatch):
     p = tmp_path / "going.pdf"
     p.write_bytes(raw_pdf([f"page {i}" for i in range(5)]))
-    _wrap(monkeypatch, loaders, "_extract_page", lambda n: n == 2 and p.unlink())
+    _wrap(monkeypatch, pdf, "_extract_page", lambda n: n == 2 and p.unlink())
     with pytest.raises(LoadError, match="the file was deleted while it was being read"):
         load(p)
 
@@ -741,7 +743,7 @@ def test_pdf_rewritten_between_pages(tmp_path, monkeypatch):
                 fh.seek(200)
                 fh.write(b"garbage" * 50)
 
-    _wrap(monkeypatch, loaders, "_extract_page", rewrite)
+    _wrap(monkeypatch, pdf, "_extract_page", rewrite)
     with pytest.raises(LoadError, match="the file changed while it was being read"):
         load(p)
 
@@ -755,7 +757,7 @@ def test_text_replaced_while_read(tmp_path, monkeypatch):
         tmp.write_text("A second version, saved by an editor.\n")
         os.replace(tmp, p)
 
-    _wrap(monkeypatch, loaders, "_read_limited", replace)
+    _wrap(monkeypatch, text_loader, "read_limited", replace)
     with pytest.raises(LoadError, match="the file was replaced while it was being read"):
         load(p)
 
@@ -764,7 +766,7 @@ def test_docx_deleted_after_the_package_check(tmp_path, monkeypatch):
     from docgen import make_docx
 
     p = make_docx(tmp_path / "brief.docx", {"Intro": ["Some words."]})
-    _wrap(monkeypatch, loaders, "_check_docx_package", lambda n: p.unlink())
+    _wrap(monkeypatch, word, "_check_docx_package", lambda n: p.unlink())
     with pytest.raises(LoadError, match="no longer exists|deleted while"):
         load(p)
 
@@ -799,9 +801,9 @@ def test_file_deleted_after_hashing_fails_alone(tmp_path, hash_embedder, monkeyp
 
 CHILD = textwrap.dedent("""
     import json, sys
-    from app.core.library import Library
-    from app.core.ingest import ingest, IngestOptions, IngestSummary
-    from app.core.search import hybrid_search
+    from app.core.index.library import Library
+    from app.core.index.ingest import ingest, IngestOptions, IngestSummary
+    from app.core.index.search import hybrid_search
     lib = Library.open(sys.argv[1])
     summary = IngestSummary()
     for _ in ingest(lib, [sys.argv[2]], IngestOptions(), summary=summary):

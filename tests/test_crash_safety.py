@@ -31,8 +31,9 @@ from pathlib import Path
 from conftest import HashEmbedder
 from docgen import LOREM, long_pages, make_docx, make_pdf
 
-from app.core.ingest import IngestOptions, IngestSummary, ingest
-from app.core.library import INDEXING, READY, Library
+from app.core.index.ingest import IngestOptions, IngestSummary, ingest
+from app.core.index.library import INDEXING, READY, Library
+from app.core.index.search import hybrid_search
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
@@ -43,7 +44,7 @@ DRIVER = textwrap.dedent("""
     sys.path.insert(0, os.environ["FOLIO_TESTS_DIR"])
     import lancedb.table
     from app.core import library as libmod
-    from app.core.ingest import IngestOptions, ingest
+    from app.core.index.ingest import IngestOptions, ingest
 
     point, _, nth = os.environ.get("CRASH_AT", "").partition(":")
     counts = {}
@@ -82,7 +83,7 @@ DRIVER = textwrap.dedent("""
         from conftest import HashEmbedder
         embedder = HashEmbedder()
     else:
-        from app.core.embedder import get_embedder
+        from app.core.index.embedder import get_embedder
         embedder = get_embedder()
     lib = libmod.Library.open(sys.argv[1], embedder)
     armed.append(True)
@@ -228,7 +229,7 @@ def check_consistent(lib: Library) -> dict[str, int]:
     # nothing, so hybrid hits alone could hide it), and sees live chunks only.
     if live:
         for mode in ("hybrid", "vector", "fts"):
-            results = lib.search("widget report guide memo alpha passages", k=5, mode=mode)
+            results = hybrid_search(lib, "widget report guide memo alpha passages", k=5, mode=mode)
             assert results, f"{mode} search found nothing in a library with live chunks"
             assert all(r.doc_id in live and r.chunk_index in live[r.doc_id] for r in results)
     return states
@@ -346,7 +347,7 @@ def test_kill_9_with_the_real_embedder(tmp_path, embedder):
 # --- the chat database: kill -9 during a burst of saves ----------------------------------------
 
 CHAT_OPS = textwrap.dedent('''
-    from app.core.history import Source
+    from app.core.chat.history import Source
 
     def chat_ops(store):
         """Every chat write the app makes, one transaction per step, forever; yields after
@@ -398,7 +399,7 @@ CHAT_OPS = textwrap.dedent('''
 
 CHAT_CHILD = CHAT_OPS + textwrap.dedent('''
     import os, signal, sys
-    from app.core.history import ChatStore
+    from app.core.chat.history import ChatStore
     store = ChatStore(sys.argv[1])
     stop_after = int(os.environ.get("KILL_AFTER_STEP", "0"))
     for step, name in enumerate(chat_ops(store), 1):
@@ -424,7 +425,7 @@ def chat_state(store) -> list:
 def reference_states(folder: Path, wanted: set[int]) -> dict[int, list]:
     """The chat state after each of the `wanted` step counts, by replaying the same writes
     once in this process."""
-    from app.core.history import ChatStore
+    from app.core.chat.history import ChatStore
 
     namespace: dict = {}
     exec(CHAT_OPS, namespace)  # noqa: S102 - the very code the child runs
@@ -446,7 +447,7 @@ def test_kill_9_during_a_burst_of_chat_saves(tmp_path):
     caught streaming is marked interrupted."""
     import sqlite3
 
-    from app.core.history import ChatStore
+    from app.core.chat.history import ChatStore
 
     seed = int(os.environ.get("FOLIO_CRASH_SEED", random.SystemRandom().randrange(10**6)))
     print(f"chat crash seed: {seed}")

@@ -10,8 +10,9 @@ import errno
 import pytest
 from fixtures_disk import small_disk_at
 
-from app.core.ingest import IngestOptions, IngestSummary, ingest
-from app.core.library import FAILED, INDEXING, READY, DiskFull, Library, is_disk_full
+from app.core.index.ingest import IngestOptions, IngestSummary, ingest
+from app.core.index.library import FAILED, INDEXING, READY, DiskFull, Library, is_disk_full
+from app.core.index.search import hybrid_search
 
 HARBOUR = " ".join(f"Sentence {i} tells how harbour crane number {i} lifts containers onto "
                    f"ship {i * 7} at dawn, weighing {i * 13} tonnes." for i in range(1200))
@@ -105,9 +106,9 @@ def test_disk_full_mid_ingest_keeps_the_library_and_resumes(small_disk, tmp_path
     def check_intact(lib):
         assert lib.get(garden).status == READY
         assert lib.chunk_count() == garden_chunks  # nothing of harbour.txt is live
-        hits = lib.search("water tomato plants", k=3)
+        hits = hybrid_search(lib, "water tomato plants", k=3)
         assert hits and {h.path for h in hits} == {str(garden)}
-        assert not lib.search("harbour crane containers", k=3, documents=[str(harbour)])
+        assert not hybrid_search(lib, "harbour crane containers", k=3, documents=[str(harbour)])
         record = lib.get(harbour)
         assert record is not None and record.status in (FAILED, INDEXING)
         assert record.pending_version  # resumable: its stored batches are kept
@@ -126,7 +127,7 @@ def test_disk_full_mid_ingest_keeps_the_library_and_resumes(small_disk, tmp_path
     record = lib.get(harbour)
     assert record.status == READY and not record.pending_version
     assert lib.chunk_count() == garden_chunks + record.chunks
-    hits = lib.search("harbour crane containers", k=3)
+    hits = hybrid_search(lib, "harbour crane containers", k=3)
     assert hits and hits[0].path == str(harbour)
     assert lib.get(garden).status == READY
 
@@ -176,7 +177,7 @@ def test_disk_full_while_recording_unsupported_files_is_a_clear_error(small_disk
         assert [d.name for d in reopened.documents()] == ["garden.txt"]
         assert reopened.get(garden).status == READY
         assert reopened.chunk_count() == reopened.chunk_count(live_only=False) == garden_chunks
-        assert reopened.search("water tomato plants", k=1)
+        assert hybrid_search(reopened, "water tomato plants", k=1)
 
     small_disk.make_room()
     lib = Library.open(root, hash_embedder)

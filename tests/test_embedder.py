@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.core.embedder import DEFAULT_EMBEDDER, EmbedderSpec, SentenceTransformerEmbedder, resolve_spec
+from app.core.index.embedder import (
+    DEFAULT_EMBEDDER,
+    EmbedderSpec,
+    SentenceTransformerEmbedder,
+    resolve_spec,
+)
 
 
 def test_default_embedder_shape_and_norm(embedder):

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from app.core import embedder_install as ei
-from app.core.embedder_install import (
+from app.core.index import embedder_install as ei
+from app.core.index.embedder_install import (
     DownloadableEmbedder,
     EmbedderInstallCancelled,
     EmbedderInstallError,
@@ -329,7 +329,7 @@ def test_a_folder_in_the_way_is_not_overwritten(published, tmp_path):
 
 
 def test_the_mpnet_entry_matches_what_the_embedder_module_expects():
-    from app.core.embedder import known_specs
+    from app.core.index.embedder import known_specs
 
     names = [e.name for e in ei.downloadable_embedders()]
     assert "all-mpnet-base-v2" in names

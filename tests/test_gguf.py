@@ -8,8 +8,8 @@ import struct
 import pytest
 from ggufgen import CHATML, make_gguf, tensor_parameters
 
-from app.core.gguf import MAX_KEPT_ARRAY, read_gguf_info
-from app.core.models import ModelError
+from app.core.models.gguf import MAX_KEPT_ARRAY, read_gguf_info
+from app.core.models.files import ModelError
 
 
 def test_starter_model_header(starter_model):

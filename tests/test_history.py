@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from app.core import history
-from app.core.history import DEFAULT_TITLE, ChatStore, Source, title_from
+from app.core.chat import history
+from app.core.chat.history import DEFAULT_TITLE, ChatStore, Source, title_from
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -248,7 +248,7 @@ def test_messages_in_order_with_sources(store):
 
 
 def test_search_results_are_accepted_as_sources(store):
-    from app.core.library import SearchResult
+    from app.core.index.search import SearchResult
 
     chat = store.create_chat()
     r = SearchResult(path="/d/a.pdf", page=4, page_end=4, section="Intro", score=0.5,
@@ -386,7 +386,7 @@ def test_edit_failing_after_the_delete_changes_nothing(store, monkeypatch):
 
 _CHILD_STREAMING = """
 import sys, time
-from app.core.history import ChatStore, Source
+from app.core.chat.history import ChatStore, Source
 store = ChatStore(sys.argv[1])
 chat = store.create_chat()
 store.add_message(chat.id, "user", "What is WAL?")
@@ -403,7 +403,7 @@ time.sleep(60)
 
 _CHILD_LOOP = """
 import sys
-from app.core.history import ChatStore, Source
+from app.core.chat.history import ChatStore, Source
 store = ChatStore(sys.argv[1])
 chat = store.create_chat()
 print(chat.id, flush=True)

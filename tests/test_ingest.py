@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 from docgen import long_pages, make_docx, make_pdf, unreadable_file
 
-from app.core import ingest as ingest_mod
-from app.core.ingest import IngestOptions, IngestSummary, discover, ingest
-from app.core.library import FAILED, READY, Library
+from app.core.index import ingest as ingest_mod
+from app.core.index.ingest import IngestOptions, IngestSummary, discover, ingest
+from app.core.index.library import FAILED, READY, Library
+from app.core.index.search import hybrid_search
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,11 +73,11 @@ def test_ingest_folder_with_bad_files(lib, mixed_folder):
 
 def test_search_cites_the_right_page_and_section(lib, mixed_folder):
     run(lib, [mixed_folder])
-    [hit] = lib.search("the lamp keeps flashing, how do I adjust it?", k=1)
+    [hit] = hybrid_search(lib, "the lamp keeps flashing, how do I adjust it?", k=1)
     assert hit.path.endswith("manual.pdf")
     assert hit.page == 2
     assert "Calibrating" in hit.section
-    [hit] = lib.search("how much money can we spend on trips", k=1)
+    [hit] = hybrid_search(lib, "how much money can we spend on trips", k=1)
     assert hit.path.endswith("notes.docx") and hit.page is None
     assert "Budget" in hit.section
 
@@ -102,7 +103,7 @@ def test_changed_file_replaces_its_chunks(lib, tmp_path):
     path.write_text("# Memo\n\nThe meeting moved to Friday in the library hall.\n")
     summary, _ = run(lib, [path])
     assert summary.ingested == 1
-    texts = [r.text for r in lib.search("when is the meeting", k=10)]
+    texts = [r.text for r in hybrid_search(lib, "when is the meeting", k=10)]
     assert any("Friday" in t for t in texts)
     assert not any("Tuesday" in t for t in texts)
     assert lib.chunk_count(live_only=False) == lib.chunk_count()
@@ -117,21 +118,21 @@ def test_broken_update_keeps_the_old_version(lib, tmp_path):
     assert len(summary.failed) == 1
     doc = lib.get(path)
     assert doc.status == FAILED and doc.error
-    assert "cardamom" in lib.search("secret ingredient", k=1)[0].text
+    assert "cardamom" in hybrid_search(lib, "secret ingredient", k=1)[0].text
 
 
 def test_remove_document(lib, mixed_folder):
     run(lib, [mixed_folder])
     doc = lib.get(mixed_folder / "manual.pdf")
     lib.remove(doc)
-    assert all(not r.path.endswith("manual.pdf") for r in lib.search("widget dial", k=10))
+    assert all(not r.path.endswith("manual.pdf") for r in hybrid_search(lib, "widget dial", k=10))
     assert lib.get(mixed_folder / "manual.pdf") is None
 
 
 def test_collections(lib, mixed_folder, tmp_path):
     run(lib, [mixed_folder / "manual.pdf"], collection="hardware")
     run(lib, [mixed_folder / "notes.docx"], collection="admin")
-    hits = lib.search("widget", k=10, collections=["admin"])
+    hits = hybrid_search(lib, "widget", k=10, collections=["admin"])
     assert hits and all(h.path.endswith("notes.docx") for h in hits)
     # adding an unchanged file to another collection does not re-embed it
     summary, _ = run(lib, [mixed_folder / "manual.pdf"], collection="admin")
@@ -172,7 +173,7 @@ def test_unsupported_and_missing_files_fail_alone(lib, tmp_path):
 
 
 def test_vanished_and_unreadable_files(lib, tmp_path, embedder):
-    from app.core.splitter import Splitter
+    from app.core.documents.splitter import Splitter
 
     gone = tmp_path / "gone.txt"
     splitter = Splitter()
@@ -227,8 +228,8 @@ def test_progress_events_and_cancel_then_resume(lib, tmp_path, library_dir, embe
 
 CRASH_SCRIPT = textwrap.dedent("""
     import sys
-    from app.core.library import Library
-    from app.core.ingest import ingest, IngestOptions
+    from app.core.index.library import Library
+    from app.core.index.ingest import ingest, IngestOptions
     lib = Library.open(sys.argv[1])
     for ev in ingest(lib, [sys.argv[2]], IngestOptions(batch_size=4)):
         if ev.kind == "batch":

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from app.core.library import (
+from app.core.index.library import (
     FAILED,
     INDEXING,
     READY,
@@ -16,7 +16,8 @@ from app.core.library import (
     Library,
     doc_id_for,
 )
-from app.core.types import Chunk
+from app.core.documents.base import Chunk
+from app.core.index.search import hybrid_search
 
 
 def make_chunks(texts, page=1):
@@ -41,7 +42,7 @@ def add_doc(lib, path, texts, version="v1", collections=(), publish=True):
 
 
 def texts_in(lib, query="", k=50):
-    return sorted(r.text for r in lib.search(query or "the", k=k, mode="vector"))
+    return sorted(r.text for r in hybrid_search(lib, query or "the", k=k, mode="vector"))
 
 
 def test_new_library_records_its_embedder(library_dir, hash_embedder):
@@ -65,9 +66,9 @@ def test_switching_embedder_asks_for_reindex(library_dir, hash_embedder):
 def test_staged_chunks_are_invisible_until_published(library_dir, hash_embedder, tmp_path):
     lib = Library.open(library_dir, hash_embedder)
     doc = add_doc(lib, tmp_path / "a.txt", ["apples grow on trees"], publish=False)
-    assert lib.search("apples", k=5) == []
+    assert hybrid_search(lib, "apples", k=5) == []
     lib.publish([(doc, "v1", 1)])
-    hits = lib.search("apples", k=5)
+    hits = hybrid_search(lib, "apples", k=5)
     assert [h.text for h in hits] == ["apples grow on trees"]
     assert lib.get(tmp_path / "a.txt").status == READY
 
@@ -139,11 +140,11 @@ def test_scope_by_collection_and_document(library_dir, hash_embedder, tmp_path):
     add_doc(lib, tmp_path / "a.txt", ["shared words apples"], collections=["fruit"])
     add_doc(lib, tmp_path / "b.txt", ["shared words bolts"], collections=["tools"])
     add_doc(lib, tmp_path / "c.txt", ["shared words cherries"], collections=["fruit", "red"])
-    fruit = lib.search("shared words", k=10, collections=["fruit"])
+    fruit = hybrid_search(lib, "shared words", k=10, collections=["fruit"])
     assert sorted(r.text for r in fruit) == ["shared words apples", "shared words cherries"]
-    only_b = lib.search("shared words", k=10, documents=[str(tmp_path / "b.txt")])
+    only_b = hybrid_search(lib, "shared words", k=10, documents=[str(tmp_path / "b.txt")])
     assert [r.text for r in only_b] == ["shared words bolts"]
-    assert lib.search("shared words", k=10, collections=["nothing"]) == []
+    assert hybrid_search(lib, "shared words", k=10, collections=["nothing"]) == []
     assert lib.collections() == {"fruit": 2, "red": 1, "tools": 1}
 
 
@@ -151,7 +152,7 @@ def test_search_result_fields(library_dir, hash_embedder, tmp_path):
     lib = Library.open(library_dir, hash_embedder)
     add_doc(lib, tmp_path / "a.txt", ["first page text", "second page apples"])
     lib.optimize()
-    [hit] = lib.search("apples", k=1)
+    [hit] = hybrid_search(lib, "apples", k=1)
     assert hit.path == str(tmp_path / "a.txt")
     assert hit.page == 2 and hit.section == "Intro" and hit.text == "second page apples"
     assert hit.score > 0
@@ -163,17 +164,17 @@ def test_fts_and_vector_modes(library_dir, hash_embedder, tmp_path):
     lib = Library.open(library_dir, hash_embedder)
     add_doc(lib, tmp_path / "a.txt", ["the fminsearch function minimises", "plots and axes"])
     lib.optimize()
-    assert lib.search("fminsearch", k=1, mode="fts")[0].text.startswith("the fminsearch")
-    assert lib.search("plots axes", k=1, mode="vector")[0].text == "plots and axes"
+    assert hybrid_search(lib, "fminsearch", k=1, mode="fts")[0].text.startswith("the fminsearch")
+    assert hybrid_search(lib, "plots axes", k=1, mode="vector")[0].text == "plots and axes"
     with pytest.raises(ValueError):
-        lib.search("x", mode="nonsense")
+        hybrid_search(lib, "x", mode="nonsense")
 
 
 def test_fts_handles_query_syntax_characters(library_dir, hash_embedder, tmp_path):
     lib = Library.open(library_dir, hash_embedder)
     add_doc(lib, tmp_path / "a.txt", ["x^2 + y^2 AND (z) \"quoted\""])
     lib.optimize()
-    assert lib.search('what is "x^2" AND (z)? OR NOT: -', k=3)
+    assert hybrid_search(lib, 'what is "x^2" AND (z)? OR NOT: -', k=3)
 
 
 def test_mmr_prefers_variety(library_dir, hash_embedder, tmp_path):
@@ -182,8 +183,8 @@ def test_mmr_prefers_variety(library_dir, hash_embedder, tmp_path):
         "apples apples red fruit", "apples apples red fruit tree", "apples green orchard soil",
     ])
     lib.optimize()
-    plain = [r.text for r in lib.search("apples red fruit", k=2)]
-    diverse = [r.text for r in lib.search("apples red fruit", k=2, mmr=True, mmr_lambda=0.3)]
+    plain = [r.text for r in hybrid_search(lib, "apples red fruit", k=2)]
+    diverse = [r.text for r in hybrid_search(lib, "apples red fruit", k=2, mmr=True, mmr_lambda=0.3)]
     assert plain[0] == diverse[0]
     assert "apples green orchard soil" in diverse
 
@@ -195,7 +196,7 @@ def test_optimize_keeps_versions_from_piling_up(library_dir, hash_embedder, tmp_
     lib.optimize()
     assert len(lib.chunks_table().list_versions()) <= 2
     assert lib.chunk_count() == 6
-    assert len(lib.search("text number", k=10)) == 6
+    assert len(hybrid_search(lib, "text number", k=10)) == 6
 
 
 def test_failed_update_keeps_the_old_version_searchable(library_dir, hash_embedder, tmp_path):
@@ -205,4 +206,4 @@ def test_failed_update_keeps_the_old_version_searchable(library_dir, hash_embedd
     doc.status, doc.error = FAILED, "the file is not a valid PDF"
     lib.put_document(doc)
     lib2 = Library.open(library_dir, hash_embedder)
-    assert [r.text for r in lib2.search("precious", k=3)] == ["precious content"]
+    assert [r.text for r in hybrid_search(lib2, "precious", k=3)] == ["precious content"]

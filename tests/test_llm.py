@@ -21,23 +21,24 @@ from pathlib import Path
 import llama_cpp
 import pytest
 
-from app.core.llm import (
+from app.core.llm.templates import (
     COMPLETION_STOPS,
     ChatTemplateError,
-    Done,
-    GenerationSettings,
-    LLMProvider,
-    LLMRuntime,
-    LoadSettings,
-    Token,
-    _StopFilter,
-    _Utf8Stream,
     chat_stop_strings,
-    defaults_for,
     format_completion_prompt,
     render_chat_template,
 )
-from app.core.models import ModelError, ensure_starter_model
+from app.core.llm.provider import (
+    Done,
+    GenerationSettings,
+    LLMProvider,
+    LoadSettings,
+    Token,
+    defaults_for,
+)
+from app.core.llm.runtime import LLMRuntime, _StopFilter, _Utf8Stream
+from app.core.models.files import ModelError
+from app.core.models.starter import ensure_starter_model
 
 GPU_BUILD = bool(llama_cpp.llama_supports_gpu_offload())
 COUNTING = "1, 2, 3, 4, 5, 6,"

@@ -15,11 +15,11 @@ import pymupdf
 import pytest
 from docgen import unreadable_file
 
-from app.core import loaders
-from app.core.loaders import SUPPORTED_EXTENSIONS, file_kind, is_supported, load
-from app.core.types import LoadedDocument, LoadError, document_text
+from app.core.documents import common, formats, pdf
+from app.core.documents.formats import SUPPORTED_EXTENSIONS, file_kind, is_supported, load
+from app.core.documents.base import LoadedDocument, LoadError, document_text
 
-HAS_TESSERACT = shutil.which("tesseract") is not None and loaders._ocr_setup() is not None
+HAS_TESSERACT = shutil.which("tesseract") is not None and pdf._ocr_setup() is not None
 BLOCK_KINDS = {"heading", "text", "table", "list", "code"}
 
 
@@ -163,7 +163,7 @@ def test_unexpected_errors_become_load_errors(tmp_path, monkeypatch):
     def boom(path):
         raise ValueError("kaputt")
 
-    monkeypatch.setitem(loaders._LOADERS, "text", boom)
+    monkeypatch.setitem(formats._LOADERS, "text", boom)
     p = tmp_path / "a.txt"
     p.write_text("hello")
     with pytest.raises(LoadError, match="could not read: kaputt"):
@@ -182,7 +182,7 @@ def test_permission_denied(tmp_path):
 
 
 def test_text_file_too_large(tmp_path, monkeypatch):
-    monkeypatch.setattr(loaders, "MAX_TEXT_BYTES", 1000)
+    monkeypatch.setattr(common, "MAX_TEXT_BYTES", 1000)
     p = tmp_path / "big.txt"
     p.write_text("word " * 1000)
     with pytest.raises(LoadError, match="file too large"):
@@ -419,7 +419,7 @@ def test_pdf_scanned_page_with_ocr_off_warns(tmp_path):
 
 
 def test_pdf_without_tesseract_warns_and_suggests_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(loaders, "_ocr_setup", lambda: None)
+    monkeypatch.setattr(pdf, "_ocr_setup", lambda: None)
     doc = check_doc(load(_scanned_pdf(tmp_path / "scan.pdf")))
     assert doc.warnings == [
         "1 of 2 pages has no text layer (scanned?); install Tesseract to OCR them"
@@ -427,7 +427,7 @@ def test_pdf_without_tesseract_warns_and_suggests_it(tmp_path, monkeypatch):
 
 
 def test_pdf_fully_scanned_without_ocr_is_an_error(tmp_path, monkeypatch):
-    monkeypatch.setattr(loaders, "_ocr_setup", lambda: None)
+    monkeypatch.setattr(pdf, "_ocr_setup", lambda: None)
     p = tmp_path / "allscan.pdf"
     doc = pymupdf.open()
     image_only_page(doc, "Nothing digital here")
@@ -450,7 +450,7 @@ def test_pdf_blank_pages_are_not_called_scanned(tmp_path):
 
 @pytest.mark.skipif(not HAS_TESSERACT, reason="Tesseract is not installed")
 def test_ocr_setup_finds_tessdata():
-    tessdata, language = loaders._ocr_setup()
+    tessdata, language = pdf._ocr_setup()
     assert Path(tessdata, f"{language}.traineddata").is_file()
 
 
@@ -615,7 +615,7 @@ def test_docx_zip_bomb_ratio_refused(tmp_path):
 def test_docx_too_large_uncompressed_refused(tmp_path, monkeypatch):
     import docx
 
-    monkeypatch.setattr(loaders, "MAX_DOCX_UNCOMPRESSED", 10_000)
+    monkeypatch.setattr(common, "MAX_DOCX_UNCOMPRESSED", 10_000)
     d = docx.Document()
     d.add_paragraph("tiny")
     p = tmp_path / "big.docx"
@@ -809,7 +809,7 @@ def test_plain_text_huge_paragraph_is_cut(tmp_path):
     p.write_text("\n".join(f"line {i} " + "x" * 80 for i in range(2000)), encoding="utf-8")
     doc = check_doc(load(p))
     assert len(doc.blocks) > 1
-    assert all(len(b.text) <= loaders.MAX_TEXT_BLOCK_CHARS for b in doc.blocks)
+    assert all(len(b.text) <= common.MAX_TEXT_BLOCK_CHARS for b in doc.blocks)
     assert "line 1999" in doc.blocks[-1].text
 
 
@@ -1187,7 +1187,7 @@ def _no_safety_net(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("a loader raised an unexpected exception")
 
-    monkeypatch.setattr(loaders.log, "exception", fail)
+    monkeypatch.setattr(formats.log, "exception", fail)
 
 
 @pytest.mark.parametrize("count", [b"-1", b"2147483648"])

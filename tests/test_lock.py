@@ -20,18 +20,19 @@ import pytest
 from docgen import make_pdf
 
 from app.cli import main
-from app.core import lock
-from app.core.history import ChatStore
-from app.core.ingest import IngestOptions, IngestSummary, ingest
-from app.core.library import READY, Library, LibraryLocked, ReadOnlyLibrary
+from app.core.index import lock
+from app.core.chat.history import ChatStore
+from app.core.index.ingest import IngestOptions, IngestSummary, ingest
+from app.core.index.library import READY, Library, LibraryLocked, ReadOnlyLibrary
+from app.core.index.search import hybrid_search
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 HOLDER = textwrap.dedent("""
     import sys
-    from app.core.history import ChatStore
-    from app.core.library import Library
+    from app.core.chat.history import ChatStore
+    from app.core.index.library import Library
     lib = Library.open(sys.argv[1])
     if "--streaming" in sys.argv:  # an answer being written while the holder runs
         store = ChatStore.for_library(sys.argv[1])
@@ -134,7 +135,7 @@ def test_read_commands_work_read_only_while_another_process_writes(filled, capsy
         assert code == 0 and "documents: 1" in out
 
         lib = Library.open(library, read_only=None)
-        assert lib.read_only and lib.search("anchor chain")
+        assert lib.read_only and hybrid_search(lib, "anchor chain")
         with pytest.raises(Exception, match="read-only"):
             lib.remove(lib.documents()[0])
         lib.optimize()  # a no-op when read-only, not an error
@@ -162,7 +163,7 @@ def test_one_process_shares_its_lock_until_the_last_library_closes(tmp_path, has
     with pytest.raises(ReadOnlyLibrary):  # a closed library writes no more
         one.put_documents([])
     probe = subprocess.run(
-        [sys.executable, "-c", ("import sys; from app.core.library import Library; "
+        [sys.executable, "-c", ("import sys; from app.core.index.library import Library; "
                                 "Library(sys.argv[1])"), str(library)],
         capture_output=True, check=False, text=True, env=ENV, cwd=ROOT, timeout=120,
     )
@@ -171,7 +172,7 @@ def test_one_process_shares_its_lock_until_the_last_library_closes(tmp_path, has
     two.close()
     assert not lock.is_held_here(library)
     probe = subprocess.run(
-        [sys.executable, "-c", ("import sys; from app.core.library import Library; "
+        [sys.executable, "-c", ("import sys; from app.core.index.library import Library; "
                                 "print(Library(sys.argv[1]).read_only)"), str(library)],
         capture_output=True, check=False, text=True, env=ENV, cwd=ROOT, timeout=120,
     )
@@ -180,7 +181,7 @@ def test_one_process_shares_its_lock_until_the_last_library_closes(tmp_path, has
 
 WRITER = textwrap.dedent("""
     import sys
-    from app.core.history import ChatStore
+    from app.core.chat.history import ChatStore
     store = ChatStore(sys.argv[1])
     shared, tag, n = int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
     own = store.create_chat(f"chat {tag}").id
@@ -267,7 +268,7 @@ def test_a_second_process_leaves_the_writers_live_answer_alone(filled):
 def test_closing_the_engine_releases_the_library_at_once(tmp_path):
     """Folio.close() (the window closing) hands the write lock back straight away, even while
     something still holds the engine, so a CLI command or another window can write next."""
-    from app.core.engine import Folio
+    from app.core.service import Folio
 
     library = tmp_path / "library"
     folio = Folio(library_path=library)
@@ -275,7 +276,7 @@ def test_closing_the_engine_releases_the_library_at_once(tmp_path):
     folio.close()
     assert not lock.is_held_here(library)
     probe = subprocess.run(
-        [sys.executable, "-c", ("import sys; from app.core.library import Library; "
+        [sys.executable, "-c", ("import sys; from app.core.index.library import Library; "
                                 "print(Library(sys.argv[1]).read_only)"), str(library)],
         capture_output=True, check=False, text=True, env=ENV, cwd=ROOT, timeout=120,
     )
@@ -291,7 +292,7 @@ READER = textwrap.dedent("""
     from pathlib import Path
     sys.path.insert(0, os.environ["FOLIO_TESTS_DIR"])
     from conftest import HashEmbedder
-    from app.core.library import Library
+    from app.core.index.library import Library
 
     class Problems(logging.Handler):  # search logs a failing full-text search, returns []
         def __init__(self):
@@ -310,7 +311,7 @@ READER = textwrap.dedent("""
         found = {}
         for mode in ("hybrid", "vector", "fts"):
             try:
-                hits = lib.search("capybara river notes", k=50, mode=mode)
+                hits = hybrid_search(lib, "capybara river notes", k=50, mode=mode)
                 found[mode] = sorted({Path(h.path).name for h in hits})
                 if not hits:
                     errors.append(f"{mode}: no hits in round {rounds}")
@@ -429,7 +430,7 @@ def test_a_reader_searches_while_the_holder_ingests_and_compacts(tmp_path, hash_
     assert lib.chunk_count() == lib.chunk_count(live_only=False) == sum(
         d.chunks for d in lib.documents())
     for mode in ("hybrid", "vector", "fts"):
-        assert lib.search("capybara river", k=3, mode=mode), mode
+        assert hybrid_search(lib, "capybara river", k=3, mode=mode), mode
     lib.close()
 
 
@@ -442,7 +443,7 @@ def test_a_search_that_loses_the_race_with_a_compaction_reads_again(tmp_path, ha
     retryable message, not a raw LanceDB error."""
     import lancedb
 
-    from app.core.library import LibraryBusy, is_stale_read
+    from app.core.index.library import LibraryBusy, is_stale_read
 
     folder = tmp_path / "docs"
     folder.mkdir()
@@ -469,11 +470,11 @@ def test_a_search_that_loses_the_race_with_a_compaction_reads_again(tmp_path, ha
         return stale if handed == ["stale"] else real()
 
     monkeypatch.setattr(reader, "chunks_table", chunks_table)
-    hits = reader.search("capybara swims", k=3)
+    hits = hybrid_search(reader, "capybara swims", k=3)
     assert hits and handed[0] == "stale" and "latest" in handed
     assert {Path(h.path).name for h in hits} <= {"note0.md", "note1.md", "note2.md"}
 
     monkeypatch.setattr(reader, "chunks_table", lambda: stale)
     with pytest.raises(LibraryBusy, match="try again in a moment"):
-        reader.search("capybara swims", k=3)
+        hybrid_search(reader, "capybara swims", k=3)
     writer.close()

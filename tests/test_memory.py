@@ -12,9 +12,9 @@ import gc
 import platform
 import sys
 
-from app.core.chat import ChatEngine
-from app.core.history import ChatStore
-from app.core.llm import Done, GenerationSettings, Token
+from app.core.chat.answers import ChatEngine
+from app.core.chat.history import ChatStore
+from app.core.llm.provider import Done, GenerationSettings, Token
 
 
 def open_samplers() -> int:
@@ -66,7 +66,7 @@ def test_answers_leave_no_sampler_chains_behind(llm, tmp_path):
 
 
 def test_malloc_arena_cap(monkeypatch):
-    from app.core.memory import limit_malloc_arenas
+    from app.core.base.memory import limit_malloc_arenas
 
     monkeypatch.setenv("MALLOC_ARENA_MAX", "4")
     assert limit_malloc_arenas() is False  # the user's own setting wins

@@ -14,8 +14,8 @@ import time
 import psutil
 import pytest
 
-from app.core.llm import Done, GenerationSettings, LoadSettings, Token
-from app.core.model_host import (
+from app.core.llm.provider import Done, GenerationSettings, LoadSettings, Token
+from app.core.llm.host import (
     CRASH_ENV,
     ModelHost,
     ModelProcessError,
@@ -23,7 +23,7 @@ from app.core.model_host import (
     describe_exit,
     missing_cpu_flags,
 )
-from app.core.models import ModelError
+from app.core.models.files import ModelError
 
 pytestmark = pytest.mark.slow
 
@@ -229,7 +229,7 @@ def test_a_cpu_without_avx2_is_told_so_before_anything_crashes(starter_model, mo
     old_cpu = "processor : 0\nflags : fpu sse sse2 ssse3 sse4_1 sse4_2 avx popcnt\n"
     assert missing_cpu_flags(old_cpu) == ["avx2", "fma", "f16c", "bmi2"]
     assert missing_cpu_flags("flags : avx avx2 fma f16c bmi2 avx512f\n") == []
-    monkeypatch.setattr("app.core.model_host.missing_cpu_flags", lambda: ["avx2", "fma"])
+    monkeypatch.setattr("app.core.llm.host.missing_cpu_flags", lambda: ["avx2", "fma"])
     with ModelHost(log_path=None) as host:
         with pytest.raises(ModelError, match="lacks AVX2, FMA"):
             host.load(starter_model)

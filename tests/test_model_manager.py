@@ -17,18 +17,13 @@ from pathlib import Path
 import pytest
 from ggufgen import CHATML, make_gguf
 
-from app.core import models
-from app.core.models import (
-    STARTER_MODEL_FILE,
-    DownloadDone,
-    DownloadError,
-    DownloadProgress,
-    ModelError,
-    ModelManager,
-    ModelSettings,
-    WontFitError,
-    load_catalog,
-)
+from app.core.models import catalog, download, fit
+from app.core.models.starter import STARTER_MODEL_FILE
+from app.core.models.download import DownloadDone, DownloadError, DownloadProgress
+from app.core.models.files import ModelError
+from app.core.models.manager import ModelManager, ModelSettings
+from app.core.models.fit import WontFitError
+from app.core.models.catalog import load_catalog
 
 # -- a real HTTP server -------------------------------------------------------------------
 
@@ -170,7 +165,7 @@ def manager(tmp_path):
 @pytest.fixture
 def cpu_only(monkeypatch):
     """Estimates as on a CPU-only llama.cpp build, whatever this machine's build is."""
-    monkeypatch.setattr(models, "_gpu_offload_supported", lambda: False)
+    monkeypatch.setattr(fit, "_gpu_offload_supported", lambda: False)
 
 
 GB = 1024 ** 3
@@ -180,11 +175,11 @@ GB = 1024 ** 3
 def gpu(monkeypatch):
     """A llama.cpp build with a GPU backend on a machine with 8 GB of RAM free; the test
     sets the free VRAM (None: nvidia-smi gave no figure)."""
-    monkeypatch.setattr(models, "_gpu_offload_supported", lambda: True)
-    monkeypatch.setattr(models, "_unified_memory", lambda: False)
-    monkeypatch.setattr(models, "_free_ram", lambda: 8 * GB)
+    monkeypatch.setattr(fit, "_gpu_offload_supported", lambda: True)
+    monkeypatch.setattr(fit, "_unified_memory", lambda: False)
+    monkeypatch.setattr(fit, "free_ram", lambda: 8 * GB)
     vram: dict[str, int | None] = {"free": 8 * GB}
-    monkeypatch.setattr(models, "_free_vram", lambda read=True: vram["free"])
+    monkeypatch.setattr(fit, "_free_vram", lambda read=True: vram["free"])
     return vram
 
 
@@ -378,7 +373,7 @@ def test_disk_full(small_disk, server, tiny):
 def test_real_starter_model_download_with_pause(tmp_path, starter_model):
     """One download of the real 253 MB starter GGUF, paused and resumed, checked against the
     sha256 its package publishes."""
-    from app.core.models import _starter_package
+    from app.core.models.starter import _starter_package
 
     expected, _ = _starter_package()
     srv = FileServer({"/gemma.gguf": starter_model})
@@ -472,7 +467,7 @@ def test_remove_default_and_settings(manager, tmp_path):
 
 
 def test_used_by_chats(tmp_path):
-    from app.core.history import ChatStore
+    from app.core.chat.history import ChatStore
 
     store = ChatStore.for_library(tmp_path / "lib")
     try:
@@ -492,7 +487,7 @@ def test_used_by_chats(tmp_path):
 
 
 def test_memory_estimate_formula(manager, starter_model, cpu_only):
-    from app.core.models import cached_gguf_info
+    from app.core.models.gguf import cached_gguf_info
 
     info = cached_gguf_info(starter_model)
     est = manager.estimate_memory(info, context_length=1024)
@@ -508,7 +503,7 @@ def test_memory_estimate_formula(manager, starter_model, cpu_only):
 
 def test_a_model_that_cannot_fit(manager, tmp_path, cpu_only):
     """80 layers with 8 KV heads: at a 16M-token context the KV cache alone is ~690 GB."""
-    from app.core.models import cached_gguf_info
+    from app.core.models.gguf import cached_gguf_info
 
     manager.add(make_gguf(tmp_path / "big.gguf", blocks=80, embd=128, heads=8, heads_kv=8))
     info = cached_gguf_info(manager.models_dir / "big.gguf")
@@ -520,9 +515,10 @@ def test_a_model_that_cannot_fit(manager, tmp_path, cpu_only):
 
 
 def test_runtime_refuses_a_model_that_will_not_fit(starter_model, monkeypatch, cpu_only):
-    from app.core.llm import LLMRuntime, LoadSettings
+    from app.core.llm.runtime import LLMRuntime
+    from app.core.llm.provider import LoadSettings
 
-    monkeypatch.setattr(models, "_free_ram", lambda: 64 * 1024 * 1024)  # a 64 MB machine
+    monkeypatch.setattr(fit, "free_ram", lambda: 64 * 1024 * 1024)  # a 64 MB machine
     with LLMRuntime() as rt:
         with pytest.raises(WontFitError, match="will not fit.*--allow-oversize"):
             rt.load(starter_model, LoadSettings(n_ctx=1024))
@@ -535,7 +531,7 @@ def test_runtime_refuses_a_model_that_will_not_fit(starter_model, monkeypatch, c
 
 
 def test_catalog_schema():
-    from app.core.paths import resource_path
+    from app.core.base.paths import resource_path
 
     raw = json.loads(resource_path("models_catalog.json").read_text("utf-8"))
     assert raw["schema_version"] == 1 and "sha256" in raw["note"]
@@ -554,7 +550,7 @@ def test_catalog_schema():
         # Sizes are given to three significant figures; the download tolerates that rounding.
         unit = 10 ** (len(str(e.size_bytes)) - 3)
         assert e.size_bytes % unit == 0
-        assert unit // 2 <= models.catalog_size_tolerance(e.size_bytes) <= e.size_bytes // 100
+        assert unit // 2 <= catalog.catalog_size_tolerance(e.size_bytes) <= e.size_bytes // 100
 
 
 # -- settings applied on load ---------------------------------------------------------------
@@ -574,7 +570,7 @@ def two_models(tmp_path, starter_model):
 
 
 def test_settings_are_applied_on_load(two_models, tmp_path):
-    from app.core.engine import Folio
+    from app.core.service import Folio
 
     m = two_models
     m.set_default("first.gguf")
@@ -601,7 +597,7 @@ def test_settings_are_applied_on_load(two_models, tmp_path):
 
 
 def test_each_chat_uses_its_model_and_remove_unloads(two_models, tmp_path):
-    from app.core.engine import Folio
+    from app.core.service import Folio
 
     m = two_models
     m.set_default("first.gguf")
@@ -637,7 +633,7 @@ def test_each_chat_uses_its_model_and_remove_unloads(two_models, tmp_path):
 
 
 def test_gpu_offload_compares_the_offloaded_share_with_free_vram(manager, starter_model, gpu):
-    from app.core.models import cached_gguf_info
+    from app.core.models.gguf import cached_gguf_info
 
     info = cached_gguf_info(starter_model)
     layers = info.block_count + 1  # and the output layer
@@ -658,7 +654,8 @@ def test_gpu_offload_compares_the_offloaded_share_with_free_vram(manager, starte
 
 
 def test_gpu_share_that_does_not_fit_in_vram_is_refused(manager, starter_model, gpu):
-    from app.core.models import cached_gguf_info, check_fits
+    from app.core.models.gguf import cached_gguf_info
+    from app.core.models.fit import check_fits
 
     info = cached_gguf_info(starter_model)
     gpu["free"] = 64 * 1024 * 1024  # a GPU with 64 MB free; the weights alone are 253 MB
@@ -674,7 +671,8 @@ def test_gpu_share_that_does_not_fit_in_vram_is_refused(manager, starter_model, 
 
 
 def test_unknown_vram_is_said_not_claimed_to_fit(manager, starter_model, gpu, monkeypatch):
-    from app.core.models import cached_gguf_info, check_fits
+    from app.core.models.gguf import cached_gguf_info
+    from app.core.models.fit import check_fits
 
     info = cached_gguf_info(starter_model)
     gpu["free"] = None  # no nvidia-smi, or it failed
@@ -685,13 +683,13 @@ def test_unknown_vram_is_said_not_claimed_to_fit(manager, starter_model, gpu, mo
     assert "needs about" not in est.reason.split(":")[0]  # ...but it is not said to fit
     check_fits(starter_model, 1024, -1, 512)
     # What stays in RAM is still judged.
-    monkeypatch.setattr(models, "_free_ram", lambda: 16 * 1024 * 1024)
+    monkeypatch.setattr(fit, "free_ram", lambda: 16 * 1024 * 1024)
     est = manager.estimate_memory(info, context_length=1024)
     assert not est.fits and est.reason.startswith("will not fit") and "RAM" in est.reason
 
 
 def test_free_vram_reading(monkeypatch, tmp_path):
-    from app.core.models import parse_nvidia_smi_free
+    from app.core.models.fit import parse_nvidia_smi_free
 
     mib = 1024 * 1024
     assert parse_nvidia_smi_free("81004\n") == 81004 * mib
@@ -702,21 +700,21 @@ def test_free_vram_reading(monkeypatch, tmp_path):
     empty = tmp_path / "bin"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
-    monkeypatch.setattr(models, "_vram_cache", None)
-    assert models._free_vram() is None
+    monkeypatch.setattr(fit, "_vram_cache", None)
+    assert fit._free_vram() is None
 
 
 def test_the_gui_threads_estimate_never_runs_nvidia_smi(monkeypatch):
     """The model editor estimates at every keystroke on the GUI thread: it takes the last
     reading, however old, and never waits for nvidia-smi (which may take seconds)."""
     runs = []
-    monkeypatch.setattr(models, "_read_nvidia_smi", lambda: runs.append(1) or 4096)
-    monkeypatch.setattr(models, "_vram_cache", None)
-    assert models._free_vram(read=False) is None and runs == []  # no reading yet: unknown
-    assert models._free_vram() == 4096 and runs == [1]  # a worker's reading
-    monkeypatch.setattr(models, "_vram_cache", (-1e9, 4096))  # long expired
-    assert models._free_vram(read=False) == 4096 and runs == [1]
-    assert models._free_vram() == 4096 and runs == [1, 1]  # expired: read again
+    monkeypatch.setattr(fit, "_read_nvidia_smi", lambda: runs.append(1) or 4096)
+    monkeypatch.setattr(fit, "_vram_cache", None)
+    assert fit._free_vram(read=False) is None and runs == []  # no reading yet: unknown
+    assert fit._free_vram() == 4096 and runs == [1]  # a worker's reading
+    monkeypatch.setattr(fit, "_vram_cache", (-1e9, 4096))  # long expired
+    assert fit._free_vram(read=False) == 4096 and runs == [1]
+    assert fit._free_vram() == 4096 and runs == [1, 1]  # expired: read again
 
 
 # -- what a download was verified against ----------------------------------------------------
@@ -893,7 +891,7 @@ def test_unknown_host_says_no_network(manager, monkeypatch):
 
 
 def test_a_server_that_never_answers_times_out(manager, monkeypatch):
-    monkeypatch.setattr(models, "HTTP_TIMEOUT", 1.0)
+    monkeypatch.setattr(download, "HTTP_TIMEOUT", 1.0)
     with socket.socket() as silent:  # accepts connections (the backlog) but never answers
         silent.bind(("127.0.0.1", 0))
         silent.listen(1)
@@ -904,7 +902,7 @@ def test_a_server_that_never_answers_times_out(manager, monkeypatch):
 
 
 def test_progress_has_speed_and_eta(manager, server, tiny, monkeypatch):
-    monkeypatch.setattr(models, "_PROGRESS_EVERY", 0.0)  # an event for every block
+    monkeypatch.setattr(download, "_PROGRESS_EVERY", 0.0)  # an event for every block
     events, done = drain(manager.download(server.url("/models/tiny-chat.gguf")))
     size = tiny.stat().st_size
     moving = [e for e in events if isinstance(e, DownloadProgress) and e.stage ==

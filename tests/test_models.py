@@ -15,15 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from app.core import models
-from app.core.models import (
-    STARTER_MODEL_FILE,
-    ModelError,
-    default_model_path,
-    ensure_starter_model,
-    is_gguf,
-    list_models,
-)
+from app.core.models import starter
+from app.core.models.starter import STARTER_MODEL_FILE, default_model_path, ensure_starter_model
+from app.core.models.files import ModelError, is_gguf, list_models
 
 
 def _cache_dir() -> Path:
@@ -78,7 +72,7 @@ def assembled(tmp_path_factory, starter_pkg):
         return real_replace(src, dst)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(models.os, "replace", spy_replace)
+        mp.setattr(starter.os, "replace", spy_replace)
         started = time.perf_counter()
         path = ensure_starter_model(folder)
         seconds = time.perf_counter() - started
@@ -111,8 +105,8 @@ def test_sidecar_is_trusted_without_rehashing(assembled, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("must not hash or reassemble a file its sidecar vouches for")
 
-    monkeypatch.setattr(models, "_sha256_file", boom)
-    monkeypatch.setattr(models, "_assemble", boom)
+    monkeypatch.setattr(starter, "sha256_file", boom)
+    monkeypatch.setattr(starter, "_assemble", boom)
     started = time.perf_counter()
     assert ensure_starter_model(assembled["folder"]) == assembled["path"]
     assert time.perf_counter() - started < 0.1
@@ -124,8 +118,8 @@ def test_valid_file_without_sidecar_is_verified_not_reassembled(
     target = tmp_path / STARTER_MODEL_FILE
     _place(cached_model, target)
     hashed = []
-    real_hash = models._sha256_file
-    monkeypatch.setattr(models, "_sha256_file", lambda p: hashed.append(p) or real_hash(p))
+    real_hash = starter.sha256_file
+    monkeypatch.setattr(starter, "sha256_file", lambda p: hashed.append(p) or real_hash(p))
     monkeypatch.setattr(
         models, "_assemble", lambda *a: pytest.fail("a good file must not be reassembled")
     )
@@ -152,7 +146,7 @@ def test_corrupted_file_is_detected_and_reassembled(cached_model, tmp_path, star
     os.utime(sidecar, (old, old))  # the file changed after the sidecar was written
     try:
         assert ensure_starter_model(tmp_path) == target
-        assert models._sha256_file(target) == starter_pkg.EXPECTED_SHA256
+        assert starter.sha256_file(target) == starter_pkg.EXPECTED_SHA256
         assert sidecar.stat().st_mtime_ns >= target.stat().st_mtime_ns
         assert _temps(tmp_path) == []
     finally:
@@ -168,7 +162,7 @@ def test_wrong_size_triggers_reassembly(tmp_path, monkeypatch):
         calls.append(dst)
         raise ModelError("stop here")
 
-    monkeypatch.setattr(models, "_assemble", fake_assemble)
+    monkeypatch.setattr(starter, "_assemble", fake_assemble)
     with pytest.raises(ModelError, match="stop here"):
         ensure_starter_model(tmp_path)
     assert calls == [target]
@@ -190,7 +184,7 @@ def test_write_failure_leaves_no_partial_file(tmp_path, monkeypatch, starter_pkg
     def disk_full(fd):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(models.os, "fsync", disk_full)
+    monkeypatch.setattr(starter.os, "fsync", disk_full)
     with pytest.raises(ModelError, match="No space left"):
         ensure_starter_model(tmp_path)
     assert list(tmp_path.iterdir()) == []
@@ -237,7 +231,7 @@ def test_default_model_path_uses_the_models_folder(cached_model, tmp_path, monke
     sidecar = cached_model.with_name(cached_model.name + ".sha256")
     shutil.copy2(sidecar, folder / sidecar.name)
     monkeypatch.setenv("FOLIO_MODELS", str(folder))
-    monkeypatch.setattr(models, "_assemble", lambda *a: pytest.fail("must not reassemble"))
+    monkeypatch.setattr(starter, "_assemble", lambda *a: pytest.fail("must not reassemble"))
     assert default_model_path() == folder / STARTER_MODEL_FILE
     assert list_models() == [folder / STARTER_MODEL_FILE]
 

@@ -142,7 +142,8 @@ def test_download_says_what_was_verified(capsys, models_dir, tmp_path):
 def local_catalog(tmp_path, monkeypatch):
     """A catalog whose one entry is served on 127.0.0.1 (the real one points at Hugging
     Face); `write(size_bytes)` rewrites it."""
-    from app.core.models import ModelManager, load_catalog
+    from app.core.models.manager import ModelManager
+    from app.core.models.catalog import load_catalog
 
     src = make_gguf(tmp_path / "cat.gguf", chat_template=CHATML, tensor_mb=2)
     srv = FileServer({"/repo/resolve/main/cat.gguf": src})
@@ -187,10 +188,10 @@ def test_allow_oversize_is_offered_by_every_command_that_loads():
 def test_ask_refuses_a_model_that_will_not_fit_unless_allowed(capsys, monkeypatch, tmp_path,
                                                               starter_model):
     """A 64 MB machine: the starter model will not fit; --allow-oversize loads it anyway."""
-    from app.core import models
+    from app.core.models import fit
 
-    monkeypatch.setattr(models, "_gpu_offload_supported", lambda: False)
-    monkeypatch.setattr(models, "_free_ram", lambda: 64 * 1024 * 1024)
+    monkeypatch.setattr(fit, "_gpu_offload_supported", lambda: False)
+    monkeypatch.setattr(fit, "free_ram", lambda: 64 * 1024 * 1024)
     args = ["ask", "--library", str(tmp_path / "lib"), "--model", str(starter_model),
             "--no-docs", "--ctx", "512", "--max-tokens", "4", "--seed", "1", "--json",
             "Say hi."]

@@ -23,6 +23,7 @@ import textwrap
 from pathlib import Path
 
 from docgen import make_docx, make_pdf
+from app.core.index.search import hybrid_search
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,18 +63,18 @@ WORKLOAD = textwrap.dedent('''
     from pathlib import Path
     docs, libdir, model = map(Path, sys.argv[1:4])
 
-    from app.core.chat import ChatEngine
-    from app.core.embedder import get_embedder
-    from app.core.history import ChatStore
-    from app.core.ingest import IngestOptions, IngestSummary, ingest
-    from app.core.library import Library
-    from app.core.llm import LLMRuntime, LoadSettings
+    from app.core.chat.answers import ChatEngine
+    from app.core.index.embedder import get_embedder
+    from app.core.chat.history import ChatStore
+    from app.core.index.ingest import IngestOptions, IngestSummary, ingest
+    from app.core.index.library import Library
+    from app.core.llm.runtime import LLMRuntime; from app.core.llm.provider import LoadSettings
 
     lib = Library.open(libdir, get_embedder())
     summary = IngestSummary()
     for _ in ingest(lib, [docs], IngestOptions(), summary=summary):
         pass
-    hits = lib.search("How long does the dough rise?", k=3)
+    hits = hybrid_search(lib, "How long does the dough rise?", k=3)
     runtime = LLMRuntime()
     runtime.load(model, LoadSettings(n_ctx=1024))
     store = ChatStore.for_library(libdir)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.core.prompts import TEMPLATES, PromptError, PromptSet
+from app.core.chat.prompts import TEMPLATES, PromptError, PromptSet
 
 
 @pytest.fixture

@@ -18,10 +18,11 @@ import pytest
 from docgen import make_docx, make_pdf
 from markdown_it import MarkdownIt
 
-from app.core.chat import ChatConfig, ChatEngine
-from app.core.history import ChatStore
-from app.core.ingest import IngestOptions, IngestSummary, ingest
-from app.core.library import READY, Library
+from app.core.chat.answers import ChatConfig, ChatEngine
+from app.core.chat.history import ChatStore
+from app.core.index.ingest import IngestOptions, IngestSummary, ingest
+from app.core.index.library import READY, Library
+from app.core.index.search import hybrid_search
 
 # -- an audit recorder, installed once per session and active only inside `watching()` ------
 
@@ -214,7 +215,7 @@ def test_ingest_never_writes_moves_or_deletes_in_the_users_folder(tmp_path, embe
         for _ in ingest(lib, [folder], IngestOptions(force=True)):
             pass
         lib.remove(lib.get(folder / "readme.md"))
-        lib.search("plug in the box", k=3)
+        hybrid_search(lib, "plug in the box", k=3)
     assert summary.ingested >= 5 and summary.failed  # the broken PDF fails alone
 
     touched = []

@@ -66,7 +66,7 @@ def test_self_test_fails_naming_the_missing_sample(monkeypatch):
     """A bundle that lost a sample file fails at 'resources', naming the file, exit 1."""
     import io
 
-    import app.core.paths as paths
+    import app.core.base.paths as paths
     from app import selftest
 
     real = paths.resource_path
@@ -119,7 +119,7 @@ def _answer_state(text: str, sources: list[tuple[int, int | None]]) -> dict:
     from types import SimpleNamespace
 
     from app import selftest
-    from app.core.chat import cited_numbers
+    from app.core.chat.answers import cited_numbers
 
     pdf = "/lib/" + selftest.SAMPLE_PDF
     done = SimpleNamespace(

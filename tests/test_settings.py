@@ -8,10 +8,10 @@ import logging
 import pytest
 
 from app.core import settings as settings_mod
-from app.core.chat import ChatConfig
-from app.core.paths import data_dir, default_library
+from app.core.chat.answers import ChatConfig
+from app.core.base.paths import data_dir, default_library
 from app.core.settings import SCHEMA_VERSION, AppSettings, migrate, settings_path
-from app.core.splitter import SplitterConfig
+from app.core.documents.splitter import SplitterConfig
 
 
 def test_defaults():

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from app.core import tokens
-from app.core.splitter import Splitter, SplitterConfig, _split_sentences
-from app.core.types import Block, Chunk, LoadedDocument, document_text
+from app.core.documents import tokens
+from app.core.documents.splitter import Splitter, SplitterConfig, _split_sentences
+from app.core.documents.base import Block, Chunk, LoadedDocument, document_text
 
 WORDS = (
     "folio reads documents and splits them into passages each passage keeps its page the "

@@ -30,6 +30,7 @@ from app.ui import chat_panel, library_panel, settings_dialog
 from app.ui.chat_panel import CHAT_ROLE, ChecklistDialog
 from app.ui.library_panel import COLLECTION_ROLE, DOC_ROLE
 from app.ui.main_window import MainWindow
+from app.core.index.search import hybrid_search
 
 GARDEN = ("# Garden\n\nWatering. Water tomato plants deeply twice a week, early in the morning."
           "\n\nGreenhouse bread. In the warm greenhouse, bread dough rises in one hour.\n")
@@ -265,7 +266,7 @@ def test_copy_and_move_to_collection(qtbot, monkeypatch, shared):
     assert shared.folio.library.collections() == {"Archive": 2, "Garden": 1, "Kitchen": 1}
     # The records written were the library's own: nothing rolled back, still searchable.
     assert record(shared, garden).status == "ready" and record(shared, garden).chunks > 0
-    hits = shared.folio.library.search("tomato plants watering", k=3)
+    hits = hybrid_search(shared.folio.library, "tomato plants watering", k=3)
     assert any(h.path == garden for h in hits)
 
 

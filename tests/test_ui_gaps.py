@@ -33,8 +33,8 @@ from PySide6.QtWidgets import (
 from test_ui_actions import answer_question, choose_scope, fresh_chat
 from test_ui_window import ANSWER_TIMEOUT, INGEST_TIMEOUT
 
-from app.core.engine import Folio
-from app.core.library import Library
+from app.core.service import Folio
+from app.core.index.library import Library
 from app.ui.chat_panel import ChecklistDialog
 from app.ui.main_window import MainWindow
 
@@ -332,7 +332,7 @@ def test_source_links_say_where_the_passage_is():
     """A source link names the page, the page range, or for a file without pages the
     innermost heading the passage sits under (shortened), so two passages of one DOCX can be
     told apart; a streaming answer's dict sources read the same as stored ones."""
-    from app.core.history import Source
+    from app.core.chat.history import Source
     from app.ui.chat_panel import SECTION_IN_LINK, source_link_text
 
     assert source_link_text(Source(n=1, path="/d/guide.pdf", page=3)) == "[1] guide.pdf, p. 3"

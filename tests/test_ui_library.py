@@ -16,13 +16,14 @@ from test_ui_progress import harbour_text, wait_idle, window_on  # noqa: F401  (
 from test_embedder_install import published  # noqa: F401  (fixture)
 from test_ui_window import drop
 
-from app.core.engine import Folio
-from app.core.ingest import IngestEvent, ingest
-from app.core.library import Library
+from app.core.service import Folio
+from app.core.index.ingest import IngestEvent, ingest
+from app.core.index.library import Library
 from app.core.settings import AppSettings
 from app.ui.icons import file_type_icon, file_type_of
 from app.ui.library_panel import COLLECTION_ROLE, STATUS_COLUMN
 from app.ui.main_window import MainWindow
+from app.core.index.search import hybrid_search
 
 
 def write(folder: Path, files: dict[str, str]) -> list[str]:
@@ -187,7 +188,7 @@ def test_indexing_events_update_rows_in_place_and_rebuilds_are_folded(qtbot, win
 @pytest.fixture
 def minilm_copy(tmp_path):
     """A second embedder folder: the packaged all-MiniLM-L6-v2 under another name."""
-    from app.core.embedder import resolve_spec
+    from app.core.index.embedder import resolve_spec
 
     link = tmp_path / "minilm-copy"
     link.symlink_to(resolve_spec("all-MiniLM-L6-v2").path, target_is_directory=True)
@@ -244,7 +245,7 @@ def test_settings_embedder_differs_from_the_library_offers_a_reindex(qtbot, tmp_
         assert (path, "indexing") in statuses
         assert lib.embedder_name == "minilm-copy"
         assert lib.embedder.name == "minilm-copy"
-        hits = lib.search("When was the lighthouse built?", k=1)
+        hits = hybrid_search(lib, "When was the lighthouse built?", k=1)
         assert hits and hits[0].path == path
         assert folio.embedder_mismatch() is None
     finally:
@@ -273,7 +274,7 @@ def test_install_a_downloadable_embedder_from_settings(qtbot, window_on, tmp_pat
     qtbot.waitUntil(lambda: combo.itemText(at) == spec.name, timeout=120_000)
     assert not dialog.embedder_install_btn.isVisible()
     assert window.embedder_job is None and window.index_status.text() == ""
-    from app.core.embedder_install import is_installed
+    from app.core.index.embedder_install import is_installed
 
     assert is_installed(spec.name)
     with qtbot.waitSignal(dialog.settings_changed):

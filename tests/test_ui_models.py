@@ -33,8 +33,8 @@ from PySide6.QtWidgets import (
     QTreeWidget,
 )
 
-from app.core.gguf import read_gguf_info
-from app.core.models import STARTER_MODEL_FILE
+from app.core.models.gguf import read_gguf_info
+from app.core.models.starter import STARTER_MODEL_FILE
 from app.ui import model_panel
 from app.ui.main_window import MainWindow
 from test_ui_window import drop
@@ -94,7 +94,7 @@ def write_gguf(path: Path, *, name: str = "Tiny Chat", arch: str = "llama",
 def models_dir(tmp_path, monkeypatch) -> Path:
     """A models folder of its own with the starter model in it (a hard link to the shared
     cache where the file system allows it, else a copy) and its sha256 sidecar."""
-    from app.core.models import ensure_starter_model
+    from app.core.models.starter import ensure_starter_model
 
     shared = ensure_starter_model(SHARED_MODELS)
     folder = tmp_path / "models"
@@ -607,7 +607,7 @@ def test_a_model_that_will_not_fit_says_so_before_loading(qtbot, window, models_
 # -- estimates, verification, sizes and "Load anyway" ------------------------------------------
 
 def test_estimates_follow_the_saved_batch_and_context(qtbot, window, models_dir):
-    from app.core.models import ModelSettings
+    from app.core.models.manager import ModelSettings
 
     # 2,048-wide embeddings: the compute buffers (64 x n_batch x n_embd) show the batch.
     write_gguf(models_dir / "wide.gguf", context=8192, heads_kv=8, head_dim=256)
@@ -634,26 +634,26 @@ def test_estimates_follow_the_saved_batch_and_context(qtbot, window, models_dir)
 
 
 def test_memory_cell_says_when_vram_is_unknown(tmp_path, monkeypatch):
-    from app.core import models
+    from app.core.models import fit
 
-    monkeypatch.setattr(models, "_gpu_offload_supported", lambda: True)
-    monkeypatch.setattr(models, "_unified_memory", lambda: False)
-    monkeypatch.setattr(models, "_free_vram", lambda read=True: None)
+    monkeypatch.setattr(fit, "_gpu_offload_supported", lambda: True)
+    monkeypatch.setattr(fit, "_unified_memory", lambda: False)
+    monkeypatch.setattr(fit, "_free_vram", lambda read=True: None)
     info = read_gguf_info(write_gguf(tmp_path / "m.gguf"))
-    est = models.estimate_memory(info, 2048)
+    est = fit.estimate_memory(info, 2048)
     assert est.vram_unknown and est.fits
     assert model_panel._memory_text(est).endswith("· fits in RAM, VRAM unknown")
     tip = model_panel._memory_tooltip(est, 2048)
     assert "Free VRAM: unknown" in tip and "Fits." not in tip
 
-    monkeypatch.setattr(models, "_free_vram", lambda read=True: 1024)  # 1 KB of VRAM free
-    est = models.estimate_memory(info, 2048)
+    monkeypatch.setattr(fit, "_free_vram", lambda read=True: 1024)  # 1 KB of VRAM free
+    est = fit.estimate_memory(info, 2048)
     assert model_panel._memory_text(est).endswith("· will not fit")
     assert "Free VRAM: 1 KB" in model_panel._memory_tooltip(est, 2048)
 
 
 def test_download_row_shows_speed_and_eta(qtbot):
-    from app.core.models import DownloadProgress
+    from app.core.models.download import DownloadProgress
 
     row = model_panel.DownloadRow("http://127.0.0.1/x.gguf", "x.gguf", None)
     qtbot.addWidget(row)
@@ -672,7 +672,8 @@ def test_catalog_download_is_verified_and_its_size_checked(qtbot, window, tmp_pa
                                                            monkeypatch):
     import json
 
-    from app.core.models import ModelManager, load_catalog
+    from app.core.models.manager import ModelManager
+    from app.core.models.catalog import load_catalog
 
     data = write_gguf(tmp_path / "cat.gguf", tensor_bytes=2 * 1024 * 1024).read_bytes()
     server = serve(data, headers={"X-Linked-Etag": f'"{hashlib.sha256(data).hexdigest()}"'})
@@ -717,10 +718,10 @@ def test_catalog_download_is_verified_and_its_size_checked(qtbot, window, tmp_pa
 def test_load_anyway_after_will_not_fit(qtbot, window, monkeypatch):
     """A 64 MB machine: the starter model "will not fit". "Load anyway" in the manager's
     message loads it; after the window's own load is refused, the Model tab offers it."""
-    from app.core import models
+    from app.core.models import fit
 
-    monkeypatch.setattr(models, "_gpu_offload_supported", lambda: False)
-    monkeypatch.setattr(models, "_free_ram", lambda: 64 * 1024 * 1024)
+    monkeypatch.setattr(fit, "_gpu_offload_supported", lambda: False)
+    monkeypatch.setattr(fit, "free_ram", lambda: 64 * 1024 * 1024)
     view = open_view(qtbot, window)
     panel = window.model
     view.select(STARTER_MODEL_FILE)

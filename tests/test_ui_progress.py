@@ -10,10 +10,11 @@ from PySide6.QtCore import Qt
 from test_ui_actions import doc_menu
 from test_ui_window import INGEST_TIMEOUT
 
-from app.core.engine import Folio
-from app.core.library import Library
+from app.core.service import Folio
+from app.core.index.library import Library
 from app.ui.library_panel import PROGRESS_ROLE, STATUS_COLUMN
 from app.ui.main_window import MainWindow
+from app.core.index.search import hybrid_search
 
 
 def harbour_text(sentences: int) -> str:
@@ -126,7 +127,7 @@ def test_cancel_from_the_progress_bar_keeps_work_and_resumes(qtbot, window_on, t
     record = window.folio.library.get(harbour)
     assert record.status == "indexing" and record.pending_version
     assert window.folio.library.get(garden).status == "ready"
-    assert not window.folio.library.search("harbour crane", k=3, documents=[harbour])
+    assert not hybrid_search(window.folio.library, "harbour crane", k=3, documents=[harbour])
     row = lib.doc_items(harbour)[0]
     assert row.text(STATUS_COLUMN).startswith("Stopped at ")
     assert "continue" in row.toolTip(STATUS_COLUMN)
@@ -140,7 +141,7 @@ def test_cancel_from_the_progress_bar_keeps_work_and_resumes(qtbot, window_on, t
     doc_menu(qtbot, monkeypatch, window, harbour, "Resume indexing")
     wait_idle(qtbot, lib, harbour, garden)
     assert starts and starts[0] > 0
-    assert window.folio.library.search("harbour crane", k=3)[0].path == harbour
+    assert hybrid_search(window.folio.library, "harbour crane", k=3)[0].path == harbour
 
 
 def test_disk_full_shows_a_banner_and_the_window_keeps_working(qtbot, window_on, small_disk,
@@ -166,7 +167,7 @@ def test_disk_full_shows_a_banner_and_the_window_keeps_working(qtbot, window_on,
     qtbot.waitUntil(lambda: lib.status_of(harbour) == "failed", timeout=30_000)
     assert "disk is full" in lib.error_of(harbour)
     assert window.folio.library.get(garden).status == "ready"
-    assert window.folio.library.search("water tomato plants", k=3)[0].path == garden
+    assert hybrid_search(window.folio.library, "water tomato plants", k=3)[0].path == garden
 
     # The window goes on: dismiss, free the space, resume; the document ends ready.
     qtbot.mouseClick(banner.close_btn, Qt.MouseButton.LeftButton)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtWidgets import QApplication, QMessageBox
 
-from app.core.prompts import PromptSet
+from app.core.chat.prompts import PromptSet
 from app.core.settings import AppSettings
 from app.ui.settings_dialog import REINDEX_NOTE, SettingsDialog
 

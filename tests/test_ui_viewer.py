@@ -9,9 +9,9 @@ from PySide6.QtWidgets import QApplication
 
 pytest.importorskip("PySide6.QtPdfWidgets")
 
-from app.core.loaders import load
-from app.core.splitter import Splitter
-from app.core.types import document_text
+from app.core.documents.formats import load
+from app.core.documents.splitter import Splitter
+from app.core.documents.base import document_text
 from app.ui.viewer import (
     CHANGED_NOTICE,
     SourceViewer,

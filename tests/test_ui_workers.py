@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from PySide6.QtCore import QThread
 
-from app.workers import Workers
+from app.ui.workers import Workers
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 import pytest
 
-from app.core.units import human_bytes, human_duration
+from app.core.base.units import human_bytes, human_duration
 
 
 @pytest.mark.parametrize(("n", "text"), [

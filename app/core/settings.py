@@ -19,11 +19,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.core.paths import data_dir, default_library
+from app.core.base.paths import data_dir, default_library
 
 if TYPE_CHECKING:  # the engine's modules pull in numpy/pyarrow: the window reads settings first
-    from app.core.chat import ChatConfig
-    from app.core.splitter import SplitterConfig
+    from app.core.chat.answers import ChatConfig
+    from app.core.documents.splitter import SplitterConfig
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +65,12 @@ class AppSettings:
     # -- the engine's configs -------------------------------------------------------------
 
     def splitter_config(self) -> SplitterConfig:
-        from app.core.splitter import SplitterConfig
+        from app.core.documents.splitter import SplitterConfig
 
         return SplitterConfig(chunk_tokens=self.chunk_tokens, overlap_tokens=self.overlap_tokens)
 
     def chat_config(self) -> ChatConfig:
-        from app.core.chat import ChatConfig
+        from app.core.chat.answers import ChatConfig
 
         return ChatConfig(k=self.retrieval_k, mmr=self.mmr, min_similarity=self.min_similarity)
 

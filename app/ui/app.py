@@ -60,7 +60,7 @@ def _high_dpi_defaults() -> None:
 def _set_window_icon(app) -> None:
     from PySide6.QtGui import QIcon
 
-    from app.core.paths import resource_path
+    from app.core.base.paths import resource_path
 
     svg = resource_path("icons", "folio.svg")  # vector: crisp at any scale
     if svg.exists():

@@ -43,7 +43,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.core.units import page_label
+from app.core.base.units import page_label
 from app.ui.markdown import to_html
 from app.ui.widgets import ElidingComboBox
 

@@ -13,7 +13,7 @@ import os
 from PySide6.QtCore import QByteArray, QRectF, Qt
 from PySide6.QtGui import QColor, QIcon, QImage, QPainter, QPixmap
 
-from app.core.paths import resource_path
+from app.core.base.paths import resource_path
 
 log = logging.getLogger(__name__)
 

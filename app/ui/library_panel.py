@@ -38,7 +38,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.core.units import human_duration
+from app.core.base.units import human_duration
 from app.ui.widgets import ElidedLabel
 
 log = logging.getLogger(__name__)
@@ -647,7 +647,7 @@ class LibraryPanel(QWidget):
         batch_size = self.batch_size
 
         def work(job):
-            from app.core.ingest import IngestOptions, IngestSummary, discover, ingest
+            from app.core.index.ingest import IngestOptions, IngestSummary, discover, ingest
 
             summary = IngestSummary()
             options = IngestOptions(collection=collection, force=force)

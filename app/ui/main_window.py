@@ -31,13 +31,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.core.engine import Folio
+from app.core.service import Folio
 from app.core.settings import AppSettings
 from app.ui.chat_panel import ChatPanel
 from app.ui.library_panel import LibraryPanel
 from app.ui.model_panel import ModelPanel
 from app.ui.widgets import ActionButton
-from app.workers import Workers
+from app.ui.workers import Workers
 
 log = logging.getLogger(__name__)
 
@@ -474,7 +474,7 @@ class MainWindow(QMainWindow):
             return
 
         def work(job):
-            from app.core.embedder_install import install_embedder
+            from app.core.index.embedder_install import install_embedder
 
             return install_embedder(
                 name, cancel=job.cancel,
@@ -508,7 +508,7 @@ class MainWindow(QMainWindow):
         if not mismatch or self._closed:
             return
         built, wanted = mismatch
-        from app.core.embedder_install import to_download
+        from app.core.index.embedder_install import to_download
 
         if to_download(wanted) is not None:
             self.show_error(
@@ -672,8 +672,8 @@ def _warm_up(folio):
         gc.disable()
         try:
             folio.library.embedder.embed_query("warm up")
-            import app.core.ingest  # noqa: F401
-            from app.core.tokens import encoding
+            import app.core.index.ingest  # noqa: F401
+            from app.core.documents.tokens import encoding
 
             encoding()  # tiktoken's table: parsing it in the first ingest held the GIL
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import html
 import re
 
-from app.core.history import escape_markdown_content
+from app.core.chat.history import escape_markdown_content
 
 _CITE = re.compile(r"\[(\d{1,3})\]")
 # What citation linking must not touch: code (block and inline, with whatever it holds) and

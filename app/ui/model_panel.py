@@ -54,10 +54,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.core.models import OVERSIZE_HINT, catalog_size_tolerance
-from app.core.units import human_bytes, human_duration
+from app.core.models.fit import OVERSIZE_HINT
+from app.core.models.catalog import catalog_size_tolerance
+from app.core.base.units import human_bytes, human_duration
 from app.ui.widgets import ActionButton, ElidingComboBox
-from app.workers import Job
+from app.ui.workers import Job
 
 log = logging.getLogger(__name__)
 
@@ -915,7 +916,7 @@ class ModelManagerView(QWidget):
 
     def editor_settings(self):
         """The ModelSettings the editor shows now."""
-        from app.core.models import ModelSettings
+        from app.core.models.manager import ModelSettings
 
         ctx = self.ctx_spin.value()
         if 0 < ctx < 64:

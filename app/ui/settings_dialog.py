@@ -36,7 +36,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.core.prompts import TEMPLATES, PromptError, PromptSet
+from app.core.chat.prompts import TEMPLATES, PromptError, PromptSet
 from app.core.settings import (
     CHUNK_TOKENS_RANGE,
     FILE_TIME_LIMIT_RANGE,
@@ -45,7 +45,7 @@ from app.core.settings import (
     THEMES,
     AppSettings,
 )
-from app.core.units import human_bytes
+from app.core.base.units import human_bytes
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def apply_theme(theme: str) -> None:
 
 def _known_embedders() -> list[str]:
     try:
-        from app.core.embedder import known_specs
+        from app.core.index.embedder import known_specs
 
         return list(known_specs())
     except Exception as exc:  # noqa: BLE001 - a missing model package must not stop Settings
@@ -160,7 +160,7 @@ def _not_installed(name: str | None) -> int | None:
     """For a downloadable embedder not on this machine: its download size (0 if unknown);
     None when `name` is installed, or is no downloadable embedder."""
     try:
-        from app.core.embedder_install import to_download
+        from app.core.index.embedder_install import to_download
 
         item = to_download(name)
         return None if item is None else item.download_size or 0

@@ -49,7 +49,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.core.units import page_label
+from app.core.base.units import page_label
 
 log = logging.getLogger(__name__)
 
@@ -222,8 +222,8 @@ class _TextJob(QRunnable):
         try:
             text = self.cached_text
             if text is None:
-                from app.core.loaders import load
-                from app.core.types import document_text
+                from app.core.documents.formats import load
+                from app.core.documents.base import document_text
 
                 text = document_text(load(self.path).blocks)
             located = locate_passage(

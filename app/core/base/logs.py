@@ -7,7 +7,7 @@ import logging.handlers
 import os
 import warnings
 
-from app.core.paths import log_dir
+from app.core.base.paths import log_dir
 
 _configured = False
 

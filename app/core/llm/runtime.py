@@ -13,12 +13,6 @@ llama.cpp's abort callback checks the cancel flag while a batch is computed, so 
 within milliseconds even in a long prompt; between tokens the flag is checked too. The model
 stays usable after a cancel: the KV cache keeps the completed batches, and the next prompt
 reuses the longest common prefix instead of starting over.
-
-Chat models are prompted with the GGUF's own Jinja chat template, rendered in Jinja's immutable
-sandbox (templates come from downloaded files). Base models without a template, like the
-starter model, are prompted as a Question/Answer document (see `format_completion_prompt`).
-
-An OpenAI-compatible HTTP provider comes later; `LLMProvider` is the seam it will fill.
 """
 
 from __future__ import annotations
@@ -26,425 +20,36 @@ from __future__ import annotations
 import atexit
 import codecs
 import ctypes
-import datetime
 import gc
-import json
 import logging
-import os
 import queue
 import re
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
-from functools import lru_cache
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any
 
-from app.core.models import ModelError, check_fits, is_gguf
+from app.core.llm.provider import (
+    RANDOM_SEED,
+    Done,
+    FinishReason,
+    GenerationSettings,
+    LLMEvent,
+    LoadSettings,
+    ModelInfo,
+    Token,
+    default_threads,
+)
+from app.core.llm.templates import format_chat_for
+from app.core.models.files import ModelError, is_gguf
+from app.core.models.fit import check_fits
 
 log = logging.getLogger(__name__)
 
-FinishReason = Literal["stop", "length", "cancelled", "error"]
 
-_RANDOM_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: llama.cpp picks a random seed
-
-
-class ChatTemplateError(ModelError):
-    """The model's chat template failed to render (bad syntax, refused by the sandbox, or the
-    template itself raised, e.g. on roles it does not support)."""
-
-
-# -- settings and results ----------------------------------------------------------------------
-
-
-def default_threads() -> int:
-    """Physical cores, but leave one logical core free for the UI and the embedder.
-
-    ggml's worker threads spin at barriers: with every core busy, one preempted thread stalls
-    the others (seen here on 2 cores: 2 threads beside one busy process ran 40x slower than 1).
-    """
-    try:
-        logical = len(os.sched_getaffinity(0))  # type: ignore[attr-defined]
-    except (AttributeError, OSError):
-        logical = os.cpu_count() or 1
-    try:
-        import psutil
-
-        physical = psutil.cpu_count(logical=False) or logical
-    except Exception:  # noqa: BLE001 - psutil is optional here
-        physical = logical
-    return max(1, min(physical, logical - 1))
-
-
-@dataclass(frozen=True, slots=True)
-class LoadSettings:
-    """How to load a model. n_ctx 0 means the model's own training context (can be huge)."""
-
-    n_ctx: int = 4096
-    n_gpu_layers: str | int = "auto"  # "auto": all layers when the build has a GPU, else 0
-    threads: int | None = None  # None: default_threads()
-    batch_size: int = 512
-    chat_template: str | None = None  # overrides the GGUF's own (a per-model setting)
-    allow_oversize: bool = False  # load even when the memory estimate says it will not fit
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.n_ctx, int) or self.n_ctx < 0 or 0 < self.n_ctx < 64:
-            raise ValueError(f"n_ctx must be 0 (model default) or at least 64, got {self.n_ctx!r}")
-        gl = self.n_gpu_layers
-        if gl != "auto" and (isinstance(gl, bool) or not isinstance(gl, int) or gl < -1):
-            raise ValueError(f'n_gpu_layers must be "auto", -1 (all) or >= 0, got {gl!r}')
-        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
-            raise ValueError(f"threads must be None or >= 1, got {self.threads!r}")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class ModelInfo:
-    """What was loaded and how. `device` says where it actually runs, after any fallback."""
-
-    path: Path
-    name: str
-    n_ctx: int
-    n_ctx_train: int
-    device: str  # "cpu" | "gpu"
-    gpu_layers: int  # layers actually offloaded (0 on CPU)
-    threads: int
-    chat_template: str | None
-    bos_token: str
-    eos_token: str
-    architecture: str
-    load_seconds: float
-    notes: tuple[str, ...] = ()
-    batch_size: int = 512
-    n_params: int = 0
-    size_bytes: int = 0
-    cpu_features: str = ""  # what the llama.cpp build uses, e.g. "SSE3 ... AVX2 FMA"
-
-    @property
-    def is_chat_model(self) -> bool:
-        return bool(self.chat_template)
-
-
-@dataclass(frozen=True, slots=True)
-class GenerationSettings:
-    """Sampling settings. temperature 0 is greedy; top_k 0 and min_p 0 turn those filters off;
-    seed None draws a fresh random seed per generation."""
-
-    temperature: float = 0.7
-    top_p: float = 0.95
-    top_k: int = 40
-    min_p: float = 0.05
-    repeat_penalty: float = 1.1
-    max_tokens: int = 512
-    seed: int | None = None
-    stop: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        def number(name: str, lo: float, hi: float, *, lo_open: bool = False) -> None:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ValueError(f"{name} must be a number, got {value!r}")
-            if value > hi or value < lo or (lo_open and value == lo):
-                bracket = "(" if lo_open else "["
-                raise ValueError(f"{name} must be in {bracket}{lo}, {hi}], got {value!r}")
-
-        number("temperature", 0.0, 5.0)
-        number("top_p", 0.0, 1.0, lo_open=True)
-        number("min_p", 0.0, 1.0)
-        number("repeat_penalty", 0.0, 5.0, lo_open=True)
-        for name in ("top_k", "max_tokens"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"{name} must be an integer, got {value!r}")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
-        if self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
-        if self.seed is not None and (
-            isinstance(self.seed, bool)
-            or not isinstance(self.seed, int)
-            or not 0 <= self.seed < _RANDOM_SEED
-        ):
-            raise ValueError(f"seed must be None or an integer in [0, 2**32-1), got {self.seed!r}")
-        stop = self.stop
-        if isinstance(stop, str):
-            stop = (stop,)
-        stop = tuple(stop)
-        if not all(isinstance(s, str) and s for s in stop):
-            raise ValueError(f"stop must be non-empty strings, got {stop!r}")
-        object.__setattr__(self, "stop", stop)
-
-    def merged(self, overrides: Mapping[str, Any] | None) -> GenerationSettings:
-        """These settings with per-chat overrides applied (validated; unknown keys are errors)."""
-        if not overrides:
-            return self
-        known = {f.name for f in fields(self)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise ValueError(f"unknown generation settings: {', '.join(unknown)}")
-        return replace(self, **dict(overrides))
-
-
-def defaults_for(info: ModelInfo | None) -> GenerationSettings:
-    """Per-model defaults. Base models and tiny models wander and loop at 0.7, so they get a
-    cooler temperature and a firmer repeat penalty; chat models keep the usual defaults."""
-    base = GenerationSettings()
-    if info is None:
-        return base
-    small = 0 < info.n_params < 1_000_000_000
-    if not info.is_chat_model:
-        return replace(base, temperature=0.3 if small else 0.5, top_p=0.9, repeat_penalty=1.15)
-    if small:
-        return replace(base, temperature=0.5)
-    return base
-
-
-@dataclass(frozen=True, slots=True)
-class Token:
-    """A piece of generated text (complete UTF-8 characters, never part of a stop string)."""
-
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class Done:
-    """The last event of a generation. ttft is measured from when the worker started the job
-    to the first sampled token; tokens_per_second is the decode rate after the prompt."""
-
-    finish_reason: FinishReason
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    seconds: float = 0.0
-    ttft_seconds: float | None = None
-    tokens_per_second: float = 0.0
-    prefill_seconds: float = 0.0
-    cached_tokens: int = 0  # prompt tokens reused from the KV cache
-    error: str | None = None
-    token_ids: tuple[int, ...] = ()
-
-
-LLMEvent = Token | Done
-
-
-@runtime_checkable
-class LLMProvider(Protocol):
-    """What the chat engine needs from a language model. `LLMRuntime` is the local one; an
-    OpenAI-compatible HTTP provider will be another."""
-
-    @property
-    def info(self) -> ModelInfo | None: ...
-    @property
-    def is_chat_model(self) -> bool: ...
-    def load(self, path: Path | str, settings: LoadSettings | None = None) -> ModelInfo: ...
-    def unload(self) -> None: ...
-    def generate(
-        self,
-        prompt: str,
-        settings: GenerationSettings | None = None,
-        cancel: threading.Event | None = None,
-    ) -> Iterator[LLMEvent]: ...
-    def format_chat(
-        self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True
-    ) -> tuple[str, list[str]]: ...
-    def count_tokens(self, text: str) -> int: ...
-    def close(self) -> None: ...
-
-
-# -- prompt formats ----------------------------------------------------------------------------
-
-# Markers that end (or start) a turn in common templates. A chat model normally ends its turn
-# with an end-of-generation token, which stops generation by itself; these catch models that
-# write the marker as plain text or run on into the next turn.
-_TURN_MARKERS = (
-    "<end_of_turn>",
-    "<start_of_turn>",
-    "<|im_end|>",
-    "<|im_start|>",
-    "<|eot_id|>",
-    "<|start_header_id|>",
-    "<|end|>",
-    "<|user|>",
-    "<|endoftext|>",
-    "<|END_OF_TURN_TOKEN|>",
-    "</s>",
-    "[INST]",
-)
-
-# Base models continue documents. "Question:/Answer:" pairs are everywhere in what they were
-# trained on (FAQ pages, exams, QA datasets, the prompts of most benchmarks), so a base model
-# continues "Answer:" with an answer and then starts the next "Question:", which is where we
-# stop it. "User:/Assistant:" transcripts are rarer in web text and invite role-play.
-COMPLETION_STOPS = ("\nQuestion:", "\nUser:", "\nAnswer:")
-
-
-def _check_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
-        raise ValueError("messages must be a list of {'role', 'content'} mappings")
-    checked = []
-    for i, m in enumerate(messages):
-        if not isinstance(m, Mapping) or not isinstance(m.get("role"), str):
-            raise ValueError(f"message {i} needs a string 'role'")
-        if not isinstance(m.get("content"), str):
-            raise ValueError(f"message {i} needs a string 'content'")
-        checked.append(dict(m))
-    return checked
-
-
-def format_completion_prompt(
-    messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True
-) -> tuple[str, list[str]]:
-    """A chat as a document a base model continues: system text as a preamble, then
-    "Question: ...\\nAnswer: ..." turns, ending with an open "Answer:"."""
-    parts: list[str] = []
-    preamble = []
-    for m in _check_messages(messages):
-        role, content = m["role"].lower(), m["content"].strip()
-        if role == "system":
-            preamble.append(content)
-        elif role == "user":
-            parts.append(f"Question: {content}")
-        elif role == "assistant":
-            parts.append(f"Answer: {content}")
-        else:
-            parts.append(f"{m['role'].capitalize()}: {content}")
-    text = "\n\n".join(p for p in preamble if p)
-    turns = []
-    for p in parts:
-        # An answer follows its question on the next line; each Q/A pair is its own paragraph.
-        if p.startswith("Answer:") and turns and turns[-1].startswith("Question:"):
-            turns[-1] += "\n" + p
-        else:
-            turns.append(p)
-    body = "\n\n".join(turns)
-    if add_generation_prompt:
-        if turns and turns[-1].startswith("Question:"):
-            body += "\nAnswer:"
-        else:
-            body += ("\n\n" if body else "") + "Answer:"
-    prompt = f"{text}\n\n{body}" if text and body else (text or body)
-    return prompt, list(COMPLETION_STOPS)
-
-
-def _raise_exception(message: str) -> None:
-    raise ChatTemplateError(f"The chat template refused the conversation: {message}")
-
-
-def _strftime_now(fmt: str) -> str:
-    return datetime.datetime.now().strftime(fmt)
-
-
-def _tojson(value: Any, indent: int | None = None, ensure_ascii: bool = False, **_: Any) -> str:
-    # Hugging Face's tojson: no HTML escaping (Jinja's default turns '<' into \u003c).
-    return json.dumps(value, indent=indent, ensure_ascii=ensure_ascii, sort_keys=False)
-
-
-@lru_cache(maxsize=16)
-def _compile_template(template: str) -> Any:
-    import jinja2
-    from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
-
-    class Sandbox(ImmutableSandboxedEnvironment):
-        # Jinja's sandbox turns an unsafe attribute into a silent Undefined (printed as "");
-        # refuse loudly instead, so a hostile template fails rather than half-renders.
-        def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
-            raise SecurityError(
-                f"access to attribute {attribute!r} of a {type(obj).__name__!r} is unsafe"
-            )
-
-    env = Sandbox(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
-    env.filters["tojson"] = _tojson
-    env.globals["raise_exception"] = _raise_exception
-    env.globals["strftime_now"] = _strftime_now
-    try:
-        return env.from_string(template)
-    except jinja2.TemplateError as exc:
-        raise ChatTemplateError(f"The chat template does not parse: {exc}") from exc
-
-
-def render_chat_template(
-    template: str,
-    messages: Sequence[Mapping[str, str]],
-    *,
-    bos_token: str = "",
-    eos_token: str = "",
-    add_generation_prompt: bool = True,
-    **extra: Any,
-) -> str:
-    """Render a Hugging Face style Jinja chat template in the immutable sandbox: templates
-    ship inside downloaded model files, so they may not touch Python internals or mutate data."""
-    import jinja2
-
-    checked = _check_messages(messages)
-    compiled = _compile_template(template)
-    try:
-        return compiled.render(
-            messages=checked,
-            add_generation_prompt=add_generation_prompt,
-            bos_token=bos_token,
-            eos_token=eos_token,
-            **extra,
-        )
-    except ChatTemplateError:
-        raise
-    except jinja2.TemplateError as exc:  # SecurityError and UndefinedError included
-        raise ChatTemplateError(f"The chat template failed to render: {exc}") from exc
-    except Exception as exc:  # noqa: BLE001 - a template can fail in many ways
-        raise ChatTemplateError(f"The chat template failed to render: {exc!r}") from exc
-
-
-def chat_stop_strings(template: str, eos_token: str = "") -> list[str]:
-    """Stop strings for a chat template: the turn markers it uses, and the EOS text."""
-    stops = [m for m in _TURN_MARKERS if m in template]
-    if eos_token and eos_token not in stops:
-        stops.append(eos_token)
-    return stops
-
-
-def format_chat(
-    messages: Sequence[Mapping[str, str]],
-    *,
-    template: str | None,
-    bos_token: str = "",
-    eos_token: str = "",
-    add_generation_prompt: bool = True,
-) -> tuple[str, list[str]]:
-    """(prompt, stop strings): the chat template when there is one, else the completion format."""
-    if not template:
-        return format_completion_prompt(messages, add_generation_prompt)
-    prompt = render_chat_template(
-        template,
-        messages,
-        bos_token=bos_token,
-        eos_token=eos_token,
-        add_generation_prompt=add_generation_prompt,
-    )
-    return prompt, chat_stop_strings(template, eos_token)
-
-
-# -- streaming text: UTF-8 and stop strings ----------------------------------------------------
-
-
-def format_chat_for(
-    info: ModelInfo | None,
-    messages: Sequence[Mapping[str, str]],
-    add_generation_prompt: bool = True,
-    template: str | None = None,
-) -> tuple[str, list[str]]:
-    """`format_chat` for a loaded model (`info`), as every provider's format_chat does it."""
-    if template is None:
-        if info is None:
-            raise ModelError("No model is loaded")
-        template = info.chat_template
-    return format_chat(
-        messages,
-        template=template,
-        bos_token=info.bos_token if info else "",
-        eos_token=info.eos_token if info else "",
-        add_generation_prompt=add_generation_prompt,
-    )
 
 
 _ISA = re.compile(r"\b([A-Z][A-Z0-9_]*) = 1\b")
@@ -731,7 +336,7 @@ class LLMRuntime:
             n_threads=threads,
             n_threads_batch=threads,
             n_gpu_layers=layers,
-            seed=_RANDOM_SEED,
+            seed=RANDOM_SEED,
             verbose=False,
         )
 
@@ -990,7 +595,7 @@ class LLMRuntime:
             return
 
         vocab = llama_cpp.llama_model_get_vocab(llm.model)
-        llm.set_seed(settings.seed if settings.seed is not None else _RANDOM_SEED)
+        llm.set_seed(settings.seed if settings.seed is not None else RANDOM_SEED)
         sampler = llm.generate(
             tokens,
             top_k=settings.top_k,

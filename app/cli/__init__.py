@@ -17,8 +17,9 @@ import threading
 from pathlib import Path
 
 from app import __version__
-from app.core.paths import default_library
-from app.core.units import human_bytes, human_duration, page_label
+from app.core.base.paths import default_library
+from app.core.base.units import human_bytes, human_duration, page_label
+from app.core.index.search import hybrid_search
 
 log = logging.getLogger("app.cli")
 
@@ -210,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from app.core.logs import setup_logging
+    from app.core.base.logs import setup_logging
 
     setup_logging(verbose=args.verbose)
     if args.self_test:  # headless end to end; checks a packaged build as much as the source
@@ -251,8 +252,8 @@ def main(argv: list[str] | None = None) -> int:
         "chats": cmd_chats,
         "models": cmd_models,
     }[args.command]
-    from app.core.library import LibraryError
-    from app.core.models import ModelError
+    from app.core.index.library import LibraryError
+    from app.core.models.files import ModelError
 
     try:
         return handler(args)
@@ -280,7 +281,7 @@ def _file_time_limit() -> float:
 
 def _open(args, embedder_name: str | None = None, read_only: bool | None = False):
     """read_only=None (read commands): read-only when another Folio process writes it."""
-    from app.core.library import Library
+    from app.core.index.library import Library
 
     lib = Library.open(_library_path(args), embedder_name=embedder_name, read_only=read_only)
     if lib.read_only:
@@ -289,7 +290,7 @@ def _open(args, embedder_name: str | None = None, read_only: bool | None = False
 
 
 def _note_read_only(root) -> None:
-    from app.core.lock import holder
+    from app.core.index.lock import holder
 
     pid = (holder(root) or {}).get("pid")
     who = f" (pid {pid})" if pid else ""
@@ -304,7 +305,7 @@ def _print_json(value) -> None:
 
 
 def _run_ingest(lib, paths, options, as_json: bool):
-    from app.core.ingest import IngestSummary, ingest
+    from app.core.index.ingest import IngestSummary, ingest
 
     summary = IngestSummary()
     cancel = threading.Event()
@@ -349,8 +350,8 @@ def _clear_line(tty: bool) -> None:
 
 
 def cmd_ingest(args) -> int:
-    from app.core.ingest import IngestOptions
-    from app.core.splitter import SplitterConfig
+    from app.core.index.ingest import IngestOptions
+    from app.core.documents.splitter import SplitterConfig
 
     config = SplitterConfig()
     try:
@@ -394,7 +395,7 @@ def cmd_search(args) -> int:
         print("folio search: --k must be at least 1", file=sys.stderr)
         return 2
     lib = _open(args, read_only=None)
-    results = lib.search(
+    results = hybrid_search(lib,
         " ".join(args.query), k=args.k, collections=args.collection or None,
         documents=args.doc or None, mode=args.mode, mmr=args.mmr,
     )
@@ -485,7 +486,7 @@ def _llama_build() -> dict:
     child process, as the model runs in one: this process never runs llama.cpp's kernels)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from app.core.model_host import system_cpu_features
+    from app.core.llm.host import system_cpu_features
 
     try:
         ver = version("llama-cpp-python")
@@ -499,9 +500,9 @@ def _llama_build() -> dict:
 
 
 def cmd_reindex(args) -> int:
-    from app.core.embedder import resolve_spec
-    from app.core.ingest import IngestOptions
-    from app.core.library import Library
+    from app.core.index.embedder import resolve_spec
+    from app.core.index.ingest import IngestOptions
+    from app.core.index.library import Library
 
     root = _library_path(args)
     current = Library(root)  # no embedder check: switching embedders is the point
@@ -536,8 +537,8 @@ def cmd_embedders(args) -> int:
 
 
 def _embedders_list(args) -> int:
-    from app.core import embedder_install as ei
-    from app.core.embedder import known_specs
+    from app.core.index import embedder_install as ei
+    from app.core.index.embedder import known_specs
 
     try:
         paths = {name: spec.path for name, spec in known_specs().items()}
@@ -578,7 +579,7 @@ def _embedders_list(args) -> int:
 def _embedders_install(args) -> int:
     import time
 
-    from app.core.embedder_install import (
+    from app.core.index.embedder_install import (
         EmbedderInstallCancelled,
         EmbedderInstallError,
         folder_size,
@@ -637,7 +638,7 @@ def _embedders_install(args) -> int:
 
 
 def _folio(args):
-    from app.core.engine import Folio
+    from app.core.service import Folio
 
     ctx = getattr(args, "ctx", None)  # an explicit --ctx beats the model's own setting
     return Folio(_library_path(args), model_path=getattr(args, "model", None),
@@ -823,7 +824,7 @@ def cmd_summarize(args) -> int:
 
 
 def cmd_chats(args) -> int:
-    from app.core.history import ChatStore
+    from app.core.chat.history import ChatStore
 
     store = ChatStore.for_library(_library_path(args))
     try:
@@ -860,11 +861,11 @@ def cmd_chats(args) -> int:
 
 
 def _model_manager(args):
-    from app.core.models import ModelManager
+    from app.core.models.manager import ModelManager
 
     store = None
     if getattr(args, "models_command", None) in ("list", "remove"):
-        from app.core.history import ChatStore
+        from app.core.chat.history import ChatStore
 
         root = _library_path(args)
         if (root / "folio.sqlite").exists():
@@ -925,7 +926,7 @@ def _models_list(manager, args) -> int:
 
 
 def _models_add(manager, args) -> int:
-    from app.core.models import ModelError
+    from app.core.models.files import ModelError
 
     try:
         entry = manager.add(args.path, link=args.link)
@@ -942,9 +943,10 @@ def _models_add(manager, args) -> int:
 def _models_download(manager, args) -> int:
     import time
 
-    from app.core.models import DownloadDone, DownloadError, ModelError
+    from app.core.models.download import DownloadDone, DownloadError
+    from app.core.models.files import ModelError
 
-    from app.core.models import catalog_size_tolerance
+    from app.core.models.catalog import catalog_size_tolerance
 
     url, sha, name = args.url, args.sha256, args.name
     size, tolerance = None, 0
@@ -1021,7 +1023,7 @@ def _models_download(manager, args) -> int:
 
 
 def _models_remove(manager, args) -> int:
-    from app.core.models import ModelError
+    from app.core.models.files import ModelError
 
     try:
         entry = manager.get(args.name)
@@ -1043,7 +1045,7 @@ def _models_remove(manager, args) -> int:
 
 
 def _models_default(manager, args) -> int:
-    from app.core.models import ModelError
+    from app.core.models.files import ModelError
 
     if not args.name:
         print(manager.default_name())

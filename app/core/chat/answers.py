@@ -16,10 +16,11 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.core.history import Chat, ChatStore, Message
-from app.core.library import Library, SearchResult
-from app.core.llm import Done, GenerationSettings, LLMProvider, Token, defaults_for
-from app.core.prompts import PromptSet
+from app.core.chat.history import Chat, ChatStore, Message
+from app.core.chat.prompts import PromptSet
+from app.core.index.library import Library
+from app.core.index.search import SearchResult, hybrid_search
+from app.core.llm.provider import Done, GenerationSettings, LLMProvider, Token, defaults_for
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +274,7 @@ class ChatEngine:
     def _retrieve(self, query: str, scope: dict) -> list[SearchResult]:
         assert self.library is not None
         mode = scope.get("mode", "all")
-        return self.library.search(
+        return hybrid_search(self.library,
             query, k=self.config.k, candidates=self.config.candidates, mmr=self.config.mmr,
             collections=scope.get("collections") if mode == "collections" else None,
             documents=scope.get("documents") if mode == "documents" else None,

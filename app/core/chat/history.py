@@ -26,7 +26,7 @@ from pathlib import Path
 from types import EllipsisType
 from typing import Any
 
-from app.core.units import page_label
+from app.core.base.units import page_label
 
 log = logging.getLogger(__name__)
 
@@ -386,7 +386,7 @@ class ChatStore:
             self.has_fts = _ensure_fts(self._conn)
             # A live answer of another Folio process on this library is not interrupted:
             # that process owns it (and recovered its own chats when it opened them).
-            from app.core.lock import held_elsewhere
+            from app.core.index.lock import held_elsewhere
 
             recovered = 0 if held_elsewhere(self.path.parent) else self.recover_interrupted()
         except BaseException:

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.core.library import (
+from app.core.index.library import (
     FAILED,
     INDEXING,
     READY,
@@ -32,9 +32,9 @@ from app.core.library import (
     doc_id_for,
     is_disk_full,
 )
-from app.core.loaders import BAD_NAME_REASON, displayable_path, is_supported, load
-from app.core.splitter import Splitter, SplitterConfig
-from app.core.types import DEFAULT_FILE_TIME_LIMIT, Chunk, Deadline, LoadError
+from app.core.documents.formats import BAD_NAME_REASON, displayable_path, is_supported, load
+from app.core.documents.splitter import Splitter, SplitterConfig
+from app.core.documents.base import DEFAULT_FILE_TIME_LIMIT, Chunk, Deadline, LoadError
 
 log = logging.getLogger(__name__)
 

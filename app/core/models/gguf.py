@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import mmap
 import struct
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.core.models import ModelError
+from app.core.models.files import ModelError
 
 MAGIC = b"GGUF"
 MAX_KEPT_STRING = 4 * 1024 * 1024  # a chat template is a few KB; longer strings are skipped
@@ -399,3 +400,29 @@ def _info(
         vocab_size=vocab or None,
         metadata={k: v for k, v in meta.items() if not isinstance(v, ArrayInfo)},
     )
+
+
+_info_cache: dict[tuple[str, int, int], GGUFInfo] = {}
+_info_cache_lock = threading.Lock()
+
+
+def cached_gguf_info(path: Path) -> GGUFInfo:
+    """read_gguf_info, remembered while the file's size and mtime stay the same (reading a
+    header with a 262k-token vocabulary takes a few tenths of a second)."""
+    from app.core.models.gguf import read_gguf_info
+
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise ModelError(f"Cannot read {path}: {exc}") from exc
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    with _info_cache_lock:
+        hit = _info_cache.get(key)
+    if hit is not None:
+        return hit
+    info = read_gguf_info(path)
+    with _info_cache_lock:
+        if len(_info_cache) > 256:
+            _info_cache.clear()
+        _info_cache[key] = info
+    return info

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from platformdirs import PlatformDirs
 
-from app import APP_NAME
+
+APP_NAME = "Folio"
 
 _dirs = PlatformDirs(APP_NAME, appauthor=False)
 
@@ -36,7 +37,7 @@ def resource_path(*parts: str) -> Path:
     """A file under resources/, from a source checkout, an install, or a PyInstaller bundle."""
     bundle = getattr(sys, "_MEIPASS", None)
     roots = [Path(bundle) / "resources"] if bundle else []
-    roots.append(Path(__file__).resolve().parents[2] / "resources")
+    roots.append(Path(__file__).resolve().parents[3] / "resources")  # app/core/base/paths.py
     roots.append(Path(sys.prefix) / "share" / "folio" / "resources")
     for root in roots:
         candidate = root.joinpath(*parts)

@@ -17,7 +17,7 @@ from pathlib import Path
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from app.core.paths import data_dir, resource_path
+from app.core.base.paths import data_dir, resource_path
 
 log = logging.getLogger(__name__)
 

@@ -10,12 +10,12 @@ import logging
 import threading
 from pathlib import Path
 
-from app.core.memory import limit_malloc_arenas
-from app.core.paths import default_library
+from app.core.base.memory import limit_malloc_arenas
+from app.core.base.paths import default_library
+from app.core.models.fit import DEFAULT_CONTEXT
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CONTEXT = 4096
 
 
 class Folio:
@@ -68,7 +68,7 @@ class Folio:
             return self._library
         with self._open_locks["library"]:
             if self._library is None:
-                from app.core.library import Library
+                from app.core.index.library import Library
 
                 self._library = Library.open(self.library_path,
                                              read_only=self.library_read_only,
@@ -87,7 +87,7 @@ class Folio:
         wanted = self.wanted_embedder()
         if not wanted:
             return None
-        from app.core.embedder import resolve_spec
+        from app.core.index.embedder import resolve_spec
 
         try:
             name = resolve_spec(wanted).name
@@ -101,14 +101,14 @@ class Folio:
         """Embed every document again, with `embedder_source` (a name or a folder; default:
         the one Settings choose, else the library's own): the library's vectors are dropped
         and each file is read again. A generator of ingest events, like `ingest`."""
-        from app.core.embedder import resolve_spec
-        from app.core.ingest import IngestOptions, ingest
+        from app.core.index.embedder import looks_like_model, resolve_spec
+        from app.core.index.ingest import IngestOptions, ingest
 
         lib = self.library
         source = (embedder_source or self.wanted_embedder()
                   or lib.meta.get("embedder_source") or lib.embedder_name)
         spec = resolve_spec(source)  # ValueError: unknown name, before anything is dropped
-        if not (spec.path / "modules.json").exists() and not (spec.path / "config.json").exists():
+        if not looks_like_model(spec.path):
             raise FileNotFoundError(
                 f"The embedder {spec.name} is not installed (expected at {spec.path})")
         paths = lib.reset_for_embedder(source)
@@ -122,7 +122,7 @@ class Folio:
             return self._store
         with self._open_locks["store"]:
             if self._store is None:
-                from app.core.history import ChatStore
+                from app.core.chat.history import ChatStore
 
                 self._store = ChatStore.for_library(self.library_path)
             return self._store
@@ -134,7 +134,7 @@ class Folio:
             return self._models
         with self._open_locks["models"]:
             if self._models is None:
-                from app.core.models import ModelManager
+                from app.core.models.manager import ModelManager
 
                 self._models = ModelManager(self.models_dir, history=self._StoreView(self))
             return self._models
@@ -157,7 +157,7 @@ class Folio:
         """LoadSettings for a model file: Folio's defaults, then the model's own settings
         (when it is in the models folder), then load_overrides. allow_oversize None: this
         Folio's own (the CLI's --allow-oversize); True: this load only ("Load anyway")."""
-        from app.core.llm import LoadSettings
+        from app.core.llm.provider import LoadSettings
 
         ms = self.models.settings_for(path.name) if self._in_models_dir(path) else None
         values: dict = {"n_ctx": self.n_ctx, "n_gpu_layers": self.n_gpu_layers}
@@ -199,7 +199,7 @@ class Folio:
         """Load `path` into the runtime (creating it), applying its settings. Lock held.
         The model runs in a child process (app/core/model_host.py): a crash in llama.cpp
         ends that process, never this one."""
-        from app.core.model_host import ModelHost
+        from app.core.llm.host import ModelHost
 
         load, ms = self.load_settings_for(path, allow_oversize)
         runtime = self._runtime
@@ -293,7 +293,7 @@ class Folio:
         the errors of this same set, so a template that fails while answering is reported
         where it is edited."""
         if self._prompts is None:
-            from app.core.prompts import PromptSet
+            from app.core.chat.prompts import PromptSet
 
             self._prompts = PromptSet()
         return self._prompts
@@ -301,7 +301,7 @@ class Folio:
     @property
     def chat(self):
         if self._engine is None:
-            from app.core.chat import ChatEngine
+            from app.core.chat.answers import ChatEngine
 
             config = self.settings.chat_config() if self.settings is not None else None
             engine = ChatEngine(self.library, self.runtime, self.store, config=config,

@@ -10,17 +10,50 @@ from __future__ import annotations
 
 import logging
 import re
+from dataclasses import dataclass
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from app.core.library import SearchResult, is_stale_read, reading_again
+from app.core.index.library import is_stale_read, reading_again
 
 if TYPE_CHECKING:
-    from app.core.library import Library
+    from app.core.index.library import Library
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class SearchResult:
+    path: str
+    page: int | None
+    page_end: int | None
+    section: str
+    score: float
+    text: str
+    title: str = ""
+    doc_id: str = ""
+    chunk_id: str = ""
+    chunk_index: int = 0
+    char_start: int = 0
+    char_end: int = 0
+    similarity: float = 0.0  # cosine similarity of the chunk to the query
+
+    def to_json(self) -> dict:
+        return {
+            "path": self.path,
+            "page": self.page,
+            "page_end": self.page_end,
+            "section": self.section,
+            "score": round(float(self.score), 6),
+            "similarity": round(float(self.similarity), 6),
+            "text": self.text,
+            "title": self.title,
+            "chunk_index": self.chunk_index,
+            "char_start": self.char_start,
+            "char_end": self.char_end,
+        }
 
 RRF_K = 60
 # Users paraphrase; shared words are weaker evidence than shared meaning. On the Octave

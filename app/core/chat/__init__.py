@@ -1,0 +1,1 @@
+"""Cited answers: the answer chain (`answers`), prompt templates, and the chat store."""

@@ -1,0 +1,215 @@
+"""Prompts for local models: the GGUF's own Jinja chat template, rendered in Jinja's immutable
+sandbox (templates come from downloaded files), or, for base models without one such as the
+starter model, a Question/Answer document (`format_completion_prompt`) with stop strings
+where a new turn would begin.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from typing import Any
+
+from app.core.llm.provider import ModelInfo
+from app.core.models.files import ModelError
+
+
+class ChatTemplateError(ModelError):
+    """The model's chat template failed to render (bad syntax, refused by the sandbox, or the
+    template itself raised, e.g. on roles it does not support)."""
+
+
+# -- prompt formats ----------------------------------------------------------------------------
+
+# Markers that end (or start) a turn in common templates. A chat model normally ends its turn
+# with an end-of-generation token, which stops generation by itself; these catch models that
+# write the marker as plain text or run on into the next turn.
+_TURN_MARKERS = (
+    "<end_of_turn>",
+    "<start_of_turn>",
+    "<|im_end|>",
+    "<|im_start|>",
+    "<|eot_id|>",
+    "<|start_header_id|>",
+    "<|end|>",
+    "<|user|>",
+    "<|endoftext|>",
+    "<|END_OF_TURN_TOKEN|>",
+    "</s>",
+    "[INST]",
+)
+
+# Base models continue documents. "Question:/Answer:" pairs are everywhere in what they were
+# trained on (FAQ pages, exams, QA datasets, the prompts of most benchmarks), so a base model
+# continues "Answer:" with an answer and then starts the next "Question:", which is where we
+# stop it. "User:/Assistant:" transcripts are rarer in web text and invite role-play.
+COMPLETION_STOPS = ("\nQuestion:", "\nUser:", "\nAnswer:")
+
+
+def _check_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    if isinstance(messages, (str, bytes)) or not isinstance(messages, Sequence):
+        raise ValueError("messages must be a list of {'role', 'content'} mappings")
+    checked = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping) or not isinstance(m.get("role"), str):
+            raise ValueError(f"message {i} needs a string 'role'")
+        if not isinstance(m.get("content"), str):
+            raise ValueError(f"message {i} needs a string 'content'")
+        checked.append(dict(m))
+    return checked
+
+
+def format_completion_prompt(
+    messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True
+) -> tuple[str, list[str]]:
+    """A chat as a document a base model continues: system text as a preamble, then
+    "Question: ...\\nAnswer: ..." turns, ending with an open "Answer:"."""
+    parts: list[str] = []
+    preamble = []
+    for m in _check_messages(messages):
+        role, content = m["role"].lower(), m["content"].strip()
+        if role == "system":
+            preamble.append(content)
+        elif role == "user":
+            parts.append(f"Question: {content}")
+        elif role == "assistant":
+            parts.append(f"Answer: {content}")
+        else:
+            parts.append(f"{m['role'].capitalize()}: {content}")
+    text = "\n\n".join(p for p in preamble if p)
+    turns = []
+    for p in parts:
+        # An answer follows its question on the next line; each Q/A pair is its own paragraph.
+        if p.startswith("Answer:") and turns and turns[-1].startswith("Question:"):
+            turns[-1] += "\n" + p
+        else:
+            turns.append(p)
+    body = "\n\n".join(turns)
+    if add_generation_prompt:
+        if turns and turns[-1].startswith("Question:"):
+            body += "\nAnswer:"
+        else:
+            body += ("\n\n" if body else "") + "Answer:"
+    prompt = f"{text}\n\n{body}" if text and body else (text or body)
+    return prompt, list(COMPLETION_STOPS)
+
+
+def _raise_exception(message: str) -> None:
+    raise ChatTemplateError(f"The chat template refused the conversation: {message}")
+
+
+def _strftime_now(fmt: str) -> str:
+    return datetime.datetime.now().strftime(fmt)
+
+
+def _tojson(value: Any, indent: int | None = None, ensure_ascii: bool = False, **_: Any) -> str:
+    # Hugging Face's tojson: no HTML escaping (Jinja's default turns '<' into \u003c).
+    return json.dumps(value, indent=indent, ensure_ascii=ensure_ascii, sort_keys=False)
+
+
+@lru_cache(maxsize=16)
+def _compile_template(template: str) -> Any:
+    import jinja2
+    from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+
+    class Sandbox(ImmutableSandboxedEnvironment):
+        # Jinja's sandbox turns an unsafe attribute into a silent Undefined (printed as "");
+        # refuse loudly instead, so a hostile template fails rather than half-renders.
+        def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
+            raise SecurityError(
+                f"access to attribute {attribute!r} of a {type(obj).__name__!r} is unsafe"
+            )
+
+    env = Sandbox(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = _strftime_now
+    try:
+        return env.from_string(template)
+    except jinja2.TemplateError as exc:
+        raise ChatTemplateError(f"The chat template does not parse: {exc}") from exc
+
+
+def render_chat_template(
+    template: str,
+    messages: Sequence[Mapping[str, str]],
+    *,
+    bos_token: str = "",
+    eos_token: str = "",
+    add_generation_prompt: bool = True,
+    **extra: Any,
+) -> str:
+    """Render a Hugging Face style Jinja chat template in the immutable sandbox: templates
+    ship inside downloaded model files, so they may not touch Python internals or mutate data."""
+    import jinja2
+
+    checked = _check_messages(messages)
+    compiled = _compile_template(template)
+    try:
+        return compiled.render(
+            messages=checked,
+            add_generation_prompt=add_generation_prompt,
+            bos_token=bos_token,
+            eos_token=eos_token,
+            **extra,
+        )
+    except ChatTemplateError:
+        raise
+    except jinja2.TemplateError as exc:  # SecurityError and UndefinedError included
+        raise ChatTemplateError(f"The chat template failed to render: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - a template can fail in many ways
+        raise ChatTemplateError(f"The chat template failed to render: {exc!r}") from exc
+
+
+def chat_stop_strings(template: str, eos_token: str = "") -> list[str]:
+    """Stop strings for a chat template: the turn markers it uses, and the EOS text."""
+    stops = [m for m in _TURN_MARKERS if m in template]
+    if eos_token and eos_token not in stops:
+        stops.append(eos_token)
+    return stops
+
+
+def format_chat(
+    messages: Sequence[Mapping[str, str]],
+    *,
+    template: str | None,
+    bos_token: str = "",
+    eos_token: str = "",
+    add_generation_prompt: bool = True,
+) -> tuple[str, list[str]]:
+    """(prompt, stop strings): the chat template when there is one, else the completion format."""
+    if not template:
+        return format_completion_prompt(messages, add_generation_prompt)
+    prompt = render_chat_template(
+        template,
+        messages,
+        bos_token=bos_token,
+        eos_token=eos_token,
+        add_generation_prompt=add_generation_prompt,
+    )
+    return prompt, chat_stop_strings(template, eos_token)
+
+
+# -- streaming text: UTF-8 and stop strings ----------------------------------------------------
+
+
+def format_chat_for(
+    info: ModelInfo | None,
+    messages: Sequence[Mapping[str, str]],
+    add_generation_prompt: bool = True,
+    template: str | None = None,
+) -> tuple[str, list[str]]:
+    """`format_chat` for a loaded model (`info`), as every provider's format_chat does it."""
+    if template is None:
+        if info is None:
+            raise ModelError("No model is loaded")
+        template = info.chat_template
+    return format_chat(
+        messages,
+        template=template,
+        bos_token=info.bos_token if info else "",
+        eos_token=info.eos_token if info else "",
+        add_generation_prompt=add_generation_prompt,
+    )
