@@ -128,30 +128,6 @@ def test_folio_command_in_a_real_process(docs, library_dir):
     assert run.returncode == 0 and "ingest" in run.stdout
 
 
-def test_core_does_not_import_qt():
-    """app/core stays Qt-free: the CLI and the window drive the same engine."""
-    import ast
-
-    for path in (ROOT / "app" / "core").rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                names = [node.module or ""]
-            assert not any(n.split(".")[0] in ("PySide6", "PyQt6", "qasync") for n in names), (
-                f"{path} imports Qt"
-            )
-    modules = sorted(
-        f"app.core.{p.stem}" for p in (ROOT / "app" / "core").glob("*.py") if p.stem != "__init__"
-    )
-    code = f"import sys, {', '.join(modules)}; " + (
-        "sys.exit(any(m.split('.')[0] in ('PySide6', 'shiboken6') for m in sys.modules))"
-    )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    assert subprocess.run([sys.executable, "-c", code], env=env, timeout=300).returncode == 0
-
-
 def test_reindex_with_another_embedder_folder(capsys, docs, library_dir, embedder, tmp_path):
     """A library built by one embedder refuses another until re-indexed with it; a model
     given as a folder is found again when the library is reopened."""
@@ -174,7 +150,7 @@ def test_reindex_with_another_embedder_folder(capsys, docs, library_dir, embedde
 
 
 def test_ingest_time_limit(capsys, docs, library_dir):
-    from app.cli import _file_time_limit
+    from app.cli.common import file_time_limit as _file_time_limit
     from app.core.settings import AppSettings
 
     lib = ["--library", str(library_dir)]

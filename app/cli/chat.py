@@ -1,0 +1,197 @@
+"""`folio ask`, `chat`, `summarize`, `chats`: cited answers from a terminal.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from app.cli.common import (
+    chat_scope,
+    clear_line,
+    library_path,
+    load_overrides,
+    note_read_only,
+    open_folio,
+    print_json,
+    with_cancel,
+)
+from app.core.base.units import page_label
+
+
+def _format_source(s: dict) -> str:
+    where = page_label(s.get("page"), s.get("page_end"))
+    where = f", {where}" if where else ""
+    section = f" ({s['section']})" if s.get("section") else ""
+    return f"[{s['n']}] {s['path']}{where}{section}"
+
+
+def _stream_answer(events, *, quiet: bool) -> dict:
+    """Print tokens as they come (unless quiet) and return the final state."""
+    result = {"answer": "", "sources": [], "stats": {}, "error": None, "message_id": None}
+    for ev in events:
+        if ev.kind == "token" and not quiet:
+            sys.stdout.write(ev.text)
+            sys.stdout.flush()
+        elif ev.kind == "done":
+            result.update(answer=ev.text, sources=ev.sources, stats=ev.stats,
+                          message_id=ev.message_id)
+        elif ev.kind == "error":
+            result["error"] = ev.text
+    if not quiet:
+        sys.stdout.write("\n")
+        if result["sources"]:
+            print("\nSources:")
+            for s in result["sources"]:
+                print("  " + _format_source(s))
+    return result
+
+
+def cmd_ask(args) -> int:
+    import time
+
+    folio = open_folio(args)
+    folio.library_read_only = None  # answering only reads the library
+    if folio.library.read_only:
+        note_read_only(folio.library.root)
+    try:
+        started = time.monotonic()
+        store = folio.store
+        if args.chat:
+            chat_id = store.get_chat(args.chat).id
+            store.update_chat(chat_id, scope=chat_scope(args))
+        else:
+            chat_id = store.create_chat(scope=chat_scope(args)).id
+        engine = folio.chat
+        question = " ".join(args.question)
+        result = with_cancel(lambda cancel: _stream_answer(
+            engine.ask(chat_id, question, cancel=cancel, overrides=load_overrides(args)),
+            quiet=args.json))
+        if args.json:
+            print_json({
+                "answer": result["answer"],
+                "sources": [
+                    {k: s.get(k) for k in ("path", "page", "page_end", "section", "score",
+                                           "text")}
+                    for s in result["sources"]
+                ],
+                "cited": result["stats"].get("cited", []),
+                "model": folio.runtime.info.name,
+                "prompt_tokens": result["stats"].get("prompt_tokens", 0),
+                "completion_tokens": result["stats"].get("completion_tokens", 0),
+                "seconds": round(time.monotonic() - started, 3),
+                "chat_id": chat_id,
+                "error": result["error"],
+            })
+        elif result["error"]:
+            print(f"folio: {result['error']}", file=sys.stderr)
+        return 1 if result["error"] else 0
+    finally:
+        folio.close()
+
+
+def cmd_chat(args) -> int:
+    folio = open_folio(args)
+    try:
+        store = folio.store
+        chat = store.get_chat(args.chat) if args.chat else store.create_chat(scope=chat_scope(args))
+        engine = folio.chat
+        print(f"Folio chat {chat.id} with {folio.runtime.info.name}. Type a question; "
+              "/new starts a new chat, /regen answers again, /quit leaves. "
+              "Ctrl+C stops an answer.")
+        for m in store.messages(chat.id):
+            who = "you" if m.role == "user" else "folio"
+            print(f"{who}> {m.content}")
+        while True:
+            try:
+                line = input("you> ").strip()
+            except (EOFError, KeyboardInterrupt):
+                print()
+                return 0
+            if not line:
+                continue
+            if line in ("/quit", "/exit"):
+                return 0
+            if line == "/new":
+                chat = store.create_chat(scope=chat_scope(args))
+                print(f"(new chat {chat.id})")
+                continue
+            if line == "/regen":
+                events = lambda cancel: engine.regenerate(chat.id, cancel=cancel)  # noqa: E731
+            else:
+                events = lambda cancel, q=line: engine.ask(chat.id, q, cancel=cancel)  # noqa: E731
+            sys.stdout.write("folio> ")
+            result = with_cancel(lambda cancel: _stream_answer(events(cancel), quiet=False))
+            if result["error"]:
+                print(f"(error: {result['error']})")
+    finally:
+        folio.close()
+
+
+def cmd_summarize(args) -> int:
+    folio = open_folio(args)
+    try:
+        engine = folio.chat
+        tty = sys.stderr.isatty() and not args.json
+
+        def run(cancel):
+            final = {"text": "", "error": None, "stats": {}}
+            for ev in engine.summarize(args.path, cancel=cancel):
+                if ev.kind == "progress" and tty:
+                    sys.stderr.write(f"\r{ev.text} ({ev.done}/{ev.total})\033[K")
+                    sys.stderr.flush()
+                elif ev.kind == "done":
+                    final.update(text=ev.text, stats=ev.stats)
+                elif ev.kind == "error":
+                    final["error"] = ev.text
+            clear_line(tty)
+            return final
+
+        final = with_cancel(run)
+        if args.json:
+            print_json({"path": args.path, "summary": final["text"], "error": final["error"],
+                         **{k: v for k, v in final["stats"].items() if k != "document"}})
+        elif final["error"]:
+            print(f"folio: {final['error']}", file=sys.stderr)
+        else:
+            print(final["text"])
+        return 1 if final["error"] else 0
+    finally:
+        folio.close()
+
+
+def cmd_chats(args) -> int:
+    from app.core.chat.history import ChatStore
+
+    store = ChatStore.for_library(library_path(args))
+    try:
+        if args.chats_command == "list":
+            chats = store.list_chats(args.search)
+            if args.json:
+                print_json([{"id": c.id, "title": c.title, "updated_at": c.updated_at}
+                             for c in chats])
+            for c in chats if not args.json else ():
+                print(f"{c.id:5}  {c.title}")
+            return 0
+        try:
+            store.get_chat(args.id)
+        except KeyError:
+            print(f"folio: there is no chat {args.id}", file=sys.stderr)
+            return 1
+        if args.chats_command == "show":
+            print(store.export_markdown(args.id))
+        elif args.chats_command == "export":
+            Path(args.output).write_text(store.export_markdown(args.id), "utf-8")
+            print(f"wrote {args.output}")
+        elif args.chats_command == "rename":
+            store.rename_chat(args.id, args.title)
+        elif args.chats_command == "delete":
+            store.delete_chat(args.id)
+        return 0
+    finally:
+        store.close()
+
+
+# -- models --------------------------------------------------------------------------------
+# Exit codes: 0 done; 1 the download stopped (paused with Ctrl+C, or failed: run it again to
+# resume); 2 a refusal (not a GGUF, unknown model, name clash) or a failure that left nothing.

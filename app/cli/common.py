@@ -1,0 +1,102 @@
+"""What the command modules share: opening the library or the engine, JSON output, Ctrl+C.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from app.core.base.paths import default_library
+
+
+def library_path(args) -> Path:
+    return Path(args.library).expanduser() if args.library else default_library()
+
+
+def file_time_limit() -> float:
+    """The per-file time limit from the user's settings (the default when they can't be read)."""
+    from app.core.settings import AppSettings
+
+    try:
+        return float(AppSettings.load().file_time_limit)
+    except Exception:  # noqa: BLE001 - a broken settings file must not stop an ingest
+        return float(AppSettings().file_time_limit)
+
+
+def open_library(args, embedder_name: str | None = None, read_only: bool | None = False):
+    """read_only=None (read commands): read-only when another Folio process writes it."""
+    from app.core.index.library import Library
+
+    lib = Library.open(library_path(args), embedder_name=embedder_name, read_only=read_only)
+    if lib.read_only:
+        note_read_only(lib.root)
+    return lib
+
+
+def note_read_only(root) -> None:
+    from app.core.index.lock import holder
+
+    pid = (holder(root) or {}).get("pid")
+    who = f" (pid {pid})" if pid else ""
+    print(f"folio: the library is open in another Folio window or command{who}; reading it "
+          f"as it is now, without changes.", file=sys.stderr)
+
+
+def print_json(value) -> None:
+    json.dump(value, sys.stdout, ensure_ascii=False, indent=None)
+    sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def clear_line(tty: bool) -> None:
+    if tty:
+        sys.stderr.write("\r\033[K")
+        sys.stderr.flush()
+
+
+def open_folio(args):
+    from app.core.service import Folio
+
+    ctx = getattr(args, "ctx", None)  # an explicit --ctx beats the model's own setting
+    return Folio(library_path(args), model_path=getattr(args, "model", None),
+                 load_overrides={"n_ctx": ctx} if ctx else None,
+                 allow_oversize=bool(getattr(args, "allow_oversize", False)))
+
+
+def load_overrides(args) -> dict:
+    out = {}
+    for key in ("max_tokens", "temperature", "seed"):
+        value = getattr(args, key, None)
+        if value is not None:
+            out[key] = value
+    return out
+
+
+def chat_scope(args) -> dict:
+    if getattr(args, "no_docs", False):
+        return {"mode": "none"}
+    if getattr(args, "doc", None):
+        return {"mode": "documents", "documents": args.doc}
+    if getattr(args, "collection", None):
+        return {"mode": "collections", "collections": args.collection}
+    return {"mode": "all"}
+
+
+def with_cancel(run):
+    """Run `run(cancel)`; the first Ctrl+C stops the answer cleanly, keeping what was said."""
+    cancel = threading.Event()
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum, frame):
+        if cancel.is_set():
+            raise KeyboardInterrupt
+        cancel.set()
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        return run(cancel)
+    finally:
+        signal.signal(signal.SIGINT, previous)
