@@ -35,10 +35,12 @@ from PySide6.QtWidgets import (
 
 from app.core.models.gguf import read_gguf_info
 from app.core.models.starter import STARTER_MODEL_FILE
-from app.ui import model_panel
+from app.core.base.units import human_bytes
+from app.ui.models import common, listing
 from app.ui.main_window import MainWindow
 from test_ui_window import drop
-from app.ui.model_panel import (
+from app.ui.models.downloads import DownloadRow
+from app.ui.models.common import (
     COL_ARCH,
     COL_CTX,
     COL_LICENSE,
@@ -248,10 +250,10 @@ def test_lists_the_starter_model_with_what_its_header_says(qtbot, window, models
     assert item.text(COL_CTX).replace(",", "") == str(info.context_length)
     assert item.text(COL_TEMPLATE) == ("Yes" if info.has_chat_template else "No")
     assert item.text(COL_LICENSE) == (info.license or "–")
-    assert item.text(COL_SIZE) == model_panel.human_bytes(info.file_size)
+    assert item.text(COL_SIZE) == human_bytes(info.file_size)
     assert "Default" in item.text(COL_STATE)  # nothing chosen: the starter is the default
     est = window.folio.models.estimate_memory(info, context_length=window.folio.n_ctx)
-    assert item.text(COL_MEMORY).startswith(model_panel.human_bytes(est.total_bytes))
+    assert item.text(COL_MEMORY).startswith(human_bytes(est.total_bytes))
     assert ("fits" if est.fits else "will not fit") in item.text(COL_MEMORY)
     assert "KV cache" in item.toolTip(COL_MEMORY)
 
@@ -261,7 +263,7 @@ def test_lists_the_starter_model_with_what_its_header_says(qtbot, window, models
     assert str(models_dir / STARTER_MODEL_FILE) in details
     assert info.architecture in details and f"{info.context_length:,}" in details
     assert view.editor_box.isEnabled()
-    assert model_panel.human_bytes(est.total_bytes) in view.estimate.text()
+    assert human_bytes(est.total_bytes) in view.estimate.text()
 
     # The unreadable file is listed with its error.
     bad = row(view, "broken.gguf")
@@ -278,11 +280,11 @@ def test_lists_the_starter_model_with_what_its_header_says(qtbot, window, models
     free = view.listing.free_ram
     for i, c in enumerate(catalog):
         item = view.catalog.topLevelItem(i)
-        assert item.text(model_panel.CAT_NAME) == c.name
-        assert item.text(model_panel.CAT_SIZE) == model_panel.human_bytes(c.size_bytes)
-        assert item.text(model_panel.CAT_LICENSE) == c.license
-        assert ("Fits" in item.text(model_panel.CAT_FITS)) == (c.ram_bytes <= free)
-        button = view.catalog.itemWidget(item, model_panel.CAT_BUTTON)
+        assert item.text(common.CAT_NAME) == c.name
+        assert item.text(common.CAT_SIZE) == human_bytes(c.size_bytes)
+        assert item.text(common.CAT_LICENSE) == c.license
+        assert ("Fits" in item.text(common.CAT_FITS)) == (c.ram_bytes <= free)
+        button = view.catalog.itemWidget(item, common.CAT_BUTTON)
         assert button.text() == "Download" and button.isEnabled()
         assert button.accessibleName() == f"Download {c.name}"
 
@@ -351,9 +353,9 @@ def test_drop_gguf_on_window_adds_it_and_a_non_gguf_is_refused(qtbot, window, tm
 
     # Add…: the file dialog, then "Link" (the only dialogs here; their answers are given).
     linked = write_gguf(tmp_path / "linked.gguf", name="Linked")
-    monkeypatch.setattr(model_panel.QFileDialog, "getOpenFileName",
+    monkeypatch.setattr(listing.QFileDialog, "getOpenFileName",
                         lambda *a, **k: (str(linked), "GGUF models (*.gguf)"))
-    monkeypatch.setattr(model_panel, "ask_copy_or_link", lambda parent, name: True)
+    monkeypatch.setattr(listing, "ask_copy_or_link", lambda parent, name: True)
     with qtbot.waitSignal(view.added, timeout=LIST_TIMEOUT):
         click(qtbot, view.add_btn)
     assert (models_dir / "linked.gguf").is_symlink()
@@ -622,15 +624,15 @@ def test_estimates_follow_the_saved_batch_and_context(qtbot, window, models_dir)
     assert view.listing.estimates["wide.gguf"].total_bytes == saved.total_bytes
     assert view.listing.contexts["wide.gguf"] == 6144
     assert row(view, "wide.gguf").text(COL_MEMORY).startswith(
-        model_panel.human_bytes(saved.total_bytes))
+        human_bytes(saved.total_bytes))
 
     # The editor estimates what it shows, saved or not.
     view.select("wide.gguf")
     assert view.batch_spin.value() == 2048 and view.ctx_spin.value() == 6144
-    assert model_panel.human_bytes(saved.total_bytes) in view.estimate.text()
+    assert human_bytes(saved.total_bytes) in view.estimate.text()
     view.batch_spin.setValue(0)  # "Default (512)"
-    assert model_panel.human_bytes(plain.total_bytes) in view.estimate.text()
-    assert model_panel.human_bytes(saved.total_bytes) not in view.estimate.text()
+    assert human_bytes(plain.total_bytes) in view.estimate.text()
+    assert human_bytes(saved.total_bytes) not in view.estimate.text()
 
 
 def test_memory_cell_says_when_vram_is_unknown(tmp_path, monkeypatch):
@@ -642,20 +644,20 @@ def test_memory_cell_says_when_vram_is_unknown(tmp_path, monkeypatch):
     info = read_gguf_info(write_gguf(tmp_path / "m.gguf"))
     est = fit.estimate_memory(info, 2048)
     assert est.vram_unknown and est.fits
-    assert model_panel._memory_text(est).endswith("· fits in RAM, VRAM unknown")
-    tip = model_panel._memory_tooltip(est, 2048)
+    assert common._memory_text(est).endswith("· fits in RAM, VRAM unknown")
+    tip = common._memory_tooltip(est, 2048)
     assert "Free VRAM: unknown" in tip and "Fits." not in tip
 
     monkeypatch.setattr(fit, "_free_vram", lambda read=True: 1024)  # 1 KB of VRAM free
     est = fit.estimate_memory(info, 2048)
-    assert model_panel._memory_text(est).endswith("· will not fit")
-    assert "Free VRAM: 1 KB" in model_panel._memory_tooltip(est, 2048)
+    assert common._memory_text(est).endswith("· will not fit")
+    assert "Free VRAM: 1 KB" in common._memory_tooltip(est, 2048)
 
 
 def test_download_row_shows_speed_and_eta(qtbot):
     from app.core.models.download import DownloadProgress
 
-    row = model_panel.DownloadRow("http://127.0.0.1/x.gguf", "x.gguf", None)
+    row = DownloadRow("http://127.0.0.1/x.gguf", "x.gguf", None)
     qtbot.addWidget(row)
     mb = 1024 * 1024
     row.show_progress(DownloadProgress(mb, 4 * mb, float(mb), 3.0, 0))
@@ -692,7 +694,7 @@ def test_catalog_download_is_verified_and_its_size_checked(qtbot, window, tmp_pa
     assert "server publishes" in view.catalog.topLevelItem(0).toolTip(0)
 
     def button(i):
-        return view.catalog.itemWidget(view.catalog.topLevelItem(i), model_panel.CAT_BUTTON)
+        return view.catalog.itemWidget(view.catalog.topLevelItem(i), common.CAT_BUTTON)
 
     view.tabs.setCurrentIndex(1)  # the catalog's page: its buttons can be clicked
     qtbot.waitUntil(lambda: button(0).isVisible())

@@ -35,7 +35,7 @@ from app.core.service import Folio
 from app.core.settings import AppSettings
 from app.ui.chat_panel import ChatPanel
 from app.ui.library_panel import LibraryPanel
-from app.ui.model_panel import ModelPanel
+from app.ui.models.panel import ModelPanel
 from app.ui.widgets import ActionButton
 from app.ui.workers import Workers
 
