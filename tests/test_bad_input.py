@@ -550,7 +550,7 @@ def test_zip_bomb_that_lies_about_its_size(corpus):
 
 
 def test_oversized_xml_part_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(loaders, "MAX_ZIP_XML_PART", 40_000)  # the other parts are smaller
+    monkeypatch.setattr(common, "MAX_ZIP_XML_PART", 40_000)  # the other parts are smaller
     p = docx_with_document_xml(tmp_path / "big-xml.docx", DOC_HEAD + b"word " * 20_000 + DOC_TAIL)
     with pytest.raises(LoadError, match=r"its part word/document.xml is 0.1 MB of XML"):
         load(p)

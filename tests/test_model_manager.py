@@ -177,7 +177,7 @@ def gpu(monkeypatch):
     sets the free VRAM (None: nvidia-smi gave no figure)."""
     monkeypatch.setattr(fit, "_gpu_offload_supported", lambda: True)
     monkeypatch.setattr(fit, "_unified_memory", lambda: False)
-    monkeypatch.setattr(fit, "free_ram", lambda: 8 * GB)
+    monkeypatch.setattr(fit, "available_ram", lambda: 8 * GB)
     vram: dict[str, int | None] = {"free": 8 * GB}
     monkeypatch.setattr(fit, "_free_vram", lambda read=True: vram["free"])
     return vram
@@ -518,7 +518,7 @@ def test_runtime_refuses_a_model_that_will_not_fit(starter_model, monkeypatch, c
     from app.core.llm.runtime import LLMRuntime
     from app.core.llm.provider import LoadSettings
 
-    monkeypatch.setattr(fit, "free_ram", lambda: 64 * 1024 * 1024)  # a 64 MB machine
+    monkeypatch.setattr(fit, "available_ram", lambda: 64 * 1024 * 1024)  # a 64 MB machine
     with LLMRuntime() as rt:
         with pytest.raises(WontFitError, match="will not fit.*--allow-oversize"):
             rt.load(starter_model, LoadSettings(n_ctx=1024))
@@ -683,7 +683,7 @@ def test_unknown_vram_is_said_not_claimed_to_fit(manager, starter_model, gpu, mo
     assert "needs about" not in est.reason.split(":")[0]  # ...but it is not said to fit
     check_fits(starter_model, 1024, -1, 512)
     # What stays in RAM is still judged.
-    monkeypatch.setattr(fit, "free_ram", lambda: 16 * 1024 * 1024)
+    monkeypatch.setattr(fit, "available_ram", lambda: 16 * 1024 * 1024)
     est = manager.estimate_memory(info, context_length=1024)
     assert not est.fits and est.reason.startswith("will not fit") and "RAM" in est.reason
 

@@ -121,7 +121,7 @@ def test_valid_file_without_sidecar_is_verified_not_reassembled(
     real_hash = starter.sha256_file
     monkeypatch.setattr(starter, "sha256_file", lambda p: hashed.append(p) or real_hash(p))
     monkeypatch.setattr(
-        models, "_assemble", lambda *a: pytest.fail("a good file must not be reassembled")
+        starter, "_assemble", lambda *a: pytest.fail("a good file must not be reassembled")
     )
     assert ensure_starter_model(tmp_path) == target
     assert hashed == [target]

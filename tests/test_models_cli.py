@@ -191,7 +191,7 @@ def test_ask_refuses_a_model_that_will_not_fit_unless_allowed(capsys, monkeypatc
     from app.core.models import fit
 
     monkeypatch.setattr(fit, "_gpu_offload_supported", lambda: False)
-    monkeypatch.setattr(fit, "free_ram", lambda: 64 * 1024 * 1024)
+    monkeypatch.setattr(fit, "available_ram", lambda: 64 * 1024 * 1024)
     args = ["ask", "--library", str(tmp_path / "lib"), "--model", str(starter_model),
             "--no-docs", "--ctx", "512", "--max-tokens", "4", "--seed", "1", "--json",
             "Say hi."]

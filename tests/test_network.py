@@ -23,7 +23,6 @@ import textwrap
 from pathlib import Path
 
 from docgen import make_docx, make_pdf
-from app.core.index.search import hybrid_search
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,7 +67,9 @@ WORKLOAD = textwrap.dedent('''
     from app.core.chat.history import ChatStore
     from app.core.index.ingest import IngestOptions, IngestSummary, ingest
     from app.core.index.library import Library
-    from app.core.llm.runtime import LLMRuntime; from app.core.llm.provider import LoadSettings
+    from app.core.index.search import hybrid_search
+    from app.core.llm.provider import LoadSettings
+    from app.core.llm.runtime import LLMRuntime
 
     lib = Library.open(libdir, get_embedder())
     summary = IngestSummary()

@@ -723,7 +723,7 @@ def test_load_anyway_after_will_not_fit(qtbot, window, monkeypatch):
     from app.core.models import fit
 
     monkeypatch.setattr(fit, "_gpu_offload_supported", lambda: False)
-    monkeypatch.setattr(fit, "free_ram", lambda: 64 * 1024 * 1024)
+    monkeypatch.setattr(fit, "available_ram", lambda: 64 * 1024 * 1024)
     view = open_view(qtbot, window)
     panel = window.model
     view.select(STARTER_MODEL_FILE)

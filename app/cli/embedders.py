@@ -17,18 +17,18 @@ def cmd_embedders(args) -> int:
 
 def _embedders_list(args) -> int:
     from app.core.index import embedder_install as ei
-    from app.core.index.embedder import known_specs
+    from app.core.index.embedder import downloadable_embedders, embedders_dir, known_specs, looks_like_model
 
     try:
         paths = {name: spec.path for name, spec in known_specs().items()}
     except ImportError:  # the MiniLM package is missing: still list what can be installed
         paths = {}
-    for spec in ei.downloadable_embedders():
+    for spec in downloadable_embedders():
         paths.setdefault(spec.name, ei.install_path(spec.name))
     rows = []
     for name, path in paths.items():
         download = ei.DOWNLOADABLE.get(name)
-        installed = ei.looks_like_model(path)
+        installed = looks_like_model(path)
         rows.append({
             "name": name, "installed": installed, "path": str(path),
             "dims": (ei.model_dims(path) if installed else None)
@@ -38,9 +38,9 @@ def _embedders_list(args) -> int:
             "download_bytes": download.download_size if download else None,
         })
     if args.json:
-        print_json({"embedders_dir": str(ei.embedders_dir()), "embedders": rows})
+        print_json({"embedders_dir": str(embedders_dir()), "embedders": rows})
         return 0
-    print(f"embedders folder: {ei.embedders_dir()}")
+    print(f"embedders folder: {embedders_dir()}")
     for r in rows:
         dims = f"{r['dims']} dims" if r["dims"] else "? dims"
         if r["installed"]:

@@ -128,7 +128,7 @@ def _unified_memory() -> bool:
     """Apple silicon's GPU (Metal) uses the same memory as the CPU: offloading moves nothing
     out of RAM."""
     return sys.platform == "darwin"
-def free_ram() -> int:
+def available_ram() -> int:
     try:
         import psutil
 
@@ -153,7 +153,7 @@ def estimate_memory(
     vocab = info.vocab_size or 32_000
     overhead = 128 * 1024 * 1024 + 64 * vocab + 64 * batch * (info.embedding_length or 0)
     total = weights + kv + overhead
-    free_ram = free_ram()
+    free_ram = available_ram()
     total_layers = layers + 1  # the repeating blocks and the output layer
     on_gpu = 0
     if _gpu_offload_supported() and gpu_layers != 0:
