@@ -8,7 +8,6 @@ from pathlib import Path
 
 from platformdirs import PlatformDirs
 
-
 APP_NAME = "Folio"
 
 _dirs = PlatformDirs(APP_NAME, appauthor=False)

@@ -22,6 +22,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.core.base.files import sha256_file
+from app.core.documents.base import DEFAULT_FILE_TIME_LIMIT, Chunk, Deadline, LoadError
+from app.core.documents.formats import BAD_NAME_REASON, displayable_path, is_supported, load
+from app.core.documents.splitter import Splitter, SplitterConfig
 from app.core.index.library import (
     FAILED,
     INDEXING,
@@ -32,9 +36,6 @@ from app.core.index.library import (
     doc_id_for,
     is_disk_full,
 )
-from app.core.documents.formats import BAD_NAME_REASON, displayable_path, is_supported, load
-from app.core.documents.splitter import Splitter, SplitterConfig
-from app.core.documents.base import DEFAULT_FILE_TIME_LIMIT, Chunk, Deadline, LoadError
 
 log = logging.getLogger(__name__)
 
@@ -166,14 +167,6 @@ def discover(
         else:
             problems.append((path, "no such file or folder"))
     return files, problems
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def splitter_fingerprint(config: SplitterConfig, embedder_name: str) -> str:

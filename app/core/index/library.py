@@ -28,8 +28,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 
-from app.core.index import lock as folio_lock
 from app.core.documents.base import Chunk
+from app.core.index import lock as folio_lock
 
 log = logging.getLogger(__name__)
 # LanceDB's Rust side logs deprecation chatter to stderr unless told otherwise.

@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from app.core.base.files import sha256_file
 from app.core.base.units import human_bytes
 from app.core.models.files import (
     ModelError,
     check_model_name,
     fsync_dir,
     os_reason,
-    sha256_file,
     sidecar_for,
     write_sidecar,
 )

@@ -4,7 +4,6 @@ folder's listing, and the `.sha256` sidecars that vouch for a verified file.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -69,14 +68,6 @@ def write_sidecar(sidecar: Path, digest: str, filename: str) -> None:
     except OSError as exc:
         log.warning("Could not write %s: %s", sidecar, exc)
         tmp.unlink(missing_ok=True)
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(READ_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def fsync_dir(folder: Path) -> None:
     """Make the rename durable where the platform allows it (not on Windows)."""

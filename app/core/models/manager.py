@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from app.core.base.files import sha256_file
 from app.core.models.catalog import CatalogEntry, load_catalog
 from app.core.models.download import DownloadDone, DownloadProgress, PartialDownload, _Download
 from app.core.models.files import (
@@ -28,7 +29,6 @@ from app.core.models.files import (
     fsync_dir,
     list_models,
     os_reason,
-    sha256_file,
     sidecar_for,
 )
 from app.core.models.fit import DEFAULT_BATCH, DEFAULT_CONTEXT, MemoryEstimate, estimate_memory

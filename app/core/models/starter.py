@@ -18,6 +18,7 @@ import threading
 import time
 from pathlib import Path
 
+from app.core.base.files import sha256_file
 from app.core.models.files import (
     _STALE_TEMP_SECONDS,
     READ_BLOCK,
@@ -26,7 +27,6 @@ from app.core.models.files import (
     _sidecar_vouches,
     default_models_dir,
     fsync_dir,
-    sha256_file,
     sidecar_for,
     write_sidecar,
 )

@@ -1,0 +1,1 @@
+"""The model manager window and the Model tab (PySide6)."""
