@@ -162,3 +162,21 @@ def test_parameters_label(tmp_path):
     for n, label in ((268_098_176, "268M"), (1_543_714_304, "1.5B"), (3_000_000_000, "3B"),
                      (7_241_732_096, "7.2B"), (70_553_706_496, "70.6B"), (551_808, "552K"), (12_345, "12.3K")):
         assert dataclasses.replace(info, parameter_count=n).parameters_label() == label
+
+
+def test_type_tables_match_the_gguf_package():
+    """Our reader keeps its own bounded parser but not its own facts: the ggml type tables
+    must say what llama.cpp's gguf-py says (bumping the gguf pin shows what to add)."""
+    gguf = pytest.importorskip("gguf")
+    from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType, LlamaFileType
+
+    from app.core.models.gguf import BLOCK_SIZES, FILE_TYPES, TENSOR_TYPES
+
+    assert gguf is not None
+    for q in GGMLQuantizationType:
+        assert TENSOR_TYPES.get(q.value) == q.name, q
+        assert BLOCK_SIZES.get(q.value) == GGML_QUANT_SIZES.get(q), q
+    for f in LlamaFileType:
+        if f.name == "GUESSED":  # a flag llama.cpp ORs in, not a type
+            continue
+        assert FILE_TYPES.get(f.value) == f.name.removeprefix("MOSTLY_").removeprefix("ALL_"), f

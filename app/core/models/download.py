@@ -4,7 +4,7 @@ server, size, GGUF header) and published without ever replacing a file.
 
 from __future__ import annotations
 
-import http.client
+import contextlib
 import json
 import logging
 import os
@@ -12,11 +12,13 @@ import re
 import shutil
 import socket
 import time
-import urllib.request
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import httpx2
 
 from app.core.base.files import sha256_file
 from app.core.base.units import human_bytes
@@ -36,7 +38,6 @@ log = logging.getLogger(__name__)
 
 
 HTTP_TIMEOUT = 30.0  # seconds without a byte before a download is called dropped
-_DOWNLOAD_BLOCK = 1024 * 1024
 _PROGRESS_EVERY = 0.25  # seconds between progress events
 _USER_AGENT = "Folio model manager (https://github.com/folio)"
 
@@ -113,18 +114,6 @@ def server_sha256(headers: Any) -> str | None:
         if _SHA256_RE.match(value):
             return value
     return None
-
-
-class _RecordRedirects(urllib.request.HTTPRedirectHandler):
-    """Keeps the headers of every redirect: Hugging Face's sha256 (X-Linked-Etag) is on the
-    302 to its CDN, which urllib otherwise follows without a trace."""
-
-    def __init__(self) -> None:
-        self.headers: list[Any] = []
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        self.headers.append(headers)
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 class _Download:
@@ -232,32 +221,33 @@ class _Download:
             headers["If-Range"] = validator
         elif have:
             headers["Range"] = f"bytes={have}-"
-        redirects = _RecordRedirects()
-        opener = urllib.request.build_opener(redirects)
+        client = httpx2.Client(follow_redirects=True, timeout=HTTP_TIMEOUT)
         try:
-            resp = opener.open(  # the user's own http(s) URL, checked above
-                urllib.request.Request(self.url, headers=headers), timeout=HTTP_TIMEOUT)
-        except urllib.error.HTTPError as exc:
-            if exc.code == 416 and have:  # we already have everything the server has
+            # The user's own http(s) URL, checked above. httpx2 follows the redirects and keeps
+            # each one's response in `resp.history` (Hugging Face's sha256 is on its 302).
+            resp = client.send(client.build_request("GET", self.url, headers=headers),
+                               stream=True)
+        except (httpx2.HTTPError, OSError) as exc:
+            client.close()
+            raise self._fail(_network_reason(self.url, exc), keep=have > 0) from exc
+        if resp.status_code >= 400:
+            code, reason = resp.status_code, resp.reason_phrase
+            resp.close()
+            client.close()
+            if code == 416 and have:  # we already have everything the server has
                 total = meta.get("total")
-                exc.close()
                 if total == have:
                     yield from self._finish(have, total, have)
                     return
                 raise self._fail("The server refused to resume the download (HTTP 416); "
-                                 "it was discarded, run it again to start over",
-                                 keep=False) from exc
-            reason = f"HTTP {exc.code} {exc.reason}"
-            exc.close()
-            keep = exc.code >= 500 and have > 0
-            hint = _HTTP_HINTS.get(exc.code, "")
-            raise self._fail(f"The server answered {reason} for {self.url}{hint}",
-                             keep=keep) from exc
-        except (urllib.error.URLError, OSError) as exc:
-            raise self._fail(_network_reason(self.url, exc), keep=have > 0) from exc
+                                 "it was discarded, run it again to start over", keep=False)
+            keep = code >= 500 and have > 0
+            hint = _HTTP_HINTS.get(code, "")
+            raise self._fail(f"The server answered HTTP {code} {reason} for {self.url}{hint}",
+                             keep=keep)
 
-        with resp:
-            status = resp.status
+        with contextlib.closing(client), contextlib.closing(resp):
+            status = resp.status_code
             start = 0
             if status == 206:
                 start = _content_range_start(resp.headers.get("Content-Range"))
@@ -269,8 +259,8 @@ class _Download:
             length = resp.headers.get("Content-Length")
             remaining = int(length) if length and length.isdigit() else None
             total = start + remaining if remaining is not None else None
-            published = next((v for v in (server_sha256(h) for h in
-                                          [*redirects.headers, resp.headers]) if v), None)
+            published = next((v for v in (server_sha256(r.headers) for r in
+                                          [*resp.history, resp]) if v), None)
             if published:
                 self.server_sha256 = published
             self._write_meta(
@@ -294,6 +284,8 @@ class _Download:
                         f"free in {self.m.models_dir}); free some space and run it again",
                         keep=start > 0)
             done = start
+            # The bytes as sent (identity encoding), as they arrive: a drop keeps all that came.
+            blocks = resp.iter_raw()
             try:
                 with self.part.open("r+b" if start else "wb") as out:
                     out.seek(start)
@@ -310,8 +302,8 @@ class _Download:
                             log.info("Paused %s at %d bytes", self.url, done)
                             return
                         try:
-                            block = resp.read(_DOWNLOAD_BLOCK)
-                        except (OSError, ValueError, http.client.HTTPException) as exc:
+                            block = next(blocks, b"")
+                        except (OSError, httpx2.HTTPError) as exc:
                             # reset, timeout, IncompleteRead: the server went away mid-file
                             out.flush()
                             raise self._fail(_dropped(self.url, done, total, exc),
@@ -444,11 +436,15 @@ def _dropped(url: str, done: int, total: int | None, exc: BaseException | None) 
 
 def _network_reason(url: str, exc: BaseException) -> str:
     host = urllib.parse.urlsplit(url).netloc
-    reason = getattr(exc, "reason", exc)
+    if isinstance(exc, httpx2.TimeoutException):
+        return f"{host} did not answer within {HTTP_TIMEOUT:.0f} s (no network?)"
+    reason: BaseException = exc
+    while reason.__cause__ is not None or reason.__context__ is not None:  # the OS's own error
+        reason = reason.__cause__ or reason.__context__  # type: ignore[assignment]
     if isinstance(reason, ConnectionRefusedError):
         return f"Cannot connect to {host}: the connection was refused (no network, or no server)"
     if isinstance(reason, socket.gaierror):
         return f"Cannot find {host}: no network or an unknown host ({reason})"
     if isinstance(reason, (TimeoutError, socket.timeout)):
         return f"{host} did not answer within {HTTP_TIMEOUT:.0f} s (no network?)"
-    return f"Cannot download from {host}: {reason}"
+    return f"Cannot download from {host}: {exc}"

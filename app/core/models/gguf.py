@@ -12,6 +12,16 @@ array items is refused with a reason instead of exhausting memory. Big arrays (a
 262,144 tokens) are skipped, not kept: only their element type and length are recorded.
 Versions 2 and 3 (64-bit counts) are read, and version 1 (32-bit counts) too; a big-endian
 file (version bytes swapped) is read big-endian.
+
+Why not the `gguf` package that llama.cpp publishes (gguf-py): its `GGUFReader` maps the file
+and builds every field and tensor up front, a Python object per array item (a 262k-token
+vocabulary included), trusting the counts in the header; this reader checks each length
+against the bytes really there before it reads, skips big arrays, and stops before the tensor
+data, which is what keeps the hostile-header tests in tests/test_gguf.py passing. gguf-py would
+also bring PyYAML, requests and tqdm into the app. What goes stale here is the type tables
+below (ggml gains quantisations), so tests/test_gguf.py compares them with `gguf.constants`
+(`GGMLQuantizationType`, `GGML_QUANT_SIZES`, `LlamaFileType`), the package being a test
+dependency: bumping its pin shows what to add.
 """
 
 from __future__ import annotations
@@ -46,7 +56,7 @@ FILE_TYPES: dict[int, str] = {
     17: "Q5_K_M", 18: "Q6_K", 19: "IQ2_XXS", 20: "IQ2_XS", 21: "Q2_K_S", 22: "IQ3_XS",
     23: "IQ3_XXS", 24: "IQ1_S", 25: "IQ4_NL", 26: "IQ3_S", 27: "IQ3_M", 28: "IQ2_S",
     29: "IQ2_M", 30: "IQ4_XS", 31: "IQ1_M", 32: "BF16", 36: "TQ1_0", 37: "TQ2_0",
-    38: "MXFP4_MOE",
+    38: "MXFP4_MOE", 39: "NVFP4", 40: "Q1_0",
 }
 # ggml tensor types -> (elements per block, bytes per block): how long each tensor's data is.
 BLOCK_SIZES: dict[int, tuple[int, int]] = {
@@ -55,7 +65,7 @@ BLOCK_SIZES: dict[int, tuple[int, int]] = {
     14: (256, 210), 15: (256, 292), 16: (256, 66), 17: (256, 74), 18: (256, 98),
     19: (256, 50), 20: (32, 18), 21: (256, 110), 22: (256, 82), 23: (256, 136), 24: (1, 1),
     25: (1, 2), 26: (1, 4), 27: (1, 8), 28: (1, 8), 29: (256, 56), 30: (1, 2), 34: (256, 54),
-    35: (256, 66), 39: (32, 17),
+    35: (256, 66), 39: (32, 17), 40: (64, 36), 41: (128, 18),
 }
 # ggml tensor types (enum ggml_type) -> name.
 TENSOR_TYPES: dict[int, str] = {
@@ -63,7 +73,7 @@ TENSOR_TYPES: dict[int, str] = {
     10: "Q2_K", 11: "Q3_K", 12: "Q4_K", 13: "Q5_K", 14: "Q6_K", 15: "Q8_K", 16: "IQ2_XXS",
     17: "IQ2_XS", 18: "IQ3_XXS", 19: "IQ1_S", 20: "IQ4_NL", 21: "IQ3_S", 22: "IQ2_S",
     23: "IQ4_XS", 24: "I8", 25: "I16", 26: "I32", 27: "I64", 28: "F64", 29: "IQ1_M",
-    30: "BF16", 34: "TQ1_0", 35: "TQ2_0", 39: "MXFP4",
+    30: "BF16", 34: "TQ1_0", 35: "TQ2_0", 39: "MXFP4", 40: "NVFP4", 41: "Q1_0",
 }
 
 
