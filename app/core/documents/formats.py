@@ -9,7 +9,7 @@ can be shown to the user as is.
 
 To add a format: write `load_<format>(path) -> LoadedDocument` in its own module, add its
 extensions to `SUPPORTED_EXTENSIONS` and its loader to `_LOADERS`, and test it in
-tests/test_loaders.py (hostile variants in tests/test_bad_input.py).
+tests/test_documents.py (hostile variants in tests/test_bad_input.py).
 """
 
 from __future__ import annotations
