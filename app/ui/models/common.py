@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.base.units import human_bytes
+from app.core.models.fit import available_ram
 from app.ui.widgets import ActionButton
 
 log = logging.getLogger(__name__)
@@ -110,12 +111,8 @@ class Listing:
 
 
 def _free_ram() -> int | None:
-    try:
-        import psutil
-
-        return int(psutil.virtual_memory().available)
-    except Exception:  # noqa: BLE001
-        return None
+    """Free RAM as the memory estimate reads it; None when it cannot be read."""
+    return available_ram() or None
 
 
 def _partial_fields(p) -> dict:
