@@ -45,6 +45,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -497,6 +498,16 @@ class ModelHost:
                 "This computer's processor lacks " + ", ".join(f.upper() for f in lacking)
                 + ", which Folio's llama.cpp build needs (x86-64 processors since about 2015 "
                 "have them). Use a remote model server instead.")
+        if not settings.allow_oversize:
+            # "Will not fit" before a process starts and llama.cpp allocates (then the child
+            # need not check again). The same estimate LLMRuntime makes in process.
+            from app.core.models import _gpu_offload_supported, check_fits
+
+            wanted = settings.n_gpu_layers
+            layers = ((-1 if _gpu_offload_supported() else 0) if wanted == "auto"
+                      else int(wanted))
+            check_fits(path, settings.n_ctx, layers, settings.batch_size)
+            settings = replace(settings, allow_oversize=True)
         with self._lock:
             self._check_open()
             # A fresh process for every model: what the last one allocated goes back to the OS.
