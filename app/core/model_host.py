@@ -191,13 +191,20 @@ def _child_main(conn: Any, log_path: str | None) -> None:
                 jobs.put(lambda rid=rid, p=prompt, s=settings, ps=parse_special:
                          run_generate(rid, p, s, ps))
     finally:
+        # Asked to exit (unload, switch, close) or the parent is gone: stop what runs, give a
+        # cancelled generation a moment to end cleanly, then leave. No need to free the model
+        # first: the process's exit returns all of its memory, and a load in progress (which
+        # cannot be interrupted) would only delay the exit.
         stopping.set()
         for ev in list(cancels.values()):
             ev.set()
         jobs.put(None)
-        work.join(10)
-        runtime.close(timeout=10)
-        conn.close()
+        work.join(2)
+        try:
+            conn.close()
+        finally:
+            sys.stderr.flush()
+            os._exit(0)
 
 
 def _picklable(exc: BaseException) -> BaseException:
@@ -366,7 +373,7 @@ class _Child:
         self.proc.join(5)
         code = self.proc.exitcode
         how = describe_exit(code)
-        if self.stopping and not self.killed_because:
+        if self.stopping:  # asked to exit (killed only if it was slow to): not a crash
             reason = "The model was unloaded."
         elif self.killed_because:
             reason = f"The model process was stopped: {self.killed_because}."
