@@ -240,8 +240,8 @@ def crash_hint(exitcode: int | None, log_tail: str) -> str:
                  if ln.strip() and "test crash" not in ln), "")
     sig = -exitcode if exitcode is not None and exitcode < 0 else None
     if sig == signal.SIGKILL:
-        return ("It was killed (SIGKILL): the system may have run out of memory. Try a smaller "
-                "model or a shorter context in the model's settings.")
+        return ("Something killed it, most often the system running out of memory: try a "
+                "smaller model or a shorter context in the model's settings.")
     if sig == getattr(signal, "SIGILL", None):
         return ("llama.cpp used an instruction this CPU does not have: reinstall Folio's "
                 "portable build (make install).")
