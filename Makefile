@@ -22,7 +22,14 @@ $(STAMP): pyproject.toml $(LOCK) locks/build-tools.txt packaging/install_deps.py
 
 install: $(STAMP)
 
+# Qt's xcb plugin needs system libraries a fresh Debian/Ubuntu lacks: as root, install them;
+# otherwise folio itself names the packages and exits 1.
 run: install
+	@pkgs="$$($(PY) -m app.ui.platform_check --missing-packages)"; \
+	if [ -n "$$pkgs" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing what Qt's xcb plugin needs: $$pkgs"; \
+		apt-get install -y -q $$pkgs || { apt-get update -q && apt-get install -y -q $$pkgs; }; \
+	fi
 	$(VENV)/bin/folio
 
 # Resolve the locks again (after a requirement in pyproject.toml changed, or to take newer

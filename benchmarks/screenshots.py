@@ -12,6 +12,8 @@ with the real starter model (hard-linked from the test cache, FOLIO_TEST_MODELS 
 - answer.png: the two sample documents (resources/samples) indexed, a question about them
   asked through the chat box (temperature 0, seed 1), the answer with its sources under it;
 - viewer.png: the answer's cited PDF page opened in the source viewer, passage highlighted;
+- crash.png: the model process killed (SIGKILL) twelve tokens into an answer: the answer so
+  far kept and marked cut off, the banner naming the signal, the window still there;
 - indexing.png: three small generated PDFs (tests/docgen.py), the Octave manual and its library
   reference (benchmarks/.corpus, copied; generated 400- and 200-page PDFs without the corpus)
   dropped on the library, grabbed once the manual's own progress bar (5 % or more) and the
@@ -40,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-MAIN_SHOTS = ["first-run", "answer", "viewer", "indexing"]
+MAIN_SHOTS = ["first-run", "answer", "viewer", "crash", "indexing"]
 QUESTION = "Tell me about the Karnvik lighthouse."
 ANSWER_TOKENS = 46
 SAMPLES = ["karnvik-guide.pdf", "ferry-notes.docx"]
@@ -194,7 +196,7 @@ def shoot_main_window(only: set[str], out: Path, platform: str | None, keep: boo
 
     def answer() -> None:
         if not only & {"answer", "viewer"}:
-            return indexing()
+            return crash()
         done = {"ingest": False, "answer": None}
         lib.ingest_finished.connect(lambda _s: done.__setitem__("ingest", True))
         lib.ingest([str(p) for p in samples])
@@ -224,7 +226,7 @@ def shoot_main_window(only: set[str], out: Path, platform: str | None, keep: boo
 
     def viewer() -> None:
         if "viewer" not in only:
-            return indexing()
+            return crash()
         pdf = str(samples[0])
         cited = [s for s in state["sources"] if s.get("path") == pdf and s.get("page")]
         source = (cited or state["sources"])[0]
@@ -232,8 +234,37 @@ def shoot_main_window(only: set[str], out: Path, platform: str | None, keep: boo
         window.splitter.setSizes(VIEWER_PANES)
         window.open_source(source)
         window.viewer.source_shown.connect(shown.append)
-        when(lambda: shown or window.viewer.mode == "pdf", lambda: grab("viewer", indexing),
+        when(lambda: shown or window.viewer.mode == "pdf", lambda: grab("viewer", crash),
              "the source viewer")
+
+    def crash() -> None:
+        if "crash" not in only:
+            return indexing()
+        import signal
+
+        if window.viewer is not None:
+            window.right.setCurrentWidget(window.model)
+        window.splitter.setSizes(PANES)
+        done = {"answer": None, "tokens": 0}
+        chat.answer_finished.connect(lambda ev: done.__setitem__("answer", ev or False))
+
+        def on_token(_t: str) -> None:
+            done["tokens"] += 1
+            if done["tokens"] == 12:
+                os.kill(window.folio.runtime.pid, signal.SIGKILL)
+
+        chat.token_received.connect(on_token)
+        chat.new_chat()
+        chat.set_scope({"mode": "none"})
+        window.model.temperature.setValue(0.0)
+        window.model.max_tokens.setValue(300)
+        chat.ask("Write a long story about a lighthouse keeper.")
+
+        def crashed() -> None:
+            chat.token_received.disconnect(on_token)
+            grab("crash", indexing)
+
+        when(lambda: done["answer"] is not None and idle(), crashed, "the cut-off answer")
 
     def indexing() -> None:
         if "indexing" not in only:

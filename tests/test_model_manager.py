@@ -580,8 +580,8 @@ def test_settings_are_applied_on_load(two_models, tmp_path):
     folio = Folio(tmp_path / "lib", models_dir=m.models_dir)
     try:
         rt = folio.runtime
-        assert rt._call(lambda: rt._llm.n_ctx()) == 1024  # llama.cpp's own context
-        assert rt.info.n_ctx == 1024 and rt.info.threads == 1 and rt.info.batch_size == 256
+        # info.n_ctx is llama.cpp's own context (llm.n_ctx() in the model process).
+        assert rt.pid is not None and rt.info.n_ctx == 1024 and rt.info.threads == 1 and rt.info.batch_size == 256
         assert rt.info.chat_template == CHATML and rt.is_chat_model  # the override
         prompt, _ = folio.chat.build_prompt("What is here?", [], [], "")
         assert "You are a terse librarian." in prompt and "<|im_start|>system" in prompt

@@ -311,3 +311,25 @@ def test_the_window_survives_the_model_process_dying_mid_answer(qtbot, make_wind
     assert [m.role for m in window.chat.messages] == ["user", "assistant"] * 2
     assert window.chat.messages[-1].status == "complete"
     assert window.folio.runtime.restarts >= 1
+
+
+@pytest.mark.slow
+def test_a_model_that_crashes_llama_cpp_on_load_leaves_a_usable_window(qtbot, make_window,
+                                                                       monkeypatch):
+    """llama.cpp aborts while loading the model (the test switch sends a real SIGABRT to the
+    model process): the window shows why, stays usable, and answers once the model loads."""
+    monkeypatch.setenv("FOLIO_MODEL_HOST_CRASH", "abort@load")
+    window = make_window()
+    qtbot.waitUntil(lambda: window.banner.isVisible()
+                    and "signal 6 (SIGABRT)" in window.banner.text.text(),
+                    timeout=ANSWER_TIMEOUT)
+    assert window.isVisible()
+    qtbot.waitUntil(lambda: window.library.opened, timeout=60_000)
+    monkeypatch.delenv("FOLIO_MODEL_HOST_CRASH")
+    window.chat.new_chat()
+    window.chat.set_scope({"mode": "none"})
+    set_max_tokens(window, 8, qtbot)
+    with qtbot.waitSignal(window.chat.answer_finished, timeout=ANSWER_TIMEOUT) as done:
+        ask(qtbot, window, "Say hello.")
+    assert done.args[0] is not None and done.args[0].kind == "done"
+    assert window.chat.messages[-1].status == "complete"

@@ -244,6 +244,7 @@ class ChatPanel(QWidget):
 
         self.state_label = QLabel()
         self.state_label.setAccessibleName("Answer status")
+        self.state_label.setWordWrap(True)  # a long error must not widen the whole window
         self.state_label.hide()
         ml.addWidget(self.state_label)
 

@@ -118,3 +118,19 @@ def check_window_libraries(stream=None) -> bool:
         return True
     print(advice(missing), file=stream or sys.stderr)
     return False
+
+
+def missing_packages() -> list[str]:
+    """The Debian/Ubuntu packages to install before the window can open here (empty when
+    nothing is missing, or when Qt will not use xcb, or there is no X display to open on)."""
+    env = os.environ
+    if not uses_xcb() or not (env.get("DISPLAY") or env.get("QT_QPA_PLATFORM", "") == "xcb"):
+        return []
+    return sorted({PACKAGES[m] for m in missing_libraries() if m in PACKAGES})
+
+
+if __name__ == "__main__":  # `make run`: python -m app.ui.platform_check --missing-packages
+    if sys.argv[1:] == ["--missing-packages"]:
+        print(" ".join(missing_packages()))
+    else:
+        sys.exit(0 if check_window_libraries() else 1)

@@ -45,6 +45,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -183,13 +184,20 @@ def _child_main(conn: Any, log_path: str | None) -> None:
                 jobs.put(lambda rid=rid, p=prompt, s=settings, ps=parse_special:
                          run_generate(rid, p, s, ps))
     finally:
+        # Asked to exit (unload, switch, close) or the parent is gone: stop what runs, give a
+        # cancelled generation a moment to end cleanly, then leave. No need to free the model
+        # first: the process's exit returns all of its memory, and a load in progress (which
+        # cannot be interrupted) would only delay the exit.
         stopping.set()
         for ev in list(cancels.values()):
             ev.set()
         jobs.put(None)
-        work.join(10)
-        runtime.close(timeout=10)
-        conn.close()
+        work.join(2)
+        try:
+            conn.close()
+        finally:
+            sys.stderr.flush()
+            os._exit(0)
 
 
 def _picklable(exc: BaseException) -> BaseException:
@@ -225,8 +233,8 @@ def crash_hint(exitcode: int | None, log_tail: str) -> str:
                  if ln.strip() and "test crash" not in ln), "")
     sig = -exitcode if exitcode is not None and exitcode < 0 else None
     if sig == signal.SIGKILL:
-        return ("It was killed (SIGKILL): the system may have run out of memory. Try a smaller "
-                "model or a shorter context in the model's settings.")
+        return ("Something killed it, most often the system running out of memory: try a "
+                "smaller model or a shorter context in the model's settings.")
     if sig == getattr(signal, "SIGILL", None):
         return ("llama.cpp used an instruction this CPU does not have: reinstall Folio's "
                 "portable build (make install).")
@@ -358,7 +366,7 @@ class _Child:
         self.proc.join(5)
         code = self.proc.exitcode
         how = describe_exit(code)
-        if self.stopping and not self.killed_because:
+        if self.stopping:  # asked to exit (killed only if it was slow to): not a crash
             reason = "The model was unloaded."
         elif self.killed_because:
             reason = f"The model process was stopped: {self.killed_because}."
@@ -490,6 +498,16 @@ class ModelHost:
                 "This computer's processor lacks " + ", ".join(f.upper() for f in lacking)
                 + ", which Folio's llama.cpp build needs (x86-64 processors since about 2015 "
                 "have them). Use a remote model server instead.")
+        if not settings.allow_oversize:
+            # "Will not fit" before a process starts and llama.cpp allocates (then the child
+            # need not check again). The same estimate LLMRuntime makes in process.
+            from app.core.models.fit import _gpu_offload_supported, check_fits
+
+            wanted = settings.n_gpu_layers
+            layers = ((-1 if _gpu_offload_supported() else 0) if wanted == "auto"
+                      else int(wanted))
+            check_fits(path, settings.n_ctx, layers, settings.batch_size)
+            settings = replace(settings, allow_oversize=True)
         with self._lock:
             self._check_open()
             # A fresh process for every model: what the last one allocated goes back to the OS.
