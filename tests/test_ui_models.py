@@ -32,14 +32,13 @@ from PySide6.QtWidgets import (
     QToolButton,
     QTreeWidget,
 )
+from test_ui_window import drop
 
+from app.core.base.units import human_bytes
 from app.core.models.gguf import read_gguf_info
 from app.core.models.starter import STARTER_MODEL_FILE
-from app.core.base.units import human_bytes
-from app.ui.models import common, listing
 from app.ui.main_window import MainWindow
-from test_ui_window import drop
-from app.ui.models.downloads import DownloadRow
+from app.ui.models import common, listing
 from app.ui.models.common import (
     COL_ARCH,
     COL_CTX,
@@ -55,6 +54,7 @@ from app.ui.models.common import (
     NAME_ROLE,
     UrlDialog,
 )
+from app.ui.models.downloads import DownloadRow
 
 gguf = pytest.importorskip("gguf", reason="the gguf package writes the test models")
 
@@ -644,14 +644,14 @@ def test_memory_cell_says_when_vram_is_unknown(tmp_path, monkeypatch):
     info = read_gguf_info(write_gguf(tmp_path / "m.gguf"))
     est = fit.estimate_memory(info, 2048)
     assert est.vram_unknown and est.fits
-    assert common._memory_text(est).endswith("· fits in RAM, VRAM unknown")
-    tip = common._memory_tooltip(est, 2048)
+    assert common.memory_text(est).endswith("· fits in RAM, VRAM unknown")
+    tip = common.memory_tooltip(est, 2048)
     assert "Free VRAM: unknown" in tip and "Fits." not in tip
 
     monkeypatch.setattr(fit, "_free_vram", lambda read=True: 1024)  # 1 KB of VRAM free
     est = fit.estimate_memory(info, 2048)
-    assert common._memory_text(est).endswith("· will not fit")
-    assert "Free VRAM: 1 KB" in common._memory_tooltip(est, 2048)
+    assert common.memory_text(est).endswith("· will not fit")
+    assert "Free VRAM: 1 KB" in common.memory_tooltip(est, 2048)
 
 
 def test_download_row_shows_speed_and_eta(qtbot):
@@ -674,8 +674,8 @@ def test_catalog_download_is_verified_and_its_size_checked(qtbot, window, tmp_pa
                                                            monkeypatch):
     import json
 
-    from app.core.models.manager import ModelManager
     from app.core.models.catalog import load_catalog
+    from app.core.models.manager import ModelManager
 
     data = write_gguf(tmp_path / "cat.gguf", tensor_bytes=2 * 1024 * 1024).read_bytes()
     server = serve(data, headers={"X-Linked-Etag": f'"{hashlib.sha256(data).hexdigest()}"'})

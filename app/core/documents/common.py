@@ -33,13 +33,13 @@ OCR_DPI = 300
 MB = 1024 * 1024
 
 
-_deadline: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar(
+load_deadline: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar(
     "folio_load_deadline", default=None
 )
 
 
 def check_deadline() -> None:
-    deadline = _deadline.get()
+    deadline = load_deadline.get()
     if deadline is not None:
         deadline.check()
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from app.core.documents.base import Deadline, LoadedDocument, LoadError
-from app.core.documents.common import _deadline
+from app.core.documents.common import load_deadline
 from app.core.documents.html import load_html
 from app.core.documents.pdf import load_epub, load_pdf
 from app.core.documents.source import load_code
@@ -109,11 +109,11 @@ def load(
     `deadline`: the file's time limit, checked between pages and blocks (None: no limit).
     Raises LoadError, with a reason meant for the user, for every failure.
     """
-    token = _deadline.set(deadline)
+    token = load_deadline.set(deadline)
     try:
         return _load(Path(path), ocr)
     finally:
-        _deadline.reset(token)
+        load_deadline.reset(token)
 
 
 def _load(path: Path, ocr: bool | None) -> LoadedDocument:

@@ -48,7 +48,7 @@ def sidecar_for(target: Path) -> Path:
     return target.with_name(target.name + SIDECAR_SUFFIX)
 
 
-def _sidecar_vouches(target: Path, sidecar: Path, expected_sha: str) -> bool:
+def sidecar_vouches(target: Path, sidecar: Path, expected_sha: str) -> bool:
     """The sidecar names the expected hash and was written after the file last changed."""
     try:
         digest = sidecar.read_text(encoding="ascii").split()[0].lower()

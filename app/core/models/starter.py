@@ -24,10 +24,10 @@ from app.core.models.files import (
     READ_BLOCK,
     TEMP_SUFFIX,
     ModelError,
-    _sidecar_vouches,
     default_models_dir,
     fsync_dir,
     sidecar_for,
+    sidecar_vouches,
     write_sidecar,
 )
 
@@ -68,7 +68,7 @@ def ensure_starter_model(models_dir: Path | None = None) -> Path:
 
         if target.is_file():
             size = target.stat().st_size
-            if size == expected_size and _sidecar_vouches(target, sidecar, expected_sha):
+            if size == expected_size and sidecar_vouches(target, sidecar, expected_sha):
                 return target
             if size == expected_size:
                 log.info("Verifying %s (no valid sha256 sidecar)", target)

@@ -50,14 +50,14 @@ CATALOG_COLUMNS = ["Model", "Params", "Quant.", "Size", "License", "RAM needed",
 
 # -- formatting ------------------------------------------------------------------------------
 
-def _params_label(info) -> str:
+def params_label(info) -> str:
     try:
         return info.parameters_label() or "–"
     except Exception:  # noqa: BLE001 - a label must never break the listing
         return "–"
 
 
-def _memory_text(est) -> str:
+def memory_text(est) -> str:
     if est is None:
         return "–"
     if not est.fits:
@@ -67,7 +67,7 @@ def _memory_text(est) -> str:
     return f"{human_bytes(est.total_bytes)} · fits"
 
 
-def _memory_tooltip(est, context: int) -> str:
+def memory_tooltip(est, context: int) -> str:
     if est is None:
         return ""
     lines = [
@@ -110,12 +110,12 @@ class Listing:
     default_name: str | None = None
 
 
-def _free_ram() -> int | None:
+def free_ram() -> int | None:
     """Free RAM as the memory estimate reads it; None when it cannot be read."""
     return available_ram() or None
 
 
-def _partial_fields(p) -> dict:
+def partial_fields(p) -> dict:
     """A PartialDownload's fields, with a file name even when the sidecar lost it."""
     url = getattr(p, "url", None)
     filename = getattr(p, "filename", "") or (
@@ -212,31 +212,31 @@ def ask_copy_or_link(parent: QWidget, name: str) -> bool | None:
 
 # -- the tab ---------------------------------------------------------------------------------
 
-def _local_paths(mime) -> list[str]:
+def local_paths(mime) -> list[str]:
     if mime is None or not mime.hasUrls():
         return []
     return [u.toLocalFile() for u in mime.urls() if u.isLocalFile() and u.toLocalFile()]
 
 
-def _same_file(a, b) -> bool:
+def same_file(a, b) -> bool:
     try:
         return Path(a).resolve() == Path(b).resolve()
     except OSError:
         return str(a) == str(b)
 
 
-def _file_size(path) -> int | None:
+def file_size(path) -> int | None:
     try:
         return Path(path).stat().st_size
     except OSError:
         return None
 
 
-def _stem(name: str | None) -> str:
+def model_stem(name: str | None) -> str:
     return name[:-5] if name and name.lower().endswith(".gguf") else (name or "")
 
 
-def _without_name(message: str, name: str) -> str:
+def without_name(message: str, name: str) -> str:
     """'x.gguf is truncated: …' -> 'Truncated: …' (for a cell beside the file's name)."""
     for prefix in (f"{name}: ", f"{name} is ", f"{name} "):
         if message.startswith(prefix) and len(message) > len(prefix):
@@ -245,12 +245,12 @@ def _without_name(message: str, name: str) -> str:
     return message
 
 
-def _link_target(path: Path) -> str:
+def link_target(path: Path) -> str:
     try:
         return os.readlink(path)
     except OSError:
         return "?"
 
 
-def _esc(text: str) -> str:
+def escape_html(text: str) -> str:
     return (str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))

@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (
 
 from app.core.base.units import human_bytes, human_duration
 from app.core.models.catalog import catalog_size_tolerance
-from app.ui.models.common import CAT_BUTTON, CATALOG_COLUMNS, WARN_COLOR, UrlDialog, _esc
+from app.ui.models.common import CAT_BUTTON, CATALOG_COLUMNS, WARN_COLOR, UrlDialog, escape_html
 from app.ui.workers import Job
 
 
@@ -46,7 +46,7 @@ class DownloadRow(QFrame):
         grid = QVBoxLayout(self)
         grid.setContentsMargins(8, 6, 8, 6)
         top = QHBoxLayout()
-        self.title = QLabel(f"<b>{_esc(filename)}</b>")
+        self.title = QLabel(f"<b>{escape_html(filename)}</b>")
         self.title.setToolTip(url)
         top.addWidget(self.title, 1)
         self.pause_btn = QPushButton("Pause")

@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (
 
 from app.core.base.units import human_bytes
 from app.core.models.fit import DEFAULT_BATCH
-from app.ui.models.common import WARN_COLOR, _memory_tooltip
+from app.ui.models.common import WARN_COLOR, memory_tooltip
 
 
 class EditorPart:
@@ -177,7 +177,7 @@ class EditorPart:
             self.estimate.setText(f"⚠ Will not fit. {text}." + (f" {est.reason}"
                                                                  if est.reason else ""))
             self.estimate.setStyleSheet(f"color: {WARN_COLOR.name()}")
-        self.estimate.setToolTip(_memory_tooltip(est, ctx))
+        self.estimate.setToolTip(memory_tooltip(est, ctx))
 
     # -- actions --------------------------------------------------------------------------
 

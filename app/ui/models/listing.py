@@ -48,18 +48,18 @@ from app.ui.models.common import (
     OK_COLOR,
     WARN_COLOR,
     Listing,
-    _esc,
-    _file_size,
-    _free_ram,
-    _link_target,
-    _local_paths,
-    _memory_text,
-    _memory_tooltip,
-    _params_label,
-    _partial_fields,
-    _same_file,
-    _without_name,
     ask_copy_or_link,
+    escape_html,
+    file_size,
+    free_ram,
+    link_target,
+    local_paths,
+    memory_text,
+    memory_tooltip,
+    params_label,
+    partial_fields,
+    same_file,
+    without_name,
 )
 
 log = logging.getLogger(__name__)
@@ -153,7 +153,7 @@ class ListPart:
         default_ctx = self._default_context()
 
         def work(job):
-            out = Listing(free_ram=_free_ram())
+            out = Listing(free_ram=free_ram())
             out.entries = manager.list()
             for e in out.entries:
                 if e.info is None:
@@ -196,7 +196,7 @@ class ListPart:
         self._rebuild()
         self._rebuild_catalog()
         for p in listing.partials:
-            f = _partial_fields(p)
+            f = partial_fields(p)
             if f["url"] and f["url"] not in self.downloads:
                 row = self._download_row(f["url"], f["filename"], f["sha256"])
                 total = f["total_bytes"]
@@ -244,7 +244,7 @@ class ListPart:
             states = []
             if loading == e.name:
                 states.append("Loading…")
-            elif loaded is not None and _same_file(loaded, e.path):
+            elif loaded is not None and same_file(loaded, e.path):
                 states.append(f"Loaded ({self.panel.info.device.upper()})")
             if e.is_default:
                 states.append("Default")
@@ -262,11 +262,11 @@ class ListPart:
             item.setToolTip(COL_STATE, "\n".join(tips))
             notes = []
             if e.error:  # the row names the file already
-                notes.append(_without_name(e.error, e.name))
+                notes.append(without_name(e.error, e.name))
             elif e.is_starter:
                 notes.append("Starter model (comes with Folio)")
             if e.path.is_symlink():
-                notes.append(f"Link to {_link_target(e.path)}")
+                notes.append(f"Link to {link_target(e.path)}")
             item.setText(COL_NOTES, " · ".join(notes))
             item.setToolTip(COL_NOTES, "\n".join(notes))
             info = e.info
@@ -276,11 +276,11 @@ class ListPart:
                 item.setForeground(COL_NOTES, warn)
                 item.setIcon(COL_NAME, self.style().standardIcon(
                     QStyle.StandardPixmap.SP_MessageBoxWarning))
-                size = _file_size(e.path)
+                size = file_size(e.path)
                 item.setText(COL_SIZE, human_bytes(size))
             else:
                 item.setText(COL_ARCH, info.architecture or "–")
-                item.setText(COL_PARAMS, _params_label(info))
+                item.setText(COL_PARAMS, params_label(info))
                 item.setText(COL_QUANT, info.quantization or "–")
                 item.setText(COL_CTX, f"{info.context_length:,}" if info.context_length else "–")
                 item.setText(COL_TEMPLATE, "Yes" if info.has_chat_template else "No")
@@ -293,8 +293,8 @@ class ListPart:
                 item.setToolTip(COL_LICENSE, info.license or "The file names no license.")
                 est = self.listing.estimates.get(e.name)
                 ctx = self.listing.contexts.get(e.name, 0)
-                item.setText(COL_MEMORY, _memory_text(est))
-                item.setToolTip(COL_MEMORY, _memory_tooltip(est, ctx))
+                item.setText(COL_MEMORY, memory_text(est))
+                item.setToolTip(COL_MEMORY, memory_tooltip(est, ctx))
                 if est is not None and not est.fits:
                     item.setForeground(COL_MEMORY, warn)
                     item.setIcon(COL_MEMORY, self.style().standardIcon(
@@ -310,7 +310,7 @@ class ListPart:
         self.table.setSortingEnabled(True)
         if selected not in self.rows:  # first look: the loaded model, else the default
             selected = next((e.name for e in self.listing.entries if loaded is not None
-                             and _same_file(loaded, e.path)), None) or next(
+                             and same_file(loaded, e.path)), None) or next(
                 (e.name for e in self.listing.entries if e.is_default), None)
         if selected in self.rows:
             self.table.setCurrentItem(self.rows[selected])
@@ -369,7 +369,7 @@ class ListPart:
     def _selection_changed(self) -> None:
         e = self.entry(self.selected_name())
         loaded = self.panel.loaded_path()
-        is_loaded = e is not None and loaded is not None and _same_file(loaded, e.path)
+        is_loaded = e is not None and loaded is not None and same_file(loaded, e.path)
         busy = self.panel.loading_name is not None
         self.load_btn.setEnabled(e is not None and e.info is not None and not busy)
         self.load_btn.setText("Reload" if is_loaded else "Load")
@@ -399,7 +399,7 @@ class ListPart:
             rows += [
                 ("Name", info.name or "–"),
                 ("Architecture", info.architecture or "–"),
-                ("Parameters", _params_label(info)
+                ("Parameters", params_label(info)
                  + (f" ({info.parameter_count:,})" if info.parameter_count else "")),
                 ("Quantization", info.quantization or "–"),
                 ("Trained context", f"{info.context_length:,} tokens"
@@ -416,9 +416,9 @@ class ListPart:
         rows.append(("Default", "Yes" if e.is_default else "No"))
         rows.append(("Used by", f"{e.used_by_chats} chat(s)" if e.used_by_chats else "no chat"))
         html = "<table cellspacing='2'>" + "".join(
-            f"<tr><td style='padding-right:12px'><b>{_esc(k)}</b></td><td"
+            f"<tr><td style='padding-right:12px'><b>{escape_html(k)}</b></td><td"
             + (f" style='color:{WARN_COLOR.name()}'" if k == "Problem" else "")
-            + f">{_esc(v)}</td></tr>" for k, v in rows) + "</table>"
+            + f">{escape_html(v)}</td></tr>" for k, v in rows) + "</table>"
         self.details.setHtml(html)
         self.details_box.setTitle(f"Details: {e.name}")
 
@@ -451,7 +451,7 @@ class ListPart:
         if e is None:
             return
         loaded = self.panel.loaded_path()
-        in_use = loaded is not None and _same_file(loaded, e.path)
+        in_use = loaded is not None and same_file(loaded, e.path)
         lines = [f"Remove {name} from the models folder?"]
         if e.path.is_symlink():
             lines.append("It is a link: the file it points to stays where it is.")
@@ -473,7 +473,7 @@ class ListPart:
         """Remove without asking (the confirmation is `confirm_remove`'s)."""
         e = self.entry(name)
         loaded = self.panel.loaded_path()
-        in_use = e is not None and loaded is not None and _same_file(loaded, e.path)
+        in_use = e is not None and loaded is not None and same_file(loaded, e.path)
         manager = self.manager
         panel = self.panel
 
@@ -562,15 +562,15 @@ class ListPart:
         self.add_refused.emit(path, message)
 
     def dragEnterEvent(self, event) -> None:
-        if _local_paths(event.mimeData()):
+        if local_paths(event.mimeData()):
             event.acceptProposedAction()
 
     def dragMoveEvent(self, event) -> None:
-        if _local_paths(event.mimeData()):
+        if local_paths(event.mimeData()):
             event.acceptProposedAction()
 
     def dropEvent(self, event) -> None:
-        paths = _local_paths(event.mimeData())
+        paths = local_paths(event.mimeData())
         if paths:
             event.acceptProposedAction()
             self.add(paths)

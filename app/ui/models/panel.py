@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.models.fit import OVERSIZE_HINT
-from app.ui.models.common import DEFAULTS, Listing, _local_paths, _same_file, _stem
+from app.ui.models.common import DEFAULTS, Listing, local_paths, model_stem, same_file
 from app.ui.models.manager import ModelManagerView
 from app.ui.widgets import ElidingComboBox
 from app.ui.workers import Job
@@ -404,7 +404,7 @@ class ModelPanel(QWidget):
         self.chat_model.clear()
         listing = self.view.listing if self.view is not None else Listing()
         default = listing.default_name
-        self.chat_model.addItem(f"Default ({_stem(default)})" if default else "Default model",
+        self.chat_model.addItem(f"Default ({model_stem(default)})" if default else "Default model",
                                 None)
         self.chat_model.setItemData(0, f"The default model: {default or 'the starter model'}",
                                     Qt.ItemDataRole.ToolTipRole)
@@ -412,7 +412,7 @@ class ModelPanel(QWidget):
         if current and current not in names:
             names.append(current)  # a chat's model that is gone still shows what it was
         for n in names:
-            self.chat_model.addItem(_stem(n), n)
+            self.chat_model.addItem(model_stem(n), n)
             self.chat_model.setItemData(self.chat_model.count() - 1, n,
                                         Qt.ItemDataRole.ToolTipRole)
         idx = self.chat_model.findData(current) if current else 0
@@ -435,7 +435,7 @@ class ModelPanel(QWidget):
         entry = self.view.entry(target) if self.view is not None and target else None
         loaded = self.loaded_path()
         if entry is not None and entry.info is not None and (
-                loaded is None or not _same_file(loaded, entry.path)):
+                loaded is None or not same_file(loaded, entry.path)):
             self.load(entry.name)
 
     def show_settings(self, settings: dict | None) -> None:
@@ -457,15 +457,15 @@ class ModelPanel(QWidget):
     # -- drops on the tab ------------------------------------------------------------------
 
     def dragEnterEvent(self, event) -> None:
-        if _local_paths(event.mimeData()):
+        if local_paths(event.mimeData()):
             event.acceptProposedAction()
 
     def dragMoveEvent(self, event) -> None:
-        if _local_paths(event.mimeData()):
+        if local_paths(event.mimeData()):
             event.acceptProposedAction()
 
     def dropEvent(self, event) -> None:
-        paths = _local_paths(event.mimeData())
+        paths = local_paths(event.mimeData())
         if paths and self.folio is not None:
             event.acceptProposedAction()
             self.add_models(paths)
