@@ -293,6 +293,7 @@ READER = textwrap.dedent("""
     sys.path.insert(0, os.environ["FOLIO_TESTS_DIR"])
     from conftest import HashEmbedder
     from app.core.index.library import Library
+    from app.core.index.search import hybrid_search
 
     class Problems(logging.Handler):  # search logs a failing full-text search, returns []
         def __init__(self):

@@ -79,7 +79,7 @@ def set_max_tokens(window, n: int, qtbot=None) -> None:
 
 
 def test_window_shows_before_heavy_imports():
-    code = ("import sys; import app.ui.main_window, app.workers; "
+    code = ("import sys; import app.ui.main_window, app.ui.workers; "
             "heavy = [m for m in ('torch', 'llama_cpp', 'lancedb', 'sentence_transformers') "
             "if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 HTTP_TIMEOUT = 30.0  # seconds without a byte before a download is called dropped
 _PROGRESS_EVERY = 0.25  # seconds between progress events
+_DOWNLOAD_BLOCK = 1024 * 1024  # bytes written (and pause checked) at a time
 _USER_AGENT = "Folio model manager (https://github.com/folio)"
 
 class DownloadError(ModelError):
@@ -114,6 +115,30 @@ def server_sha256(headers: Any) -> str | None:
         if _SHA256_RE.match(value):
             return value
     return None
+
+
+class _Blocks:
+    """The response's bytes in blocks of `size`, as reading a file gives them (the last one
+    shorter): progress and pause are checked once a block. What arrived before the
+    connection failed is left in `rest`, so a drop loses nothing that came."""
+
+    def __init__(self, chunks: Iterator[bytes], size: int) -> None:
+        self.chunks = chunks
+        self.size = size
+        self.rest = b""
+
+    def read(self) -> bytes:
+        buf = bytearray()
+        try:
+            while len(buf) < self.size:
+                chunk = next(self.chunks, None)
+                if chunk is None:
+                    break
+                buf += chunk
+        except BaseException:
+            self.rest = bytes(buf)
+            raise
+        return bytes(buf)
 
 
 class _Download:
@@ -284,8 +309,7 @@ class _Download:
                         f"free in {self.m.models_dir}); free some space and run it again",
                         keep=start > 0)
             done = start
-            # The bytes as sent (identity encoding), as they arrive: a drop keeps all that came.
-            blocks = resp.iter_raw()
+            blocks = _Blocks(resp.iter_raw(), _DOWNLOAD_BLOCK)  # the bytes as sent
             try:
                 with self.part.open("r+b" if start else "wb") as out:
                     out.seek(start)
@@ -302,8 +326,10 @@ class _Download:
                             log.info("Paused %s at %d bytes", self.url, done)
                             return
                         try:
-                            block = next(blocks, b"")
+                            block = blocks.read()
                         except (OSError, httpx2.HTTPError) as exc:
+                            out.write(blocks.rest)  # what came before the drop is kept
+                            done += len(blocks.rest)
                             # reset, timeout, IncompleteRead: the server went away mid-file
                             out.flush()
                             raise self._fail(_dropped(self.url, done, total, exc),
