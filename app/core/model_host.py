@@ -55,6 +55,7 @@ from app.core.llm import (
     LLMEvent,
     LoadSettings,
     ModelInfo,
+    Prompt,
     Token,
     format_chat_for,
 )
@@ -536,7 +537,9 @@ class ModelHost:
     def tokenize(self, text: str, add_bos: bool = False, special: bool = False) -> list[int]:
         return self._call("tokenize", text, add_bos, special)
 
-    def count_tokens(self, text: str) -> int:
+    def count_tokens(self, text: str | Prompt) -> int:
+        if isinstance(text, Prompt):  # counted in the child, part by part, as generate does
+            return self._call("count_tokens", text)
         return len(self.tokenize(text))
 
     def detokenize(self, ids: Sequence[int], special: bool = False) -> str:
@@ -552,7 +555,7 @@ class ModelHost:
 
     def generate(
         self,
-        prompt: str,
+        prompt: str | Prompt,
         settings: GenerationSettings | None = None,
         cancel: threading.Event | None = None,
         *,
@@ -560,9 +563,9 @@ class ModelHost:
     ) -> Iterator[LLMEvent]:
         """Stream `Token` events and one final `Done`, as LLMRuntime.generate. If the child
         dies meanwhile, the stream ends with Done("error") saying how; the tokens already
-        yielded stay the caller's."""
-        if not isinstance(prompt, str):
-            raise TypeError("prompt must be a str")
+        yielded stay the caller's. A Prompt crosses to the child as its parts."""
+        if not isinstance(prompt, (str, Prompt)):
+            raise TypeError("prompt must be a str or a Prompt")
         settings = settings or GenerationSettings()
         self._check_open()
         if self._info is None:
