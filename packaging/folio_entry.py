@@ -18,7 +18,14 @@ for _name in ("stdout", "stderr"):
         setattr(sys, _name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115
 
 if __name__ == "__main__":
-    multiprocessing.freeze_support()
+    multiprocessing.freeze_support()  # the model-host child (spawn) starts here too
+    # Hidden, for packaging/verify.sh and tests/test_packaged.py: import every module and look
+    # for every data file a real session used (packaging/folio_bundle_check.py). Handled here,
+    # before Folio's own command line, so app/cli/ does not know it.
+    if len(sys.argv) == 3 and sys.argv[1] == "--check-bundle":
+        import folio_bundle_check
+
+        sys.exit(folio_bundle_check.check(sys.argv[2]))
     from app.cli import main
 
     sys.exit(main())

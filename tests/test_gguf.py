@@ -180,3 +180,37 @@ def test_type_tables_match_the_gguf_package():
         if f.name == "GUESSED":  # a flag llama.cpp ORs in, not a type
             continue
         assert FILE_TYPES.get(f.value) == f.name.removeprefix("MOSTLY_").removeprefix("ALL_"), f
+
+
+# -- the header is capped in total, not only per value -------------------------------------
+
+
+def test_kept_metadata_is_capped_in_total(tmp_path):
+    """Each string is under the per-string cap; together they are over the total cap."""
+    from app.core.models import gguf as gguf_mod
+
+    mib = 1024 * 1024
+    n = gguf_mod.MAX_KEPT_TOTAL // mib + 8
+    path = make_gguf(tmp_path / "many.gguf",
+                     extra={f"folio.test.s{i}": chr(65 + i % 26) * mib for i in range(n)})
+    info = gguf_mod.read_gguf_info(path)
+    kept = sum(len(v) for v in info.metadata.values() if isinstance(v, str))
+    assert kept <= gguf_mod.MAX_KEPT_TOTAL
+    assert info.architecture == "llama" and info.block_count == 2  # the rest is still read
+
+
+def test_a_header_over_the_total_cap_is_refused_quickly(tmp_path):
+    """A header of millions of tiny values (each read one by one) or of many big ones: refused
+    with the reason once it passes the cap, long before the end of the file."""
+    import time
+
+    from app.core.models import gguf as gguf_mod
+
+    mib = 1024 * 1024
+    n = gguf_mod.MAX_HEADER_BYTES // mib + 4
+    path = make_gguf(tmp_path / "big-header.gguf",
+                     extra={f"folio.test.s{i}": "y" * mib for i in range(n)})
+    started = time.monotonic()
+    with pytest.raises(gguf_mod.HeaderTooLarge, match="header larger than 64 MB"):
+        gguf_mod.read_gguf_info(path)
+    assert time.monotonic() - started < 30  # generous on a loaded 2-core machine

@@ -6,6 +6,10 @@ HOME. Opt-in, because a build takes many minutes:
 
 FOLIO_PACKAGED_APP=/opt/folio/folio tests an installed copy instead of dist/folio/folio; when
 neither exists the test builds dist/folio/ first (packaging/build.sh).
+
+The bundle-contents test records a real session from source (packaging/session_manifest.py:
+ingest, search, ask in the model-host child, the window) and has the packaged app import
+every module it imported and look for every data file it opened (`folio --check-bundle`).
 """
 
 from __future__ import annotations
@@ -105,3 +109,28 @@ def test_packaged_window_comes_up_and_closes(packaged_app, tmp_path):
     ready = [line for line in run.stdout.splitlines() if line.startswith("READY ")]
     assert ready, run.stdout + run.stderr
     assert float(ready[0].split()[1]) > 0
+
+
+@pytest.fixture(scope="module")
+def session_manifest(tmp_path_factory) -> Path:
+    """What a real session imports and opens, recorded from this source tree's environment
+    (the one the package was built from)."""
+    out = tmp_path_factory.mktemp("manifest") / "session-manifest.json"
+    run = subprocess.run([sys.executable, str(ROOT / "packaging" / "session_manifest.py"),
+                          "--out", str(out)], capture_output=True, text=True, timeout=900,
+                         check=False)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return out
+
+
+def test_packaged_app_carries_every_module_and_data_file_a_session_uses(
+        packaged_app, session_manifest, tmp_path):
+    run = subprocess.run([str(packaged_app), "--check-bundle", str(session_manifest)],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=600,
+                         env=clean_env(tmp_path, QT_QPA_PLATFORM="offscreen"), check=False)
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-6000:]
+    assert "(frozen, " in out, out[:500]
+    assert "check-bundle passed" in out, out[-2000:]
+    # What may be missing is named with its reason, never skipped silently.
+    assert "MISSING" not in out

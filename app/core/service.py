@@ -37,7 +37,7 @@ class Folio:
         allow_oversize: bool = False,
     ):
         # Before the embedder, LanceDB and the model start their threads: with glibc's default
-        # arenas RSS climbed with every answer that searched (see app/core/memory.py).
+        # arenas RSS climbed with every answer that searched (see app/core/base/memory.py).
         limit_malloc_arenas()
         self.library_path = Path(library_path) if library_path else default_library()
         self.model_path = Path(model_path).expanduser() if model_path else None
@@ -197,7 +197,7 @@ class Folio:
 
     def _load(self, path: Path, allow_oversize: bool | None = None):
         """Load `path` into the runtime (creating it), applying its settings. Lock held.
-        The model runs in a child process (app/core/model_host.py): a crash in llama.cpp
+        The model runs in a child process (app/core/llm/host.py): a crash in llama.cpp
         ends that process, never this one."""
         from app.core.llm.host import ModelHost
 

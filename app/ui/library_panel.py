@@ -744,7 +744,7 @@ class LibraryPanel(QWidget):
         for path, (status, _m) in list(self.overlay.items()):
             if status in ("queued", "indexing"):
                 self.overlay.pop(path)
-        # A full disk says itself what happened and what to do (app.core.library.DiskFull).
+        # A full disk says itself what happened and what to do (app.core.index.library.DiskFull).
         text = message if message.startswith("Disk full") else f"Indexing stopped: {message}"
         self.error.emit(text, detail or message)
         self.refresh()

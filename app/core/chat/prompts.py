@@ -4,20 +4,27 @@ A user's copy lives in `<data dir>/prompts/NAME.j2`. If it fails to load or rend
 is logged and kept (the window shows it) and the default template is used instead, so a typo
 in a template never stops answers.
 
-Templates are rendered in Jinja's immutable sandbox, and document text only ever enters as
-variable values, which Jinja never evaluates: a PDF containing `{{ ... }}` is just text.
+Templates are rendered in a bounded sandbox (app/core/llm/sandbox.py: a user may paste one from
+anywhere), and document text only ever enters as variable values, which Jinja never
+evaluates: a PDF containing `{{ ... }}` is just text. `render_prompt` returns a `Prompt` in
+which everything a template prints with `{{ ... }}` is an untrusted part (document text,
+titles, the chat) and the template's own text is trusted, so the model tokenizes a control
+token only where a template writes it (see app/core/llm/prompt_parts.py).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from app.core.base.paths import data_dir, resource_path
+from app.core.llm.prompt_parts import Holes, Prompt
+from app.core.llm.sandbox import BoundedSandbox, check_source, render_limited
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +51,20 @@ class PromptSet:
     errors: dict[str, str] = field(default_factory=dict)  # template name -> last error
 
     def __post_init__(self) -> None:
-        self._env = ImmutableSandboxedEnvironment(
+        self._holes = threading.local()  # the Holes of the render running on this thread
+        self._env = BoundedSandbox(
             autoescape=False, keep_trailing_newline=False, undefined=StrictUndefined,
-            trim_blocks=False, lstrip_blocks=False,
+            trim_blocks=False, lstrip_blocks=False, finalize=self._finalize,
         )
+
+    def _finalize(self, value: Any) -> Any:
+        """Every value a template prints: a marker for it while `render_prompt` runs (so it
+        becomes an untrusted part), the value itself otherwise. Constants are finalized when
+        the template compiles, with no render running: they stay template text."""
+        holes = getattr(self._holes, "current", None)
+        if holes is None or value is None:
+            return value
+        return holes.hole(value if isinstance(value, Prompt) else str(value))
 
     def source(self, name: str, *, default: bool = False) -> str:
         if name not in TEMPLATES:
@@ -66,11 +83,29 @@ class PromptSet:
 
     def render(self, name: str, **values) -> str:
         """Render the user's template, falling back to the default if it is broken."""
+        return self._render(name, values, None).strip()
+
+    def render_prompt(self, name: str, **values) -> Prompt:
+        """The template as a Prompt: its own text trusted, every printed value untrusted
+        (a Prompt value keeps its parts)."""
+        holes = Holes()
+        return holes.fill(self._render(name, values, holes)).strip()
+
+    def _run(self, source: str, values: dict, holes: Holes | None) -> str:
+        check_source(source)
+        template = self._env.from_string(source)  # compiled before markers are handed out
+        self._holes.current = holes
+        try:
+            return render_limited(template, values)
+        finally:
+            self._holes.current = None
+
+    def _render(self, name: str, values: dict, holes: Holes | None) -> str:
         if self.is_customised(name):
             try:
-                text = self._env.from_string(self.source(name)).render(**values)
+                text = self._run(self.source(name), values, holes)
                 self.errors.pop(name, None)
-                return text.strip()
+                return text
             except (TemplateError, OSError, UnicodeDecodeError, TypeError, ValueError) as exc:
                 message = f"your prompt template {name}.j2 could not be used ({exc}); " \
                           "the default template was used instead"
@@ -78,7 +113,7 @@ class PromptSet:
                     log.warning(message)
                 self.errors[name] = message
         try:
-            return self._env.from_string(self.source(name, default=True)).render(**values).strip()
+            return self._run(self.source(name, default=True), values, holes)
         except TemplateError as exc:  # a broken default is a bug: say which file
             raise PromptError(f"the default prompt template {name}.j2 failed: {exc}") from exc
 
@@ -87,6 +122,7 @@ class PromptSet:
         if name not in TEMPLATES:
             raise PromptError(f"unknown prompt template {name!r}")
         try:
+            check_source(text)
             self._env.parse(text)
         except TemplateError as exc:
             raise PromptError(f"the template does not parse: {exc}") from exc

@@ -129,7 +129,7 @@ def reading_again(what: str):
 
 
 class LibraryLocked(LibraryError):
-    """Another process has the library open for writing (app/core/lock.py); `holder` has
+    """Another process has the library open for writing (app/core/index/lock.py); `holder` has
     its pid, host and start time when known."""
 
     def __init__(self, exc: folio_lock.LibraryInUse):

@@ -49,6 +49,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from app.core.llm.prompt_parts import Prompt
 from app.core.llm.provider import Done, GenerationSettings, LLMEvent, LoadSettings, ModelInfo, Token
 from app.core.llm.templates import format_chat_for
 from app.core.models.files import ModelError
@@ -529,7 +530,9 @@ class ModelHost:
     def tokenize(self, text: str, add_bos: bool = False, special: bool = False) -> list[int]:
         return self._call("tokenize", text, add_bos, special)
 
-    def count_tokens(self, text: str) -> int:
+    def count_tokens(self, text: str | Prompt) -> int:
+        if isinstance(text, Prompt):  # counted in the child, part by part, as generate does
+            return self._call("count_tokens", text)
         return len(self.tokenize(text))
 
     def detokenize(self, ids: Sequence[int], special: bool = False) -> str:
@@ -545,7 +548,7 @@ class ModelHost:
 
     def generate(
         self,
-        prompt: str,
+        prompt: str | Prompt,
         settings: GenerationSettings | None = None,
         cancel: threading.Event | None = None,
         *,
@@ -553,9 +556,9 @@ class ModelHost:
     ) -> Iterator[LLMEvent]:
         """Stream `Token` events and one final `Done`, as LLMRuntime.generate. If the child
         dies meanwhile, the stream ends with Done("error") saying how; the tokens already
-        yielded stay the caller's."""
-        if not isinstance(prompt, str):
-            raise TypeError("prompt must be a str")
+        yielded stay the caller's. A Prompt crosses to the child as its parts."""
+        if not isinstance(prompt, (str, Prompt)):
+            raise TypeError("prompt must be a str or a Prompt")
         settings = settings or GenerationSettings()
         self._check_open()
         if self._info is None:

@@ -17,6 +17,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from app.core.llm.prompt_parts import Prompt
+
 log = logging.getLogger(__name__)
 
 FinishReason = Literal["stop", "length", "cancelled", "error"]
@@ -209,12 +211,12 @@ class LLMProvider(Protocol):
     def unload(self) -> None: ...
     def generate(
         self,
-        prompt: str,
+        prompt: str | Prompt,
         settings: GenerationSettings | None = None,
         cancel: threading.Event | None = None,
     ) -> Iterator[LLMEvent]: ...
     def format_chat(
-        self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True
-    ) -> tuple[str, list[str]]: ...
-    def count_tokens(self, text: str) -> int: ...
+        self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True
+    ) -> tuple[str | Prompt, list[str]]: ...
+    def count_tokens(self, text: str | Prompt) -> int: ...
     def close(self) -> None: ...

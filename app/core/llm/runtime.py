@@ -13,6 +13,12 @@ llama.cpp's abort callback checks the cancel flag while a batch is computed, so 
 within milliseconds even in a long prompt; between tokens the flag is checked too. The model
 stays usable after a cancel: the KV cache keeps the completed batches, and the next prompt
 reuses the longest common prefix instead of starting over.
+
+llama-cpp-python's own compilation of chat templates is switched off; a template that fails or
+is refused leaves the model loaded with Folio's own prompt format, and a note says why.
+Prompts built from documents are `Prompt`s (`prompt_parts.py`): template text is tokenized with
+control tokens parsed, document and chat text without, and the ids are spliced, so no spelling
+in a document ever becomes a control token (`LLMRuntime._parts_tokens`).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from app.core.llm.prompt_parts import Prompt
 from app.core.llm.provider import (
     RANDOM_SEED,
     Done,
@@ -43,13 +50,11 @@ from app.core.llm.provider import (
     Token,
     default_threads,
 )
-from app.core.llm.templates import format_chat_for
+from app.core.llm.templates import format_chat_for, screen_chat_template
 from app.core.models.files import ModelError, is_gguf
 from app.core.models.fit import check_fits
 
 log = logging.getLogger(__name__)
-
-
 
 
 _ISA = re.compile(r"\b([A-Z][A-Z0-9_]*) = 1\b")
@@ -161,6 +166,8 @@ class LLMRuntime:
         self._llm: Any = None
         self._abort_check: Callable[[], bool] | None = None
         self._abort_callback: Any = None  # the ctypes callback; kept alive with the model
+        # The loaded vocabulary's control tokens, id -> spelling (see _control_tokens).
+        self._controls: dict[int, str] = {}
         self._thread = threading.Thread(target=self._worker, name=name, daemon=True)
         self._thread.start()
         _live_runtimes.add(self)
@@ -188,8 +195,17 @@ class LLMRuntime:
         """The model's own tokens for `text`. add_bos adds BOS only where the model uses one."""
         return self._call(lambda: self._tokenize_now(text, add_bos, special))
 
-    def count_tokens(self, text: str) -> int:
+    def count_tokens(self, text: str | Prompt) -> int:
+        """Tokens of a text (plain, no control tokens parsed), or of a Prompt exactly as
+        generate() tokenizes it (without the BOS it may add)."""
+        if isinstance(text, Prompt):
+            return self._call(lambda: len(self._parts_tokens(self._require_llm(), text)))
         return len(self.tokenize(text))
+
+    def control_token_spellings(self) -> tuple[str, ...]:
+        """The loaded model's control-token spellings: what `Prompt.flatten` must escape when
+        a prompt has to go out as one string."""
+        return tuple(self._controls.values())
 
     def detokenize(self, ids: Sequence[int], special: bool = False) -> str:
         ids = [int(i) for i in ids]
@@ -207,7 +223,7 @@ class LLMRuntime:
 
     def generate(
         self,
-        prompt: str,
+        prompt: str | Prompt,
         settings: GenerationSettings | None = None,
         cancel: threading.Event | None = None,
         *,
@@ -215,10 +231,11 @@ class LLMRuntime:
     ) -> Iterator[LLMEvent]:
         """Stream `Token` events and one final `Done`. Setting `cancel` (or abandoning the
         iterator) stops generation at the next slice or token; the model stays usable.
-        parse_special: text like "<end_of_turn>" in the prompt becomes the special token (what
-        rendered chat templates need)."""
-        if not isinstance(prompt, str):
-            raise TypeError("prompt must be a str")
+        A `Prompt` is tokenized part by part (`_parts_tokens`): control-token spellings count
+        only in its trusted parts. For a str, parse_special: text like "<end_of_turn>" becomes
+        the special token (what rendered chat templates need)."""
+        if not isinstance(prompt, (str, Prompt)):
+            raise TypeError("prompt must be a str or a Prompt")
         settings = settings or GenerationSettings()
         self._check_open()
         if self._info is None:
@@ -316,6 +333,7 @@ class LLMRuntime:
     def _free_model(self) -> None:
         llm, self._llm = self._llm, None
         self._info = None
+        self._controls = {}
         if llm is not None:
             name = getattr(llm, "model_path", "?")
             try:
@@ -328,6 +346,7 @@ class LLMRuntime:
     def _construct(self, path: Path, settings: LoadSettings, layers: int, threads: int) -> Any:
         import llama_cpp
 
+        _no_library_chat_templates()
         return llama_cpp.Llama(
             model_path=str(path),
             n_ctx=settings.n_ctx,
@@ -356,6 +375,7 @@ class LLMRuntime:
         requested = settings.n_gpu_layers
         layers = (-1 if gpu_build else 0) if requested == "auto" else int(requested)
         threads = settings.threads or default_threads()
+        _check_header(path)
         if not settings.allow_oversize:
             # "Will not fit" before llama.cpp allocates (and the OS starts swapping or kills).
             check_fits(path, settings.n_ctx, layers, settings.batch_size)
@@ -382,9 +402,12 @@ class LLMRuntime:
             llm.close()
             raise
         info = replace(info, load_seconds=load_seconds)
-        if settings.chat_template and settings.chat_template.strip():
-            info = replace(info, chat_template=settings.chat_template,
-                           notes=(*info.notes, "chat template overridden by the model settings"))
+        info = _screened(info, settings.chat_template)
+        try:
+            self._controls = self._control_tokens(llm)
+        except Exception:
+            llm.close()
+            raise
         self._llm = llm
         self._info = info
         self._install_abort_callback(llm)
@@ -489,10 +512,14 @@ class LLMRuntime:
             size = -n
         raise ModelError("detokenize failed")
 
-    def _prompt_tokens(self, llm: Any, prompt: str, parse_special: bool) -> list[int]:
+    def _prompt_tokens(self, llm: Any, prompt: str | Prompt, parse_special: bool) -> list[int]:
         import llama_cpp
 
-        tokens = list(llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=parse_special))
+        if isinstance(prompt, Prompt):
+            tokens = self._parts_tokens(llm, prompt)
+        else:
+            tokens = list(llm.tokenize(prompt.encode("utf-8"), add_bos=False,
+                                       special=parse_special))
         vocab = llama_cpp.llama_model_get_vocab(llm.model)
         bos = llama_cpp.llama_vocab_bos(vocab)
         # BOS once: a rendered chat template usually writes it as text already.
@@ -501,11 +528,103 @@ class LLMRuntime:
             tokens.insert(0, bos)
         return tokens
 
+    def _parts_tokens(self, llm: Any, prompt: Prompt) -> list[int]:
+        """The token ids of a Prompt: its trusted parts with control tokens parsed, its
+        untrusted parts as plain text, spliced.
+
+        llama.cpp tokenizes a string by cutting it at its special tokens and tokenizing each
+        run of text between them on its own. This does the same, except that only trusted
+        parts are searched for special tokens: the text between two control tokens (template
+        text and document text together) is tokenized as one run, so the ids are those of
+        the whole prompt (merges and the SentencePiece space prefix included), minus any
+        control token the untrusted text spelled. Each untrusted character is tokenized once."""
+        controls = self._controls
+        out: list[int] = []
+        run: list[str] = []
+
+        def flush() -> None:
+            if run:
+                out.extend(self._plain_tokens(llm, "".join(run)))
+                run.clear()
+
+        for part in prompt.parts:
+            if not part.special:
+                run.append(part.text)
+                continue
+            data = part.text.encode("utf-8")
+            ids = llm.tokenize(data, add_bos=False, special=True)
+            cursor = 0
+            for tid in ids:
+                spelling = controls.get(int(tid))
+                if spelling is None:
+                    continue
+                raw = spelling.encode("utf-8")
+                at = data.find(raw, cursor)
+                if at < 0:
+                    continue
+                run.append(data[cursor:at].decode("utf-8", "replace"))
+                flush()
+                out.append(int(tid))
+                cursor = at + len(raw)
+            run.append(data[cursor:].decode("utf-8", "replace"))
+        flush()
+        return out
+
+    def _plain_tokens(self, llm: Any, text: str, depth: int = 0) -> list[int]:
+        """`text` as plain text: no control token, even one llama.cpp matches with special
+        parsing off (user-defined tokens such as Gemma's <start_of_image>, or DeepSeek's
+        <｜User｜> in some conversions). Such a spelling is cut in two and each half
+        tokenized on its own, so it stays text. (A SentencePiece vocabulary that prefixes text
+        with a space, Llama 2's, then reads a space at each cut; Gemma's and BPE ones do not.)"""
+        if not text:
+            return []
+        ids = [int(t) for t in llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)]
+        controls = self._controls
+        bad = next((t for t in ids if t in controls), None)
+        if bad is None:
+            return ids
+        spelling = controls[bad]
+        pieces = text.split(spelling)
+        if len(pieces) == 1 or depth > 32:  # not spelled out literally: drop it
+            log.warning("A control token %r in document text was dropped", spelling)
+            return [t for t in ids if t not in controls]
+        half = max(1, len(spelling) // 2)
+        out: list[int] = []
+        for k, piece in enumerate(pieces):
+            if k:
+                out += self._plain_tokens(llm, spelling[:half], depth + 1)
+                out += self._plain_tokens(llm, spelling[half:], depth + 1)
+            out += self._plain_tokens(llm, piece, depth + 1)
+        return out
+
+    @staticmethod
+    def _control_tokens(llm: Any) -> dict[int, str]:
+        """id -> spelling of every token that document text must never produce: control
+        tokens, and user-defined ones other than runs of whitespace (Gemma's "\n\n" and
+        "    " are user-defined and belong to ordinary text). Single characters are left
+        out: they cannot be split, and cannot spell a role."""
+        import llama_cpp
+
+        vocab = llama_cpp.llama_model_get_vocab(llm.model)
+        control = llama_cpp.LLAMA_TOKEN_ATTR_CONTROL
+        user = llama_cpp.LLAMA_TOKEN_ATTR_USER_DEFINED
+        get_attr = llama_cpp.llama_vocab_get_attr
+        found: dict[int, str] = {}
+        for tid in range(int(llama_cpp.llama_vocab_n_tokens(vocab))):
+            attr = get_attr(vocab, tid)
+            if not attr & (control | user):
+                continue
+            text = _piece(vocab, tid, special=True).decode("utf-8", errors="replace")
+            if len(text) < 2 or (not attr & control and not text.strip()):
+                continue
+            found[tid] = text
+        return found
+
     # -- worker-side: generation -------------------------------------------------------------
 
     def _stream(
         self,
-        prompt: str,
+        prompt: str | Prompt,
         settings: GenerationSettings,
         cancel: threading.Event | None,
         parse_special: bool,
@@ -549,7 +668,7 @@ class LLMRuntime:
 
     def _generate_now(
         self,
-        prompt: str,
+        prompt: str | Prompt,
         settings: GenerationSettings,
         parse_special: bool,
         cancelled: Callable[[], bool],
@@ -736,6 +855,75 @@ class LLMRuntime:
         if not llama_cpp.llama_memory_seq_rm(mem, -1, common, -1):
             return 0  # recurrent models cannot drop a suffix
         return common
+
+
+def _screened(info: ModelInfo, override: str | None) -> ModelInfo:
+    """`info` with the chat template Folio will use: the model settings' one, else the
+    GGUF's, each only when `screen_chat_template` passes it. A refused one is dropped with a
+    note saying why (the model view shows notes); with none left, the model is prompted in
+    Folio's own format, as a base model."""
+    notes = list(info.notes)
+    template = info.chat_template
+    if template:
+        reason = screen_chat_template(template, info.bos_token, info.eos_token)
+        if reason:
+            log.warning("The chat template of %s cannot be used: %s", info.name, reason)
+            notes.append(f"The model's own chat template cannot be used ({reason}); Folio's "
+                         "own prompt format is used instead")
+            template = None
+    if override and override.strip():
+        reason = screen_chat_template(override, info.bos_token, info.eos_token)
+        if reason:
+            log.warning("The chat template in the settings of %s cannot be used: %s",
+                        info.name, reason)
+            instead = "the model's own template" if template else "Folio's own prompt format"
+            notes.append(f"The chat template in the model's settings cannot be used ({reason}); "
+                         f"{instead} is used instead")
+        else:
+            template = override
+            notes.append("chat template overridden by the model settings")
+    return replace(info, chat_template=template, notes=tuple(notes))
+
+
+def _check_header(path: Path) -> None:
+    """Refuse a file whose GGUF header is over Folio's caps (app/core/models/gguf.py) before
+    llama.cpp reads it whole; other header problems are left to llama.cpp, which names them."""
+    from app.core.models.gguf import HeaderTooLarge, cached_gguf_info
+
+    try:
+        cached_gguf_info(path)
+    except HeaderTooLarge:
+        raise
+    except ModelError:
+        pass
+
+
+def _no_library_chat_templates() -> None:
+    """Keep llama-cpp-python from compiling a model's chat templates.
+
+    Building a `Llama` compiles every tokenizer.chat_template* in the file's metadata (for
+    its create_chat_completion, which Folio never calls) with a Jinja environment that folds
+    constants: {{ 'x' * 8000000000 }} builds an 8 GB string before Folio could look at the
+    template. Folio renders templates itself, in the bounded sandbox, after screening them;
+    so the library's formatter is replaced, process-wide, by one that compiles nothing."""
+    from llama_cpp import llama_chat_format
+
+    if getattr(llama_chat_format.Jinja2ChatFormatter, "folio_inert", False):
+        return
+
+    class InertChatFormatter:
+        folio_inert = True
+
+        def __init__(self, template: str = "", *args: Any, **kwargs: Any) -> None:
+            self.template = template
+
+        def to_chat_handler(self) -> Callable[..., Any]:
+            def handler(*args: Any, **kwargs: Any) -> Any:
+                raise ModelError("Folio renders chat templates itself (app/core/llm/templates.py)")
+
+            return handler
+
+    llama_chat_format.Jinja2ChatFormatter = InertChatFormatter  # type: ignore[misc,assignment]
 
 
 def _release_sampler(llm: Any) -> None:

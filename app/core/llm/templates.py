@@ -1,7 +1,8 @@
-"""Prompts for local models: the GGUF's own Jinja chat template, rendered in Jinja's immutable
-sandbox (templates come from downloaded files), or, for base models without one such as the
-starter model, a Question/Answer document (`format_completion_prompt`) with stop strings
-where a new turn would begin.
+"""Prompts for local models: the GGUF's own Jinja chat template, screened at load
+(`screen_chat_template`) and rendered in a bounded sandbox (`sandbox.py`: templates come from
+downloaded files), or, for base models without one such as the starter model, a
+Question/Answer document (`format_completion_prompt`) with stop strings where a new turn
+would begin.
 """
 
 from __future__ import annotations
@@ -12,7 +13,15 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
+from app.core.llm.prompt_parts import Holes, Prompt
 from app.core.llm.provider import ModelInfo
+from app.core.llm.sandbox import (
+    BoundedSandbox,
+    TemplateRefused,
+    check_source,
+    render_limited,
+    values_size,
+)
 from app.core.models.files import ModelError
 
 
@@ -55,7 +64,7 @@ def _check_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
     for i, m in enumerate(messages):
         if not isinstance(m, Mapping) or not isinstance(m.get("role"), str):
             raise ValueError(f"message {i} needs a string 'role'")
-        if not isinstance(m.get("content"), str):
+        if not isinstance(m.get("content"), (str, Prompt)):
             raise ValueError(f"message {i} needs a string 'content'")
         checked.append(dict(m))
     return checked
@@ -106,15 +115,19 @@ def _strftime_now(fmt: str) -> str:
 
 def _tojson(value: Any, indent: int | None = None, ensure_ascii: bool = False, **_: Any) -> str:
     # Hugging Face's tojson: no HTML escaping (Jinja's default turns '<' into \u003c).
+    if indent is not None and (not isinstance(indent, int) or not 0 <= indent <= 16):
+        raise TemplateRefused(f"tojson with an indent of {indent!r}")
     return json.dumps(value, indent=indent, ensure_ascii=ensure_ascii, sort_keys=False)
 
 
 @lru_cache(maxsize=16)
 def _compile_template(template: str) -> Any:
+    """Compile in the bounded sandbox (app/core/llm/sandbox.py): the compiler folds constant
+    expressions, and `*`, `**`, widths and counts are checked before it can."""
     import jinja2
-    from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+    from jinja2.sandbox import SecurityError
 
-    class Sandbox(ImmutableSandboxedEnvironment):
+    class Sandbox(BoundedSandbox):
         # Jinja's sandbox turns an unsafe attribute into a silent Undefined (printed as "");
         # refuse loudly instead, so a hostile template fails rather than half-renders.
         def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
@@ -122,6 +135,10 @@ def _compile_template(template: str) -> Any:
                 f"access to attribute {attribute!r} of a {type(obj).__name__!r} is unsafe"
             )
 
+    try:
+        check_source(template)
+    except TemplateRefused as exc:
+        raise ChatTemplateError(f"The chat template was refused: {exc}") from exc
     env = Sandbox(trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"])
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise_exception
@@ -130,6 +147,8 @@ def _compile_template(template: str) -> Any:
         return env.from_string(template)
     except jinja2.TemplateError as exc:
         raise ChatTemplateError(f"The chat template does not parse: {exc}") from exc
+    except (RecursionError, MemoryError, ValueError, TypeError, OverflowError) as exc:
+        raise ChatTemplateError(f"The chat template does not compile: {exc!r}") from exc
 
 
 def render_chat_template(
@@ -141,26 +160,60 @@ def render_chat_template(
     add_generation_prompt: bool = True,
     **extra: Any,
 ) -> str:
-    """Render a Hugging Face style Jinja chat template in the immutable sandbox: templates
-    ship inside downloaded model files, so they may not touch Python internals or mutate data."""
+    """Render a Hugging Face style Jinja chat template in the bounded sandbox: templates ship
+    inside downloaded model files, so they may not touch Python internals, mutate data, build
+    huge values or run for more than a couple of seconds (app/core/llm/sandbox.py)."""
     import jinja2
 
     checked = _check_messages(messages)
     compiled = _compile_template(template)
+    values = dict(messages=checked, add_generation_prompt=add_generation_prompt,
+                  bos_token=bos_token, eos_token=eos_token, **extra)
     try:
-        return compiled.render(
-            messages=checked,
-            add_generation_prompt=add_generation_prompt,
-            bos_token=bos_token,
-            eos_token=eos_token,
-            **extra,
-        )
+        from app.core.llm.sandbox import MAX_OUTPUT_CHARS
+
+        # Room for the conversation itself, which may be long, and for the template's text.
+        return render_limited(compiled, values,
+                              max_chars=MAX_OUTPUT_CHARS + 4 * values_size(checked))
     except ChatTemplateError:
         raise
+    except TemplateRefused as exc:
+        raise ChatTemplateError(f"The chat template was refused: {exc}") from exc
     except jinja2.TemplateError as exc:  # SecurityError and UndefinedError included
         raise ChatTemplateError(f"The chat template failed to render: {exc}") from exc
     except Exception as exc:  # noqa: BLE001 - a template can fail in many ways
         raise ChatTemplateError(f"The chat template failed to render: {exc!r}") from exc
+
+
+# Conversations a template is tried on before it is used: one of them must render.
+_TRIAL_CHATS: tuple[tuple[dict[str, str], ...], ...] = (
+    ({"role": "system", "content": "You answer from documents."},
+     {"role": "user", "content": "What is in the document?"},
+     {"role": "assistant", "content": "A list of animals [1]."},
+     {"role": "user", "content": "Which ones?"}),
+    ({"role": "user", "content": "What is in the document?"},),
+)
+
+
+def screen_chat_template(template: str, bos_token: str = "", eos_token: str = "") -> str | None:
+    """Why a chat template (from a GGUF or the model's settings) cannot be used, or None when
+    it can: it must compile in the bounded sandbox and render a small conversation within the
+    sandbox's limits. A template that refuses one trial conversation by raise_exception (one
+    that wants no system turn, say) is kept when it renders the other."""
+    try:
+        _compile_template(template)
+    except ChatTemplateError as exc:
+        return str(exc)
+    last: str | None = None
+    for chat in _TRIAL_CHATS:
+        try:
+            render_chat_template(template, chat, bos_token=bos_token, eos_token=eos_token)
+            return None
+        except ChatTemplateError as exc:
+            if "refused the conversation" not in str(exc):
+                return str(exc)
+            last = str(exc)
+    return f"it refuses every conversation Folio would send ({last})"
 
 
 def chat_stop_strings(template: str, eos_token: str = "") -> list[str]:
@@ -178,8 +231,21 @@ def format_chat(
     bos_token: str = "",
     eos_token: str = "",
     add_generation_prompt: bool = True,
-) -> tuple[str, list[str]]:
-    """(prompt, stop strings): the chat template when there is one, else the completion format."""
+) -> tuple[Any, list[str]]:
+    """(prompt, stop strings): the chat template when there is one, else the completion format.
+
+    When a message's content is a `Prompt`, so is the result: the template's own text is
+    trusted (its control-token spellings are meant), the contents' untrusted parts are spliced
+    in where the template put them, unseen by it (`Holes`). A plain str content is then
+    untrusted too."""
+    if any(isinstance(m, Mapping) and isinstance(m.get("content"), Prompt) for m in messages):
+        holes = Holes()
+        marked = [{**m, "content": holes.embed(m.get("content"))} if isinstance(m, Mapping)
+                  else m for m in messages]
+        text, stops = format_chat(marked, template=template, bos_token=bos_token,
+                                  eos_token=eos_token,
+                                  add_generation_prompt=add_generation_prompt)
+        return holes.fill(text), stops
     if not template:
         return format_completion_prompt(messages, add_generation_prompt)
     prompt = render_chat_template(
@@ -197,10 +263,10 @@ def format_chat(
 
 def format_chat_for(
     info: ModelInfo | None,
-    messages: Sequence[Mapping[str, str]],
+    messages: Sequence[Mapping[str, Any]],
     add_generation_prompt: bool = True,
     template: str | None = None,
-) -> tuple[str, list[str]]:
+) -> tuple[Any, list[str]]:
     """`format_chat` for a loaded model (`info`), as every provider's format_chat does it."""
     if template is None:
         if info is None:

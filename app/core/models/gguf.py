@@ -10,6 +10,10 @@ Files come from the internet, so every length is checked against the bytes that 
 there before anything is allocated: a header that claims a 2^60-byte string or a billion
 array items is refused with a reason instead of exhausting memory. Big arrays (a tokenizer's
 262,144 tokens) are skipped, not kept: only their element type and length are recorded.
+The header is capped in total too, not only per value: what is kept (`MAX_KEPT_TOTAL`: a file
+could repeat a 4 MB string a thousand times) and how long the metadata is (`MAX_HEADER_BYTES`:
+reading a billion empty strings one by one would take minutes). Real models keep well under a
+megabyte, and their metadata, a 262,144-token vocabulary included, takes about 10 MB.
 Versions 2 and 3 (64-bit counts) are read, and version 1 (32-bit counts) too; a big-endian
 file (version bytes swapped) is read big-endian.
 
@@ -38,6 +42,8 @@ from app.core.models.files import ModelError
 MAGIC = b"GGUF"
 MAX_KEPT_STRING = 4 * 1024 * 1024  # a chat template is a few KB; longer strings are skipped
 MAX_KEPT_ARRAY = 4096  # per-layer arrays are kept; tokenizer vocabularies are skipped
+MAX_KEPT_TOTAL = 16 * 1024 * 1024  # all kept values together (string bytes; 8 per array item)
+MAX_HEADER_BYTES = 64 * 1024 * 1024  # the metadata and tensor descriptions, whether kept or not
 MAX_TENSORS = 1_000_000
 MAX_KV = 1_000_000
 MAX_DIMS = 8
@@ -75,6 +81,11 @@ TENSOR_TYPES: dict[int, str] = {
     23: "IQ4_XS", 24: "I8", 25: "I16", 26: "I32", 27: "I64", 28: "F64", 29: "IQ1_M",
     30: "BF16", 34: "TQ1_0", 35: "TQ2_0", 39: "MXFP4", 40: "NVFP4", 41: "Q1_0",
 }
+
+
+class HeaderTooLarge(ModelError):
+    """The header is over Folio's caps: refused before anything (llama.cpp included) reads
+    it whole."""
 
 
 @dataclass(frozen=True)
@@ -189,6 +200,7 @@ class _Reader:
         self.name = name
         self.order = "<"
         self.count_fmt = "Q"
+        self.kept = 0  # bytes of values kept so far (MAX_KEPT_TOTAL)
 
     def need(self, n: int, what: str) -> None:
         if n < 0 or self.pos + n > self.size:
@@ -196,6 +208,19 @@ class _Reader:
                 f"{self.name} is truncated or corrupt: {what} at byte {self.pos} needs {n:,} "
                 f"bytes but the file has {max(0, self.size - self.pos):,} left"
             )
+        if self.pos + n > MAX_HEADER_BYTES:
+            raise HeaderTooLarge(
+                f"{self.name} has a GGUF header larger than {MAX_HEADER_BYTES // 2**20} MB "
+                f"({what} at byte {self.pos:,}); real models need about 10 MB, so Folio does "
+                "not read it"
+            )
+
+    def keep(self, n: int) -> bool:
+        """Whether a value of `n` bytes still fits the kept total (and count it if so)."""
+        if self.kept + n > MAX_KEPT_TOTAL:
+            return False
+        self.kept += n
+        return True
 
     def unpack(self, fmt: str, n: int, what: str) -> Any:
         self.need(n, what)
@@ -211,7 +236,7 @@ class _Reader:
         self.need(n, f"{what} ({n:,} bytes)")
         start = self.pos
         self.pos += n
-        if not keep or n > MAX_KEPT_STRING:
+        if not keep or n > MAX_KEPT_STRING or not self.keep(n):
             return None
         return bytes(self.buf[start : start + n]).decode("utf-8", errors="replace")
 
@@ -229,7 +254,7 @@ class _Reader:
             if item_type in _SCALARS:
                 code, size = _SCALARS[item_type]
                 self.need(n * size, f"{what} ({n:,} items)")
-                if n > MAX_KEPT_ARRAY:
+                if n > MAX_KEPT_ARRAY or not self.keep(8 * n):
                     self.pos += n * size
                     return ArrayInfo(item_type, n)
                 values = struct.unpack_from(f"{self.order}{n}{code}", self.buf, self.pos)
@@ -239,7 +264,7 @@ class _Reader:
                 raise ModelError(f"{self.name}: {what} has unknown item type {item_type}")
             # Every string or array item takes at least its 8-byte length: bound n first.
             self.need(n * 4, f"{what} ({n:,} items)")
-            keep = n <= MAX_KEPT_ARRAY
+            keep = n <= MAX_KEPT_ARRAY and self.keep(8 * n)
             items = []
             for i in range(n):
                 if item_type == _STRING:
