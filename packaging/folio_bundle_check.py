@@ -189,4 +189,7 @@ def check(manifest_path: str | os.PathLike, out=None) -> int:
 if __name__ == "__main__":
     if len(sys.argv) != 2:
         raise SystemExit("usage: folio_bundle_check.py MANIFEST.json")
+    # From source, check this checkout's app/ (as session_manifest.py records it), not
+    # whichever one a development venv's editable install points at.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.exit(check(sys.argv[1]))
