@@ -228,7 +228,14 @@ def expected_prompt(engine: ChatEngine, question: str, max_tokens: int) -> tuple
     sources = [source_dict(i, r) for i, r in enumerate(relevant, 1)]
     budget = min(max_tokens, max(64, info.n_ctx // 3))
     prompt, _, sources, _ = engine._fit_prompt(question, sources, [], "", info.n_ctx - budget - 8)
-    return prompt, len(sources)
+    return prompt_text(prompt), len(sources)
+
+
+def prompt_text(prompt) -> str:
+    """The engine hands the runtime a Prompt of trusted and untrusted parts; raw llama.cpp gets
+    its text, tokenized with special parsing on. For documents without control-token spellings
+    (the corpora here) the ids are the same, and the run compares them (ids_same)."""
+    return getattr(prompt, "text", prompt)
 
 
 def folio_answer(engine: ChatEngine, store: ChatStore, rec: GenerateRecorder, question: str,
@@ -254,7 +261,7 @@ def folio_answer(engine: ChatEngine, store: ChatStore, rec: GenerateRecorder, qu
     n = done.completion_tokens
     decode = call["t_end"] - call["t_first"] if call["t_first"] else 0.0
     return {
-        "prompt": call["prompt"],
+        "prompt": prompt_text(call["prompt"]),
         "settings": call["settings"],
         "ttft_ask": (t_first - t0) if t_first else None,
         "ttft_generate": (call["t_first"] - call["t_call"]) if call["t_first"] else None,
