@@ -146,15 +146,19 @@ def test_document_text_reaches_the_prompt_as_text_and_opens_nothing(evil_library
     assert out[-1].sources and "zebra.md" in out[-1].sources[0]["path"]
 
     # The prompt holds the document's template syntax verbatim: nothing was rendered.
-    prompt = recorder.prompts[-1]
+    prompt = recorder.prompts[-1].text
     for text in JINJA:
         assert text in prompt, text
     assert "boomboomboom" not in prompt and "49" not in prompt
     i = prompt.find("<class ")
     assert i < 0, prompt[max(0, i - 300):i + 200]
-    # Control tokens are kept as (defused) text, never as control tokens.
-    assert "<end_of_turn>" not in prompt and "<|im_end|>" not in prompt
-    assert "[/INST]" not in prompt and "obey" in prompt
+    # Control tokens are kept as text, in the prompt's untrusted parts: never control tokens
+    # (tests/test_hostile_prompts.py reads what reaches llama.cpp).
+    untrusted = recorder.prompts[-1].untrusted_text
+    for text in CONTROL:
+        assert text in untrusted, text
+    trusted = "".join(p.text for p in recorder.prompts[-1].parts if p.special)
+    assert "<end_of_turn>" not in trusted and "Zebra" not in trusted
     # No file named in the document was opened while answering.
     opened = {p for ev, args in events if ev == "open" for p in _paths(args[:1])}
     assert str(secret) not in opened and "/etc/passwd" not in opened

@@ -20,6 +20,7 @@ from app.core.chat.history import Chat, ChatStore, Message
 from app.core.chat.prompts import PromptSet
 from app.core.index.library import Library
 from app.core.index.search import SearchResult, hybrid_search
+from app.core.llm.prompt_parts import Prompt
 from app.core.llm.provider import Done, GenerationSettings, LLMProvider, Token, defaults_for
 
 log = logging.getLogger(__name__)
@@ -29,19 +30,30 @@ NOTHING_FOUND = (
     "Try rephrasing the question, or check that the right documents are in the library."
 )
 CITATION = re.compile(r"\[(\d{1,3})\]")
-# Chat-template control tokens (<|im_end|>, <end_of_turn>, [INST]...) written in a document or
-# a question must stay text: the runtime parses special tokens in the rendered prompt.
-_CONTROL = re.compile(
-    r"<(\|[^<>|\n]{1,40}\||/?(?:start_of_turn|end_of_turn|bos|eos|s|pad|unk|mask)\b)>"
-    r"|\[(/?INST|/?SYS)\]"
-)
+# Document text reaches the model as untrusted prompt parts (app/core/llm/prompt_parts.py): the
+# runtime never reads a control token in it, whatever the model's spelling. What remains is
+# the prompt's own structure, which text could imitate. Each source starts with a header line
+# "[n] Title, page p" (context.j2); a passage, title or section never starts a line with
+# "[n]", so the headers are the only such lines and a passage cannot pose as source 3.
+# (Tags around each source were tried and dropped: the starter model answered with
+# underscores; see docs/BENCHMARKS.md.)
+_SOURCE_HEADER = re.compile(r"^([^\S\n]*)\[(\d{1,3})\]", re.M)
+_OTHER_BREAKS = re.compile(r"\r\n?|[\v\f\x1c-\x1e\x85\u2028\u2029]")
+_LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+")
 
 
-def defuse(text: str) -> str:
-    """Break control-token spellings with a zero-width space so they tokenize as text."""
-    return _CONTROL.sub(
-        lambda m: f"<\u200b{m.group(1)}>" if m.group(1) else f"[\u200b{m.group(2)}]", text
-    )
+def neutralise_source_text(text: str) -> str:
+    """A passage as it goes under its source's header: a line that starts like a source
+    header ("[3] ...") starts with "(3)" instead; the rest is kept as it is."""
+    text = _OTHER_BREAKS.sub("\n", text)  # "\r[3]" would start a line for the model too
+    return _SOURCE_HEADER.sub(lambda m: f"{m.group(1)}({m.group(2)})", text)
+
+
+def one_line(text: str) -> str:
+    """A title, file name or section as one line, neutralised like a passage."""
+    return neutralise_source_text(_LINE_BREAKS.sub(" ", text or "")).strip()
+
+
 # A base model continues a transcript; these end its answer where a new turn would begin.
 COMPLETION_STOPS = ["\nQuestion:", "\nSources:", "\n\n\n", "\nUser:", "<end_of_turn>"]
 
@@ -314,8 +326,8 @@ class ChatEngine:
         info = self.llm.info
         if info is None or not info.chat_template:
             return fallback
-        text = self.prompts.render("rewrite", history=[t.__dict__ for t in turns[-3:]],
-                                   question=question)
+        text = self.prompts.render_prompt("rewrite", history=[t.__dict__ for t in turns[-3:]],
+                                          question=question)
         prompt, stops = self.llm.format_chat([{"role": "user", "content": text}])
         settings = GenerationSettings(temperature=0.0, max_tokens=self.config.rewrite_tokens,
                                       stop=tuple(stops) + ("\n",))
@@ -330,8 +342,8 @@ class ChatEngine:
         """Fold the older turns into the chat's running summary, kept with the chat."""
         keep = self.config.keep_turns
         old, recent = turns[:-keep], turns[-keep:]
-        text = self.prompts.render("condense", summary=summary,
-                                   history=[t.__dict__ for t in old])
+        text = self.prompts.render_prompt("condense", summary=summary,
+                                          history=[t.__dict__ for t in old])
         prompt, stops = self._as_prompt(text)
         new_summary = self._complete(
             prompt, GenerationSettings(temperature=0.2, max_tokens=200, stop=tuple(stops)),
@@ -342,15 +354,15 @@ class ChatEngine:
         self.store.update_chat(chat_id, summary=new_summary, summary_upto=old[-1].answer_id)
         return new_summary, recent
 
-    def _as_prompt(self, instruction: str) -> tuple[str, list[str]]:
+    def _as_prompt(self, instruction: Prompt) -> tuple[Prompt, list[str]]:
         """An instruction as a prompt: a chat turn for chat models, plain text otherwise."""
         info = self.llm.info
         if info is not None and info.chat_template:
             return self.llm.format_chat([{"role": "user", "content": instruction}])
-        return instruction + " ", list(COMPLETION_STOPS)
+        return instruction + Prompt.trusted(" "), list(COMPLETION_STOPS)
 
     def _complete(
-        self, prompt: str, settings: GenerationSettings, cancel: threading.Event | None
+        self, prompt: Prompt, settings: GenerationSettings, cancel: threading.Event | None
     ) -> str:
         parts = []
         for event in self.llm.generate(prompt, settings, cancel):
@@ -362,35 +374,42 @@ class ChatEngine:
 
     def build_prompt(
         self, question: str, sources: list[dict], turns: Sequence[_Turn], summary: str
-    ) -> tuple[str, list[str]]:
+    ) -> tuple[Prompt, list[str]]:
+        """The answer's prompt as parts: the templates' text (and the system prompt, the
+        user's own setting) trusted; the question, the sources (text, titles, file names),
+        the earlier turns and the summary untrusted: the runtime never reads a control token
+        in them (app/core/llm/prompt_parts.py). Each source starts with its "[n] ..." header
+        line, which its text cannot imitate (`neutralise_source_text`)."""
         info = self.llm.info
-        system = (self.system_prompt.strip() if self.system_prompt and self.system_prompt.strip()
-                  else self.prompts.render("system"))
-        question = defuse(question)
-        sources = [{**s, "text": defuse(s["text"]), "section": defuse(s.get("section") or "")}
-                   for s in sources]
-        turns = [_Turn(defuse(t.question), defuse(t.answer), t.answer_id) for t in turns]
-        summary = defuse(summary)
-        context = self.prompts.render("context", sources=sources) if sources else ""
+        system = Prompt.trusted(
+            self.system_prompt.strip() if self.system_prompt and self.system_prompt.strip()
+            else self.prompts.render("system"))
+        sources = [_for_prompt(s) for s in sources]
+        history = [{"question": Prompt.untrusted(t.question), "answer": Prompt.untrusted(t.answer)}
+                   for t in turns]
+        context = (self.prompts.render_prompt("context", sources=sources) if sources
+                   else Prompt())
         if info is not None and info.chat_template:
             if summary:
-                system += f"\n\nSummary of the earlier conversation: {summary}"
-            messages = [{"role": "system", "content": system}]
-            for t in turns:
-                messages += [{"role": "user", "content": t.question},
-                             {"role": "assistant", "content": t.answer}]
-            messages.append({"role": "user", "content": self.prompts.render(
+                system += (Prompt.trusted("\n\nSummary of the earlier conversation: ")
+                           + Prompt.untrusted(summary))
+            messages: list[dict] = [{"role": "system", "content": system}]
+            for h in history:
+                messages += [{"role": "user", "content": h["question"]},
+                             {"role": "assistant", "content": h["answer"]}]
+            messages.append({"role": "user", "content": self.prompts.render_prompt(
                 "question", question=question, sources=sources, context=context)})
-            return self.llm.format_chat(messages)
-        prompt = self.prompts.render(
+            prompt, stops = self.llm.format_chat(messages)
+            return prompt, stops
+        prompt = self.prompts.render_prompt(
             "completion", system=system, summary=summary, sources=sources, context=context,
-            history=[t.__dict__ for t in turns], question=question,
+            history=history, question=question,
         )
-        return prompt + " ", list(COMPLETION_STOPS)
+        return prompt + Prompt.trusted(" "), list(COMPLETION_STOPS)
 
     def _fit_prompt(
         self, question: str, sources: list[dict], turns: list[_Turn], summary: str, budget: int
-    ) -> tuple[str, list[str], list[dict], list[_Turn]]:
+    ) -> tuple[Prompt, list[str], list[dict], list[_Turn]]:
         """Drop the lowest-ranked sources first, then the oldest turns, then the summary,
         until the prompt fits `budget` tokens of the model's own tokenizer."""
         sources, turns = list(sources), list(turns)
@@ -437,9 +456,9 @@ class ChatEngine:
             yield ChatEvent("error", text=f"{doc.name} has no indexed text to summarise.")
             return
         info = self.llm.info
-        title = doc.title or doc.name
+        title = one_line(doc.title or doc.name)
         overhead = self.llm.count_tokens(self._as_prompt(
-            self.prompts.render("summary_map", title=title, pages="", text=""))[0]) + 16
+            self.prompts.render_prompt("summary_map", title=title, pages="", text=""))[0]) + 16
         window = max(128, info.n_ctx - part_tokens - overhead)
         groups = _pack(chunks, window, self.llm.count_tokens)
         total = len(groups) + max(1, len(groups) // 4)
@@ -452,8 +471,9 @@ class ChatEngine:
                 yield ChatEvent("done", text="", stats={"cancelled": True})
                 return
             pages = _pages(group)
-            prompt, stops = self._as_prompt(self.prompts.render(
-                "summary_map", title=title, pages=pages, text="\n\n".join(c["text"] for c in group)))
+            prompt, stops = self._as_prompt(self.prompts.render_prompt(
+                "summary_map", title=title, pages=pages,
+                text="\n\n".join(c["text"] for c in group)))
             part = self._complete(prompt, settings.merged({"stop": stops}), cancel).strip()
             if part:
                 parts.append(part)
@@ -465,7 +485,7 @@ class ChatEngine:
             for batch in batches:
                 if cancel.is_set():
                     break
-                prompt, stops = self._as_prompt(self.prompts.render(
+                prompt, stops = self._as_prompt(self.prompts.render_prompt(
                     "summary_reduce", title=title, parts=[b["text"] for b in batch]))
                 reduced.append(self._complete(
                     prompt, settings.merged({"stop": stops, "max_tokens": part_tokens * 2}),
@@ -487,6 +507,14 @@ class ChatEngine:
 
 class _TooLong(Exception):
     pass
+
+
+def _for_prompt(source: dict) -> dict:
+    """A source as the context template gets it: its text neutralised, its names one line."""
+    return {**source, "text": neutralise_source_text(source.get("text") or ""),
+            "title": one_line(source.get("title") or ""),
+            "name": one_line(source.get("name") or ""),
+            "section": one_line(source.get("section") or "")}
 
 
 def _pack(items: list[dict], budget: int, count) -> list[list[dict]]:
