@@ -33,7 +33,7 @@ MAX_CODE_BLOCK_CHARS = 4_000
 # line end, else at a blank, else hard, and nothing is dropped. The splitter's patterns and
 # tiktoken (whose pattern panics on a run of about a million blanks) never see more; Markdown
 # and reST lines longer than this are body text that no structure pattern looks at. Every
-# pattern is linear besides (tests/test_regex_budget.py fuzzes them to a megabyte).
+# pattern is linear besides (tests/test_regex_budget.py fuzzes them on runs twice as long).
 MAX_BLOCK_CHARS = 128 * 1024
 OCR_DPI = 300
 
