@@ -4,6 +4,10 @@ The corpus is generated here into tmp folders (nothing big is committed): trunca
 corrupted and random files, an encrypted PDF, a 3,000-page PDF, a multi-GB DOCX zip bomb,
 a billion-laughs DOCX, deeply nested HTML, a 200 MB text file, invalid UTF-8 and UTF-16,
 odd file names, a symlink loop, and files deleted or rewritten while they are read.
+Long runs join it: Markdown, HTML and text files made of one run of dots, end marks, blanks,
+backticks or CJK full stops, each of which once made a pattern backtrack for minutes (the
+sentence end, a heading or table rule, a dot leader) or tiktoken's own pattern panic (blanks).
+Their time per megabyte is asserted in tests/test_regex_budget.py.
 
 The end-to-end test ingests the whole corpus in a child process with the real embedder and
 the real LanceDB, and bounds that process's peak memory (ru_maxrss of RUSAGE_CHILDREN) at
@@ -320,6 +324,22 @@ ODD_NAMES = [
     "l" * 240 + ".txt",  # with the folder, a long path; 244 bytes is near the 255 limit
 ]
 EXPECTED.update({name: "ready" for name in ODD_NAMES})
+# One long run each, twice the block cap (common.MAX_BLOCK_CHARS); see test_regex_budget.py.
+RUN = 256 * 1024
+LONG_RUNS: dict[str, str] = {
+    "run-dots.md": "# Dots\n\n" + "." * RUN + "\n",
+    "run-marks.html": (
+        "<html><body><h1>Bang</h1><p>" + "!?\u2026." * (RUN // 4) + "</p></body></html>"
+    ),
+    "run-blank-heading.md": "# a" + " " * RUN + "x\n\nUnder the blank heading lives a tapir.\n",
+    "run-tab-table.md": "| a |\n|" + "\t" * RUN + "x\n",
+    "run-leaders.txt": "Contents" + " ." * (RUN // 2) + " 7\n",
+    "run-backticks.md": "`" * RUN + "\ncode\n",
+    "run-cjk-stops.txt": "\u3002" * RUN,
+    "run-closers.txt": ".)" * (RUN // 2) + " end\n",
+    "run-blanks.md": "Start." + " " * (4 * RUN) + "end.\n",  # tiktoken panicked on ~1M blanks
+}
+EXPECTED.update({name: "ready" for name in LONG_RUNS})
 # Files just under the caps, read whole: they weigh on the memory bound of the whole-corpus
 # test (the bigger ones above are refused before they are read). Not loaded one by one as well:
 # the DOCX alone takes about half a minute.
@@ -384,6 +404,8 @@ def build_corpus(folder: Path) -> Path:
     (loop / "inside.txt").write_text("Inside the looped folder lives a pangolin.\n")
     (loop / "sub" / "up").symlink_to(loop)  # loop/sub/up -> loop: a cycle
     (loop / "self").symlink_to(loop)
+    for name, text in LONG_RUNS.items():
+        (folder / name).write_text(text, encoding="utf-8")
     return folder
 
 
@@ -412,6 +434,20 @@ def test_each_bad_file_loads_or_fails_with_a_reason(corpus, name):
     assert re.fullmatch(EXPECTED[name], result) or re.search(EXPECTED[name], result), result
     if EXPECTED[name] == "ready":
         assert result == "ready"
+
+
+@pytest.mark.parametrize("name", sorted(LONG_RUNS))
+def test_long_runs_are_cut_into_capped_blocks_and_keep_their_text(corpus, name):
+    doc = load(corpus / name)
+    assert max(len(b.text) for b in doc.blocks) <= common.MAX_BLOCK_CHARS
+    text = document_text(doc.blocks)
+    covered = bytearray(len(text))
+    for c in Splitter().split(doc):
+        covered[c.char_start : c.char_end] = b"\x01" * (c.char_end - c.char_start)
+    assert not [i for i, ch in enumerate(text) if not covered[i] and not ch.isspace()]
+    visible = "".join(LONG_RUNS[name].split())
+    middle = visible[len(visible) // 2 :][:64]  # a slice of the run itself
+    assert middle in "".join(text.split())
 
 
 def test_many_pages_pdf_reads_every_page(corpus):

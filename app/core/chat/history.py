@@ -269,10 +269,13 @@ def _ensure_fts(conn: sqlite3.Connection) -> bool:
         return True
 
 
+_WORDS = re.compile(r"\w+")
+
+
 def _fts_match(query: str) -> str | None:
     """The words of a search box as an FTS5 query: every word must occur, each as a prefix
     (so "instal" finds "installation"); quoted, so no word is read as an operator."""
-    words = re.findall(r"\w+", query)
+    words = _WORDS.findall(query)
     if not words:
         return None
     return " ".join(f'"{w}"*' for w in words)
@@ -839,7 +842,9 @@ _QUOTE_PREFIX = re.compile(r"(?: {0,3}>[ \t]?)+")
 _TAG = re.compile(r"<([A-Za-z/!?][^<>]*)>")
 _TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
 _LINKISH = re.compile(r"\]\s*[(\[:]")
-_BRACKET = re.compile(r"(\\*)\[(?!\d+\](?!\s*[(\[:]))")
+# A run of backslashes is taken whole from its first one (possessive, behind no backslash): tried
+# again at every backslash of a long run with no bracket after it, the plain form was quadratic.
+_BRACKET = re.compile(r"(?<!\\)(\\*+)\[(?!\d+\](?!\s*[(\[:]))")
 
 
 def escape_markdown_content(text: str) -> str:

@@ -8,12 +8,13 @@ import codecs
 import contextvars
 import logging
 import re
+import unicodedata
 import zipfile
 import zlib
 from collections import Counter
 from pathlib import Path
 
-from app.core.documents.base import Deadline, LoadError
+from app.core.documents.base import Block, Deadline, LoadError
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,12 @@ DOCX_RATIO_MIN_SIZE = 10 * 1024 * 1024  # tiny packages compress well and are ha
 CSV_ROWS_PER_BLOCK = 20
 MAX_TEXT_BLOCK_CHARS = 20_000  # plain-text paragraphs longer than this are cut at line ends
 MAX_CODE_BLOCK_CHARS = 4_000
+# No block is longer than this when it leaves `load()`: a longer one is cut (`cap_blocks`), at a
+# line end, else at a blank, else hard, and nothing is dropped. The splitter's patterns and
+# tiktoken (whose pattern panics on a run of about a million blanks) never see more; Markdown
+# and reST lines longer than this are body text that no structure pattern looks at. Every
+# pattern is linear besides (tests/test_regex_budget.py fuzzes them on runs twice as long).
+MAX_BLOCK_CHARS = 128 * 1024
 OCR_DPI = 300
 
 MB = 1024 * 1024
@@ -284,6 +291,62 @@ def split_long(text: str, limit: int) -> list[str]:
     if current:
         pieces.append("\n".join(current))
     return [p for p in pieces if p.strip()]
+
+
+def cap_blocks(blocks: list[Block], limit: int = MAX_BLOCK_CHARS) -> list[Block]:
+    """The blocks, each no longer than `limit`: a longer one becomes several with its page,
+    section and kind, and a table's later pieces repeat its header row (and rule) on top."""
+    if all(len(b.text) <= limit for b in blocks):
+        return blocks
+    out: list[Block] = []
+    for b in blocks:
+        if len(b.text) <= limit:
+            out.append(b)
+            continue
+        header = _table_header(b.text, limit // 4) if b.kind == "table" else ""
+        pieces = _cut(b.text, limit - len(header))
+        out.extend(
+            Block(header + piece if i else piece, b.page, b.section, b.kind)
+            for i, piece in enumerate(pieces)
+        )
+    return out
+
+
+def _table_header(text: str, limit: int) -> str:
+    """A Markdown table's header row, with its rule when one follows, and a newline; "" when
+    that is longer than `limit`."""
+    first, _, rest = text.partition("\n")
+    second = rest.partition("\n")[0].strip()
+    head = first + "\n"
+    if second and set(second) <= set("|+:-= \t") and ("---" in second or "===" in second):
+        head += second + "\n"
+    return head if len(head) <= limit else ""
+
+
+def _cut(text: str, limit: int) -> list[str]:
+    """Pieces of at most `limit` characters, cut at the last line end in the second half of
+    the window, else the last blank there, else hard (never before a combining mark). The
+    one line end or blank at a cut goes (the pieces become blocks, which a blank line
+    separates); pieces of only blanks go; every other character stays, in order."""
+    pieces: list[str] = []
+    pos, n = 0, len(text)
+    half = max(1, limit // 2)
+    while n - pos > limit:
+        end = pos + limit
+        cut = text.rfind("\n", pos + half, end)
+        if cut < 0:
+            cut = max(text.rfind(blank, pos + half, end) for blank in " \t\u3000")
+        if cut >= 0:
+            piece, pos = text[pos:cut], cut + 1
+        else:
+            while end > pos + half and unicodedata.combining(text[end]):
+                end -= 1
+            piece, pos = text[pos:end], end
+        if piece.strip():
+            pieces.append(piece)
+    if text[pos:].strip():
+        pieces.append(text[pos:])
+    return pieces
 
 
 def markdown_table(rows: list[list[str]]) -> str:

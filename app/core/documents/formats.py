@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from app.core.documents.base import Deadline, LoadedDocument, LoadError
-from app.core.documents.common import load_deadline
+from app.core.documents.common import cap_blocks, load_deadline
 from app.core.documents.html import load_html
 from app.core.documents.pdf import load_epub, load_pdf
 from app.core.documents.source import load_code
@@ -158,7 +158,7 @@ def _load(path: Path, ocr: bool | None) -> LoadedDocument:
         log.exception("unexpected error loading %s", path)
         raise LoadError(f"could not read: {exc}") from exc
 
-    doc.blocks = [b for b in doc.blocks if b.text.strip()]
+    doc.blocks = cap_blocks([b for b in doc.blocks if b.text.strip()])
     if not doc.blocks:
         raise LoadError("no text could be found in the file")
     doc.title = (doc.title or "").strip() or path.stem

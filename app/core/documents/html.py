@@ -39,8 +39,12 @@ _HTML_BLOCK_TAGS = frozenset(
     "p pre section summary table tbody thead tfoot tr td th caption ul".split()
 )
 _HTML_TEXT_LEAVES = frozenset("p dt dd blockquote figcaption caption address summary li".split())
+# The declared encoding. A tag's attributes stop at the next "<" as well as at ">", and the
+# blanks around "=" and the quote are possessive: on "<meta" repeated, or a long run of blanks
+# after "charset=", the plain form backtracked quadratically.
 _META_CHARSET_RE = re.compile(
-    rb"""<meta[^>]+?charset\s*=\s*["']?\s*([A-Za-z0-9_.:\-]+)|<\?xml[^>]+encoding\s*=\s*["']([A-Za-z0-9_.:\-]+)""",
+    rb"""<meta[^<>]+?charset\s*+=\s*+["']?+\s*+([A-Za-z0-9_.:\-]+)"""
+    rb"""|<\?xml[^<>]+encoding\s*+=\s*+["']([A-Za-z0-9_.:\-]+)""",
     re.I,
 )
 

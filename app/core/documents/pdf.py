@@ -99,7 +99,12 @@ _SPACING_ACCENTS = {
     "\u00af": "\u0304",
 }
 _SPACING_ACCENT_RE = re.compile("([" + "".join(_SPACING_ACCENTS) + "])([A-Za-z\u0131])")
-_LEADER_RE = re.compile(r"(?:[ \t]*\.){4,}[ \t]*|[ \t]*\u2026{2,}[ \t]*")
+# Dot leaders ("Chapter 1 . . . . 12"). Leading blanks are taken only from the start of their
+# run, and every run is possessive: tried again at every blank of a long run, the plain form
+# was quadratic. A later start in the same run sees the same text, so it could only fail too.
+_LEADER_RE = re.compile(
+    r"(?:(?<![ \t])[ \t]++)?(?:\.(?:[ \t]*+\.){3,}+|\u2026{2,}+)[ \t]*+"
+)
 
 
 def _fix_accents(text: str) -> str:
@@ -815,10 +820,13 @@ _JUNK_TITLE_RE = re.compile(
 )
 
 
+_WORD_SUFFIX_RE = re.compile(r"\.(docx?|rtf)$", re.I)
+
+
 def _clean_pdf_title(title: str) -> str:
     title = collapse(title)
     if title.lower().startswith("microsoft word - "):
-        title = re.sub(r"\.(docx?|rtf)$", "", title[len("microsoft word - ") :], flags=re.I)
+        title = _WORD_SUFFIX_RE.sub("", title[len("microsoft word - ") :])
     if not title or _JUNK_TITLE_RE.match(title) or not any(c.isalpha() for c in title):
         return ""
     return title
@@ -864,6 +872,9 @@ def _ocr_setup() -> tuple[str, str] | None:
     return tessdata, language
 
 
+_TESS_LANGS_RE = re.compile(r'available languages in "(.+?)"')
+
+
 def _has_traineddata(folder: str | os.PathLike) -> bool:
     try:
         return any(Path(folder).glob("*.traineddata"))
@@ -906,7 +917,7 @@ def _find_tessdata() -> str | None:
             timeout=10,
             check=False,
         )
-        m = re.search(r'available languages in "(.+?)"', out.stdout + out.stderr)
+        m = _TESS_LANGS_RE.search(out.stdout + out.stderr)
         if m and _has_traineddata(m.group(1)):
             return m.group(1)
     except (OSError, subprocess.SubprocessError):

@@ -20,6 +20,7 @@ _CODE_DEF_RE = re.compile(
 )
 _CODE_CLOSER_RE = re.compile(r"^(?:[}\])]|end\b|endfunction\b|</|#end|fi\b|done\b|esac\b)")
 _CODE_PREAMBLE_RE = re.compile(r"^\s*(?:@|#|//|/\*|\*|%|--|;|\")")
+_JS_ASSIGNMENT_RE = re.compile(r"^[\w\s,<>\[\]\*&:~]*?=\s*")
 
 
 def load_code(path: Path) -> LoadedDocument:
@@ -88,7 +89,7 @@ def _first_code_line(text: str) -> str:
 def _code_section(segment: str) -> tuple[str, ...]:
     first = _first_code_line(segment)
     target = (
-        re.sub(r"^[\w\s,<>\[\]\*&:~]*?=\s*", "", first) if first.startswith("function") else first
+        _JS_ASSIGNMENT_RE.sub("", first) if first.startswith("function") else first
     )
     if first and (_CODE_DEF_RE.match(first) or _CODE_DEF_RE.match(target)):
         label = first.rstrip("{:").strip()

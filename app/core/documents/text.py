@@ -8,6 +8,7 @@ from pathlib import Path
 
 from app.core.documents.base import Block, LoadedDocument, LoadError
 from app.core.documents.common import (
+    MAX_BLOCK_CHARS,
     MAX_TEXT_BLOCK_CHARS,
     Sections,
     check_deadline,
@@ -51,12 +52,20 @@ def paragraphs(text: str) -> list[str]:
 
 # ---- Markdown ------------------------------------------------------------------------
 
-_MD_ATX_RE = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
+# The opening #s of an ATX heading; its title and optional closing #s are cut in Python
+# (`_atx_title`). As one pattern, a lazy title before optional closers backtracked
+# quadratically on a heading with a long run of blanks inside.
+_MD_ATX_RE = re.compile(r"^ {0,3}(#{1,6})(?=[ \t]|$)")
 _MD_FENCE_RE = re.compile(r"^( {0,3})(`{3,}|~{3,})(.*)$")
 _MD_SETEXT_RE = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
 _MD_HR_RE = re.compile(r"^ {0,3}([-*_])(?:[ \t]*\1){2,}[ \t]*$")
 _MD_LIST_RE = re.compile(r"^ {0,12}(?:[-*+]|\d{1,9}[.)])(?:[ \t]+|$)")
-_MD_TABLE_SEP_RE = re.compile(r"^[ \t]*\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*$")
+# Possessive runs: two optional runs of blanks side by side share a long run in every way
+# there is, quadratically, on a line that fails at its end.
+_MD_TABLE_SEP_RE = re.compile(
+    r"^[ \t]*+\|?[ \t]*+:?-++:?[ \t]*+(?:\|[ \t]*+:?-++:?[ \t]*+)*+\|?[ \t]*+$"
+)
+_FRONT_MATTER_RE = re.compile(r"^(title|author)\s*:\s*(.+)$", re.I)
 
 
 def load_markdown(path: Path) -> LoadedDocument:
@@ -87,11 +96,21 @@ def _skip_front_matter(lines: list[str], metadata: dict[str, str]) -> int:
     for i in range(1, min(len(lines), 200)):
         if lines[i].strip() in ("---", "..."):
             for line in lines[1:i]:
-                m = re.match(r"^(title|author)\s*:\s*(.+)$", line.strip(), re.I)
+                m = _FRONT_MATTER_RE.match(line.strip())
                 if m:
                     metadata[m.group(1).lower()] = m.group(2).strip().strip("'\"")
             return i + 1
     return 0
+
+
+def _atx_title(rest: str) -> str:
+    """The title of an ATX heading from what follows its opening #s: without the blanks around
+    it and the optional closing sequence (#s after a blank; a title of only #s stays)."""
+    title = rest.strip(" \t")
+    bare = title.rstrip("#")
+    if bare != title and bare[-1:] in (" ", "\t"):
+        title = bare.rstrip(" \t")
+    return title
 
 
 def _md_marker(line: str) -> str:
@@ -116,6 +135,7 @@ def _parse_markdown(lines: list[str], start: int = 0) -> list[Block]:
                 and len(para) >= 2
                 and "|" in para[0]
                 and "|" in para[1]
+                and len(para[1]) <= MAX_BLOCK_CHARS
                 and _MD_TABLE_SEP_RE.match(para[1])
             ):
                 kind = "table"
@@ -137,6 +157,10 @@ def _parse_markdown(lines: list[str], start: int = 0) -> list[Block]:
             check_deadline()
             checked = i
         line = lines[i]
+        if len(line) > MAX_BLOCK_CHARS and line.strip():  # text: no structure pattern sees it
+            para.append(line.rstrip())
+            i += 1
+            continue
         fence = _MD_FENCE_RE.match(line)
         if fence and not (fence.group(2)[0] == "`" and "`" in fence.group(3)):
             flush()
@@ -171,7 +195,7 @@ def _parse_markdown(lines: list[str], start: int = 0) -> list[Block]:
             continue
         atx = _MD_ATX_RE.match(line)
         if atx:
-            heading(len(atx.group(1)), atx.group(2) or "")
+            heading(len(atx.group(1)), _atx_title(line[atx.end() :]))
             i += 1
             continue
         setext = _MD_SETEXT_RE.match(line)
@@ -219,6 +243,7 @@ def _parse_markdown(lines: list[str], start: int = 0) -> list[Block]:
 _RST_ADORN_RE = re.compile(r"^([!-/:-@\[-`{-~])\1{2,}[ \t]*$")
 _RST_LIST_RE = re.compile(r"^(?:[-*+\u2022]|\d+[.)]|#\.|\(?[a-zA-Z0-9]+\))[ \t]+")
 _RST_CODE_DIRECTIVE_RE = re.compile(r"^\.\.\s+(?:code-block|code|sourcecode|literalinclude)::")
+_RST_OPTION_RE = re.compile(r"^\s+:\w[\w-]*:")
 
 
 def load_rst(path: Path) -> LoadedDocument:
@@ -239,7 +264,7 @@ def _parse_rst(lines: list[str]) -> list[Block]:
     expect_code = False  # the previous paragraph ended with "::" or was a code directive
 
     def is_adorn(line: str) -> bool:
-        return bool(_RST_ADORN_RE.match(line))
+        return len(line) <= MAX_BLOCK_CHARS and bool(_RST_ADORN_RE.match(line))
 
     def heading(style: tuple[str, bool], title: str) -> None:
         if style not in styles:
@@ -262,11 +287,11 @@ def _parse_rst(lines: list[str]) -> list[Block]:
             blocks.append(Block(_dedent(text), None, sections.current, "code"))
             expect_code = False
             return
-        if _RST_CODE_DIRECTIVE_RE.match(first):
+        if _RST_CODE_DIRECTIVE_RE.match(first[:MAX_BLOCK_CHARS]):
             expect_code = True
             rest = text.partition("\n")[2]
             # directive options (":linenos:") and the content may follow without a blank line
-            body = "\n".join(ln for ln in rest.split("\n") if not re.match(r"^\s+:\w[\w-]*:", ln))
+            body = "\n".join(ln for ln in rest.split("\n") if not _RST_OPTION_RE.match(ln))
             if body.strip():
                 blocks.append(Block(_dedent(body), None, sections.current, "code"))
                 expect_code = False
@@ -279,7 +304,7 @@ def _parse_rst(lines: list[str]) -> list[Block]:
             expect_code = False  # a comment
             return
         expect_code = text.rstrip().endswith("::")
-        kind = "list" if _RST_LIST_RE.match(first.lstrip()) else "text"
+        kind = "list" if _RST_LIST_RE.match(first.lstrip()[:MAX_BLOCK_CHARS]) else "text"
         blocks.append(Block(text, None, sections.current, kind))
 
     i, n = 0, len(lines)

@@ -21,6 +21,7 @@ from app.core.documents.common import (
 # --------------------------------------------------------------------------------------
 
 _HEADING_STYLE_RE = re.compile(r"^heading\s*([1-9])$", re.I)
+_LAST_DIGIT_RE = re.compile(r"(\d)$")
 
 
 def _check_docx_package(path: Path) -> None:
@@ -93,7 +94,7 @@ def load_docx(path: Path) -> LoadedDocument:
         except Exception:  # noqa: BLE001
             return None
         if name.lower().startswith("list"):
-            m = re.search(r"(\d)$", name)
+            m = _LAST_DIGIT_RE.search(name)
             return int(m.group(1)) - 1 if m else 0
         return None
 
