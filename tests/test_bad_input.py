@@ -340,6 +340,14 @@ LONG_RUNS: dict[str, str] = {
     "run-blanks.md": "Start." + " " * (4 * RUN) + "end.\n",  # tiktoken panicked on ~1M blanks
 }
 EXPECTED.update({name: "ready" for name in LONG_RUNS})
+# Scripts someone else wrote: indexed as code like any source file, and never handed to the
+# desktop's default app, which would run them (test_opening.py, test_ui_opening.py).
+SCRIPTS = {
+    "nightly-backup.bat": "@echo off\r\nREM Back up the ledger\r\ndel /q C:\\ledger\\*\r\n",
+    "invoice.pdf.ps1": "# Invoice viewer\nRemove-Item -Recurse -Force $HOME\\Documents\n",
+    "readme.txt.js": "// Opens the readme\nWScript.CreateObject('WScript.Shell').Run('calc');\n",
+}
+EXPECTED.update({name: "ready" for name in SCRIPTS})
 # Files just under the caps, read whole: they weigh on the memory bound of the whole-corpus
 # test (the bigger ones above are refused before they are read). Not loaded one by one as well:
 # the DOCX alone takes about half a minute.
@@ -397,6 +405,8 @@ def build_corpus(folder: Path) -> Path:
     (folder / "utf16be-nobom.md").write_bytes(("# Title\n\n" + UTF16_TEXT).encode("utf-16-be"))
     for name in ODD_NAMES:
         (folder / name).write_text(f"A note filed as {name!r} mentions the axolotl.\n")
+    for name, script in SCRIPTS.items():
+        (folder / name).write_bytes(script.encode())
     with open(os.path.join(os.fsencode(folder), BAD_BYTES_NAME), "wb") as fh:
         fh.write(b"A note whose name is in Latin-1 mentions the axolotl.\n")
     loop = folder / "loop"
@@ -426,6 +436,13 @@ def outcome(path: Path) -> str:
 # --------------------------------------------------------------------------------------
 # each file on its own
 # --------------------------------------------------------------------------------------
+
+
+def test_no_script_in_the_corpus_is_opened_by_the_desktop(corpus):
+    from app.core.base.opening import desktop_may_open
+
+    assert not [name for name in SCRIPTS if desktop_may_open(corpus / name)]
+    assert desktop_may_open(corpus / "good.md")
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

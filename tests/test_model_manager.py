@@ -912,3 +912,120 @@ def test_progress_has_speed_and_eta(manager, server, tiny, monkeypatch):
         assert e.speed_bps > 0 and e.total_bytes == size
         assert e.eta_s == pytest.approx((size - e.done_bytes) / e.speed_bps)
     assert moving[0].eta_s > 0 and moving[-1].done_bytes == size and moving[-1].eta_s == 0
+
+
+# -- hostile servers: a downgrade to http, a body without end, a catalog that moves -----------
+
+
+def test_the_redirect_policy_keeps_https_on_https():
+    problem = download.redirect_problem
+    assert problem("https://huggingface.co/a/b", "https://cdn-lfs.hf.co/x") is None
+    assert problem("http://127.0.0.1:8000/a", "http://127.0.0.1:8000/b") is None  # the user's own
+    assert problem("http://example.org/a", "https://example.org/a") is None  # an upgrade
+    for target in ("http://cdn.example.org/model.gguf", "HTTP://cdn.example.org/m.gguf",
+                   "ftp://cdn.example.org/m.gguf"):
+        reason = problem("https://huggingface.co/a/b", target)
+        assert reason and "from https to an insecure address" in reason
+        assert "cdn.example.org" in reason
+
+
+LOOPBACK_TLS = Path(__file__).parent / "data" / "loopback-tls.pem"  # self-signed, 127.0.0.1
+
+
+class TLSFileServer(FileServer):
+    """FileServer over https with the loopback certificate (trusted through SSL_CERT_FILE)."""
+
+    def __init__(self, files):
+        import ssl
+
+        super().__init__(files)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(LOOPBACK_TLS)
+        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+
+    def url(self, name: str) -> str:
+        """An address on this server, or `name` itself when it is a whole URL (a redirect
+        to another server)."""
+        return name if "://" in name else f"https://127.0.0.1:{self.httpd.server_port}{name}"
+
+
+def test_a_redirect_from_https_to_http_is_refused(manager, server, tiny, monkeypatch):
+    monkeypatch.setenv("SSL_CERT_FILE", str(LOOPBACK_TLS))
+    secure = TLSFileServer({"/models/tiny-chat.gguf": tiny})
+    try:
+        # The https server itself works: https -> https is followed and verified.
+        secure.redirects["/same"] = ("/models/tiny-chat.gguf", {})
+        _, done = drain(manager.download(secure.url("/same"), filename="over-tls.gguf"))
+        assert done is not None and sha(done.path) == sha(tiny)
+        # https -> http: refused before a byte is asked of the http server.
+        secure.redirects["/down"] = (server.url("/models/tiny-chat.gguf"), {})
+        with pytest.raises(DownloadError, match="from https to an insecure address"):
+            drain(manager.download(secure.url("/down"), filename="downgraded.gguf"))
+    finally:
+        secure.close()
+    assert [r["path"] for r in server.requests] == []
+    assert models_on_disk(manager) == ["over-tls.gguf", "over-tls.gguf.sha256"]
+    assert manager.partial_downloads() == []
+
+
+@pytest.fixture
+def endless(tmp_path):
+    """A 48 MB file served without a Content-Length: a server that never says when it ends."""
+    big = tmp_path / "src" / "endless.gguf"
+    big.parent.mkdir(exist_ok=True)
+    with big.open("wb") as f:
+        f.write(b"GGUF" + b"\0" * (48 * 1024 * 1024 - 4))
+    srv = FileServer({"/endless.gguf": big})
+    srv.hide_length = True
+    yield srv, big.stat().st_size
+    srv.close()
+
+
+def test_a_download_without_a_length_stops_past_the_expected_size(manager, endless):
+    srv, size = endless
+    with pytest.raises(DownloadError, match=r"sent more than the size the file was expected"):
+        drain(manager.download(srv.url("/endless.gguf"), expected_size=3_000_000,
+                               size_tolerance=1_000_000))
+    assert srv.sent() < size  # it stopped reading, it did not take it all and check after
+    assert models_on_disk(manager) == [] and manager.partial_downloads() == []
+    assert not list(manager.downloads_dir.iterdir())
+
+
+def test_a_download_of_unknown_size_stops_at_the_hard_cap(manager, server, tiny, monkeypatch):
+    monkeypatch.setattr(download, "UNSIZED_DOWNLOAD_CAP", 2 * 1024 * 1024)
+    server.hide_length = True
+    with pytest.raises(DownloadError, match=r"sent more than the most Folio downloads"):
+        drain(manager.download(server.url("/models/tiny-chat.gguf")))
+    assert models_on_disk(manager) == [] and manager.partial_downloads() == []
+    # With a length announced, the same file is not capped by it.
+    server.hide_length = False
+    _, done = drain(manager.download(server.url("/models/tiny-chat.gguf")))
+    assert done is not None and sha(done.path) == sha(tiny)
+
+
+def test_every_catalog_entry_is_pinned_to_a_commit():
+    for e in load_catalog():
+        assert len(e.revision) == 40 and int(e.revision, 16) >= 0, e.id
+        assert f"/resolve/{e.revision}/{e.filename}" in e.url and "/resolve/main/" not in e.url
+        assert catalog.pin_problem(e) is None
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"url": "https://huggingface.co/o/r/resolve/main/m.gguf"}, "not pinned"),
+    ({"url": "https://huggingface.co/o/r/resolve/v1.0/m.gguf"}, "not pinned"),
+    ({"url": "http://huggingface.co/o/r/resolve/" + "a" * 40 + "/m.gguf"}, "must be https"),
+    ({"url": "https://evil.example/o/r/resolve/" + "a" * 40 + "/m.gguf"}, "must be https"),
+    ({"revision": "b" * 40}, "names the revision"),
+    ({"filename": "other.gguf"}, "names the file"),
+    ({"revision": None}, "names the revision"),
+])
+def test_an_unpinned_or_inconsistent_catalog_entry_is_refused(tmp_path, change, reason):
+    entry = {"id": "m", "name": "M", "url": "https://huggingface.co/o/r/resolve/" + "a" * 40
+             + "/m.gguf", "revision": "a" * 40, "filename": "m.gguf", "size_bytes": 491000000,
+             "sha256": None, "license": "MIT", "ram_bytes": 1000000000, "description": "d"}
+    path = tmp_path / "catalog.json"
+    path.write_text(json.dumps({"schema_version": 1, "models": [entry]}), "utf-8")
+    assert [e.id for e in load_catalog(path)] == ["m"]
+    path.write_text(json.dumps({"schema_version": 1, "models": [{**entry, **change}]}), "utf-8")
+    with pytest.raises(ModelError, match=reason):
+        load_catalog(path)

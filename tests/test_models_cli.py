@@ -141,21 +141,23 @@ def test_download_says_what_was_verified(capsys, models_dir, tmp_path):
 @pytest.fixture
 def local_catalog(tmp_path, monkeypatch):
     """A catalog whose one entry is served on 127.0.0.1 (the real one points at Hugging
-    Face); `write(size_bytes)` rewrites it."""
+    Face); `write(size_bytes)` rewrites it. The entry is built as `load_catalog` builds
+    them: the file itself would be refused, as only pinned huggingface.co URLs are listed."""
+    from app.core.models.catalog import CatalogEntry
     from app.core.models.manager import ModelManager
-    from app.core.models.catalog import load_catalog
 
     src = make_gguf(tmp_path / "cat.gguf", chat_template=CHATML, tensor_mb=2)
-    srv = FileServer({"/repo/resolve/main/cat.gguf": src})
-    path = tmp_path / "catalog.json"
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    srv = FileServer({f"/repo/resolve/{commit}/cat.gguf": src})
+    entries: list[CatalogEntry] = []
 
     def write(size_bytes: int) -> None:
-        path.write_text(json.dumps({"schema_version": 1, "note": "test", "models": [{
-            "id": "cat", "name": "Cat", "url": srv.url("/repo/resolve/main/cat.gguf"),
-            "filename": "cat.gguf", "size_bytes": size_bytes, "sha256": None,
-            "license": "mit", "ram_bytes": 10 * size_bytes, "description": "a test model"}]}))
+        entries[:] = [CatalogEntry(
+            id="cat", name="Cat", url=srv.url(f"/repo/resolve/{commit}/cat.gguf"),
+            revision=commit, filename="cat.gguf", size_bytes=size_bytes, sha256=None,
+            license="mit", ram_bytes=10 * size_bytes, description="a test model")]
 
-    monkeypatch.setattr(ModelManager, "catalog", lambda self: load_catalog(path))
+    monkeypatch.setattr(ModelManager, "catalog", lambda self: list(entries))
     yield src, srv, write
     srv.close()
 

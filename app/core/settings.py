@@ -14,12 +14,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.core.base.paths import data_dir, default_library
+from app.core.base.files import write_atomically
+from app.core.base.paths import data_dir, default_library, make_private_dir
 
 if TYPE_CHECKING:  # the engine's modules pull in numpy/pyarrow: the window reads settings first
     from app.core.chat.answers import ChatConfig
@@ -178,21 +178,11 @@ class AppSettings:
 
     def save(self, path: Path | str | None = None) -> Path:
         path = Path(path) if path is not None else settings_path()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dir(path.parent)
         data = self.to_dict()
         data["schema_version"] = SCHEMA_VERSION
         text = json.dumps(data, indent=2, sort_keys=False) + "\n"
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return write_atomically(path, text)
 
 
 # -- migrations ---------------------------------------------------------------------------

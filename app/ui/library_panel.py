@@ -38,6 +38,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.base.opening import desktop_may_open
 from app.core.base.units import human_duration
 from app.ui.widgets import ElidedLabel
 
@@ -96,6 +97,7 @@ class LibraryPanel(QWidget):
     document_progress = Signal(str, int)  # path, percent of its chunks stored (while indexing)
     ingest_finished = Signal(object)  # IngestSummary
     summarize_requested = Signal(str)  # path
+    source_requested = Signal(object)  # {"path": ...}: a file shown in Folio's own viewer
     error = Signal(str, str)  # message, details
 
     def __init__(self, folio, workers, parent: QWidget | None = None):
@@ -789,8 +791,14 @@ class LibraryPanel(QWidget):
         menu.deleteLater()  # one menu per right-click: do not keep them all as children
 
     def _open(self, doc) -> None:
-        if doc is not None:
+        """A document the default app shows opens there; anything it could run instead (a
+        script, a program: see app/core/base/opening.py) opens in Folio's own viewer."""
+        if doc is None:
+            return
+        if desktop_may_open(doc.path):
             QDesktopServices.openUrl(QUrl.fromLocalFile(doc.path))
+        else:
+            self.source_requested.emit({"path": doc.path, "page": None})
 
     def _show_in_folder(self, doc) -> None:
         QDesktopServices.openUrl(QUrl.fromLocalFile(str(Path(doc.path).parent)))

@@ -14,8 +14,8 @@ import logging
 import os
 from pathlib import Path
 
-from PySide6.QtCore import QEvent, QObject, QSettings, Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QAction, QDesktopServices, QKeySequence, QPalette
+from PySide6.QtCore import QEvent, QObject, QSettings, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QKeySequence, QPalette
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -265,6 +265,7 @@ class MainWindow(QMainWindow):
         self.library.error.connect(self.show_error)
         self.library.summarize_requested.connect(self.chat.summarize)
         self.chat.open_source.connect(self.open_source)
+        self.library.source_requested.connect(self.open_source)
         self.chat.error.connect(self.show_error)
         self.chat.status.connect(lambda t: self.statusBar().showMessage(t, 5000))
         self.chat.chat_changed.connect(self._chat_changed)
@@ -396,7 +397,9 @@ class MainWindow(QMainWindow):
     # -- sources ------------------------------------------------------------------------
 
     def open_source(self, source: dict) -> None:
-        """Show a cited passage in the built-in viewer; without it, the default app."""
+        """Show a cited passage in the built-in viewer. There is no fall-back to the
+        desktop's default app: a cited script would run (see app/core/base/opening.py);
+        when the viewer fails, the window says why and the viewer's Show in folder remains."""
         self.source_opened.emit(source)
         try:
             if self.viewer is None:
@@ -408,12 +411,10 @@ class MainWindow(QMainWindow):
                 self.right.addTab(self.viewer, "Source")
             self.viewer.show_source(source)
             self.right.setCurrentWidget(self.viewer)
-        except ImportError:
-            QDesktopServices.openUrl(QUrl.fromLocalFile(source.get("path", "")))
-        except Exception as exc:  # the viewer failing must not lose the click
+        except Exception as exc:  # ImportError (no QtPdf) too: say so, never run the file
             log.exception("viewer failed")
-            self.show_error(f"Could not show the source: {exc}", str(exc))
-            QDesktopServices.openUrl(QUrl.fromLocalFile(source.get("path", "")))
+            self.show_error(f"Could not show the source {source.get('path', '')}: {exc}",
+                            str(exc))
 
     # -- settings -----------------------------------------------------------------------
 

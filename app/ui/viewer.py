@@ -49,6 +49,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.core.base.opening import desktop_may_open, not_opened_reason
 from app.core.base.units import page_label
 
 log = logging.getLogger(__name__)
@@ -459,8 +460,21 @@ class SourceViewer(QWidget):
             bar.setValue(bar.value() + round(location.y() * px_per_pt))
 
     def open_externally(self) -> None:
-        if self._path:
+        """The default app, only for a document type it shows (`desktop_may_open`); a script
+        or program is never handed to the desktop, which would run it: its folder opens."""
+        if not self._path:
+            return
+        if desktop_may_open(self._path):
             QDesktopServices.openUrl(QUrl.fromLocalFile(self._path))
+        else:
+            self._show_notice(not_opened_reason(self._path))
+            reveal_in_folder(self._path)
+
+    def _update_open_action(self, exists: bool) -> None:
+        safe = exists and desktop_may_open(self._path)
+        self.open_action.setEnabled(safe)
+        self.open_action.setToolTip(
+            "Open in the default app" if safe or not exists else not_opened_reason(self._path))
 
     def show_in_folder(self) -> None:
         if self._path:
@@ -581,7 +595,7 @@ class SourceViewer(QWidget):
         for a in self.pdf_actions:
             a.setVisible(pdf)
         has_file = mode in ("pdf", "text") or (mode == "loading")
-        self.open_action.setEnabled(has_file)
+        self._update_open_action(has_file)
         self.folder_action.setEnabled(bool(self._path) and Path(self._path).parent.is_dir())
         self.stack.setCurrentWidget(
             self.pdf_view
@@ -594,7 +608,7 @@ class SourceViewer(QWidget):
     def _show_message(self, text: str, *, exists: bool = True) -> None:
         self.message.setText(text)
         self._set_mode("message")
-        self.open_action.setEnabled(exists)
+        self._update_open_action(exists)
         self.source_shown.emit(
             {
                 "path": self._path,

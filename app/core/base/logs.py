@@ -7,7 +7,7 @@ import logging.handlers
 import os
 import warnings
 
-from app.core.base.paths import log_dir
+from app.core.base.paths import log_dir, make_private_dir
 
 _configured = False
 
@@ -22,7 +22,7 @@ def setup_logging(verbose: bool = False, console: bool = True) -> None:
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         folder = log_dir()
-        folder.mkdir(parents=True, exist_ok=True)
+        make_private_dir(folder)
         handler = logging.handlers.RotatingFileHandler(
             folder / "folio.log", maxBytes=2_000_000, backupCount=3, encoding="utf-8"
         )

@@ -13,6 +13,33 @@ APP_NAME = "Folio"
 _dirs = PlatformDirs(APP_NAME, appauthor=False)
 
 
+PRIVATE_DIR_MODE = 0o700  # the owner reads, writes and enters; nobody else
+
+
+def make_private_dir(path: Path | str) -> Path:
+    """Create the folder `path`, and each missing folder above it, readable by its owner only
+    (0o700 on POSIX, whatever the umask; on Windows a new folder inherits the ACL of the
+    user's profile, which is the owner's already). Documents, chats, models and logs are the
+    user's own: another account on the machine must not browse them. A folder that exists
+    already is left as it is: one the user chose and shares is theirs to share."""
+    path = Path(path).expanduser()
+    missing = []
+    here = path
+    while not os.path.lexists(here) and here.parent != here:
+        missing.append(here)
+        here = here.parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, PRIVATE_DIR_MODE)
+        except FileExistsError:
+            continue  # made meanwhile by another thread or process: theirs to set
+        if os.name != "nt":
+            os.chmod(folder, PRIVATE_DIR_MODE)  # mkdir's mode passes through the umask
+    if not path.is_dir():
+        raise NotADirectoryError(f"{path} is not a folder")
+    return path
+
+
 def data_dir() -> Path:
     return Path(os.environ.get("FOLIO_HOME") or _dirs.user_data_dir)
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from types import EllipsisType
 from typing import Any
 
+from app.core.base.paths import make_private_dir
 from app.core.base.units import page_label
 
 log = logging.getLogger(__name__)
@@ -400,8 +401,7 @@ class ChatStore:
 
     @classmethod
     def for_library(cls, library_root: Path | str) -> ChatStore:
-        root = Path(library_root)
-        root.mkdir(parents=True, exist_ok=True)
+        root = make_private_dir(library_root)
         return cls(root / HISTORY_FILE)
 
     def close(self) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError
 
-from app.core.base.paths import data_dir, resource_path
+from app.core.base.paths import data_dir, make_private_dir, resource_path
 from app.core.llm.prompt_parts import Holes, Prompt
 from app.core.llm.sandbox import BoundedSandbox, check_source, render_limited
 
@@ -127,7 +127,7 @@ class PromptSet:
         except TemplateError as exc:
             raise PromptError(f"the template does not parse: {exc}") from exc
         assert self.user_dir is not None
-        self.user_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.user_dir)
         path = self.user_dir / f"{name}.j2"
         tmp = path.with_suffix(".j2.tmp")
         tmp.write_text(text, "utf-8")

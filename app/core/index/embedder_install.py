@@ -30,6 +30,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 
+from app.core.base.paths import make_private_dir
 from app.core.index.embedder import (
     DOWNLOADABLE,
     DownloadableEmbedder,
@@ -136,7 +137,7 @@ def install_embedder(
     stop = cancel or threading.Event()
 
     try:
-        root.mkdir(parents=True, exist_ok=True)
+        make_private_dir(root)
     except OSError as exc:
         raise EmbedderInstallError(f"Cannot create {root}: {_os_reason(exc)}") from exc
     _remove_stale_staging(root, name)

@@ -28,6 +28,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 
+from app.core.base.files import write_atomically
+from app.core.base.paths import make_private_dir
 from app.core.documents.base import Chunk
 from app.core.index import lock as folio_lock
 
@@ -286,7 +288,7 @@ class Library:
         import lancedb
 
         self.root = Path(root).expanduser().resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self.root)
         self.read_only = read_only is True
         if not self.read_only:
             try:
@@ -300,12 +302,20 @@ class Library:
                 self._release = weakref.finalize(self, folio_lock.release, key)
         self._embedder = embedder
         self._lock = threading.RLock()
+        make_private_dir(self.root / "lancedb")
+        self._db = lancedb.connect(str(self.root / "lancedb"),
+                                   read_consistency_interval=timedelta(0))
+        self.repaired: str | None = None  # why library.json was rebuilt on this open, if it was
         self.meta = self._load_meta()
         source = embedder_name
         requested = embedder.name if embedder is not None else _embedder_name(source)
         built_with = self.meta.get("embedder")
         if built_with and requested and built_with != requested:
             raise EmbedderMismatch(built_with, requested)
+        if self.repaired and built_with and source and not self.meta.get("embedder_source"):
+            self.meta["embedder_source"] = source  # a model folder the rebuild could not know
+            if not self.read_only:
+                self._save_meta()
         if not built_with and not requested and new_embedder:
             source, requested = new_embedder, _embedder_name(new_embedder)
         if not built_with:
@@ -315,7 +325,6 @@ class Library:
             if not self.read_only:  # a library still empty reopens with the same choice
                 self._save_meta()
         self.embedder_name: str = self.meta["embedder"]
-        self._db = lancedb.connect(str(self.root / "lancedb"), read_consistency_interval=timedelta(0))
         self._docs_table = self._open_or_create("documents", DOCUMENTS_SCHEMA)
         self._chunks_table = None
         if "dims" in self.meta:
@@ -351,25 +360,79 @@ class Library:
             )
 
     def _load_meta(self) -> dict:
+        """library.json, or, when it is empty or damaged (a power cut before it was written
+        durably, a bad copy), what it said rebuilt from the tables (see `_rebuild_meta`)."""
         path = self.root / META_FILE
-        if path.exists():
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return {"schema_version": SCHEMA_VERSION, "created_at": time.time()}
+        except OSError as exc:
+            raise LibraryError(
+                f"Folio cannot read the library file {path}: {exc.strerror or exc}. Check that "
+                f"you may read and write the folder {self.root}, then open it again."
+            ) from exc
+        try:
+            meta = json.loads(raw.decode("utf-8"))
+            problem = _meta_problem(meta)
+        except (UnicodeDecodeError, ValueError) as exc:
+            meta, problem = None, ("it is empty" if not raw.strip() else f"it is not JSON ({exc})")
+        if problem is None and not {"dims", "embedder"} <= set(meta) \
+                and "chunks" in _table_names(self._db):
+            problem = "it does not say which embedder built the passages, or their dimension"
+        if problem is not None:
+            return self._rebuild_meta(path, problem)
+        if meta.get("schema_version", 1) > SCHEMA_VERSION:
+            raise LibraryError(
+                f"The library at {self.root} was made by a newer Folio "
+                f"(schema {meta['schema_version']}); update Folio to open it."
+            )
+        return meta
+
+    def _rebuild_meta(self, path: Path, problem: str) -> dict:
+        """library.json again from what the tables hold: the embedder the ready documents were
+        embedded with, the vectors' dimension from the chunks table's schema. The damaged
+        file is kept beside it as library.json.bad. A read-only opening repairs in memory."""
+        meta: dict = {"schema_version": SCHEMA_VERSION, "created_at": time.time()}
+        try:
+            names = _table_names(self._db)
+            embedders: dict[str, int] = {}
+            if "documents" in names:
+                column = self._db.open_table("documents").to_arrow().column("embedder")
+                for name in column.to_pylist():
+                    if name:
+                        embedders[name] = embedders.get(name, 0) + 1
+            if "chunks" in names:
+                vector = self._db.open_table("chunks").schema.field("vector").type
+                meta["dims"] = int(vector.list_size)
+        except Exception as exc:  # noqa: BLE001 - whatever LanceDB raises, say what to do
+            raise LibraryError(
+                f"The library file {path} is damaged ({problem}) and the library's tables "
+                f"could not be read to rebuild it ({exc}). Restore {path.name} from a backup, "
+                f"or move the folder {self.root} aside and add your documents again."
+            ) from exc
+        if embedders:  # a known name loads by itself; a model folder is recorded when the
+            # library is next opened with it (`embedder_name`), as the name cannot find it
+            meta["embedder"] = max(embedders, key=lambda n: embedders[n])
+        self.repaired = (
+            f"The library file {path.name} was damaged ({problem}); it was rebuilt from the "
+            f"library's tables (embedder {meta.get('embedder') or 'not yet chosen'}"
+            + (f", {meta['dims']} dimensions" if "dims" in meta else "") + ")"
+        )
+        if not self.read_only:
+            bad = path.with_name(path.name + ".bad")
             try:
-                meta = json.loads(path.read_text("utf-8"))
-            except (OSError, ValueError) as exc:
-                raise LibraryError(f"The library file {path} is unreadable: {exc}") from exc
-            if meta.get("schema_version", 1) > SCHEMA_VERSION:
-                raise LibraryError(
-                    f"The library at {self.root} was made by a newer Folio "
-                    f"(schema {meta['schema_version']}); update Folio to open it."
-                )
-            return meta
-        return {"schema_version": SCHEMA_VERSION, "created_at": time.time()}
+                os.replace(path, bad)
+                self.repaired += f"; the damaged file was kept as {bad.name}"
+            except OSError as exc:
+                log.warning("could not set %s aside: %s", path, exc)
+            self.meta = meta
+            self._save_meta()
+        log.warning("%s: %s", self.root, self.repaired)
+        return meta
 
     def _save_meta(self) -> None:
-        path = self.root / META_FILE
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.meta, indent=2, sort_keys=True), "utf-8")
-        os.replace(tmp, path)
+        write_atomically(self.root / META_FILE, json.dumps(self.meta, indent=2, sort_keys=True))
 
     def _open_or_create(self, name: str, schema: pa.Schema):
         try:
@@ -665,17 +728,25 @@ class Library:
 
     def reset_for_embedder(self, embedder_source: str) -> list[str]:
         """Drop every vector and record a new embedder (a known name or a model folder);
-        returns the paths to index again."""
+        returns the paths to index again.
+
+        The order is what a crash at any point needs: every document is marked queued (one
+        commit) before a chunk is dropped, so the library never holds a "ready" document
+        without passages that a later ingest would skip as unchanged; the chunks the queued
+        documents no longer claim are orphans that `recover()` deletes. library.json names
+        the new embedder last, after the old vectors are gone: until then it still describes
+        them, and the queued documents are indexed again with whichever embedder it names."""
         self._writable()
         with self._lock:
-            paths = [d.path for d in self.documents()]
-            if self._chunks_table is not None:
-                self._db.drop_table("chunks")
-                self._chunks_table = None
-            for doc in self.documents():
+            docs = self.documents()
+            paths = [d.path for d in docs]
+            for doc in docs:
                 doc.sha256 = doc.version = doc.pending_version = ""
                 doc.status, doc.chunks, doc.embedder = QUEUED, 0, ""
-                self.put_document(doc)
+            self.put_documents(docs)
+            if self._chunks_table is not None or "chunks" in _table_names(self._db):
+                self._db.drop_table("chunks")
+                self._chunks_table = None
             self.meta.pop("dims", None)
             self.meta["embedder"] = _embedder_name(embedder_source)
             self.meta["embedder_source"] = embedder_source
@@ -723,6 +794,27 @@ class Library:
 
     def chunks_table(self):
         return self._chunks_table
+
+
+def _table_names(db) -> set[str]:
+    """The tables in a LanceDB folder (a library has two)."""
+    return set(db.list_tables().tables)
+
+
+def _meta_problem(meta) -> str | None:
+    """What is wrong with a parsed library.json, in words; None when it can be used."""
+    if not isinstance(meta, dict):
+        return f"it holds a JSON {type(meta).__name__}, not an object"
+    version = meta.get("schema_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        return f"its schema_version is {version!r}"
+    for key in ("embedder", "embedder_source"):
+        if key in meta and not (isinstance(meta[key], str) and meta[key]):
+            return f"its {key} is {meta[key]!r}"
+    dims = meta.get("dims")
+    if "dims" in meta and (not isinstance(dims, int) or isinstance(dims, bool) or dims < 1):
+        return f"its dims is {dims!r}"
+    return None
 
 
 def _embedder_name(source: str | None) -> str | None:

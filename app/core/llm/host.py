@@ -273,10 +273,9 @@ def missing_cpu_flags(cpuinfo: str | None = None) -> list[str]:
 
 def _default_log_path() -> Path | None:
     try:
-        from app.core.base.paths import log_dir
+        from app.core.base.paths import log_dir, make_private_dir
 
-        folder = Path(log_dir())
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = make_private_dir(log_dir())
         return folder / "model-host.log"
     except Exception:  # noqa: BLE001 - logging is a help, never a reason to fail
         return None

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import httpx2
 
 from app.core.base.files import sha256_file
+from app.core.base.paths import make_private_dir
 from app.core.base.units import human_bytes
 from app.core.models.files import (
     ModelError,
@@ -41,10 +42,46 @@ HTTP_TIMEOUT = 30.0  # seconds without a byte before a download is called droppe
 _PROGRESS_EVERY = 0.25  # seconds between progress events
 _DOWNLOAD_BLOCK = 1024 * 1024  # bytes written (and pause checked) at a time
 _USER_AGENT = "Folio model manager (https://github.com/folio)"
+# The most a download may bring when neither the server (no Content-Length) nor the caller
+# (no expected size) says how big it is: a server that streams without end stops here, not
+# at a full disk. Hugging Face stores no file over 50 GB (bigger models come split), so a
+# GGUF past this is not one file a person meant to fetch.
+UNSIZED_DOWNLOAD_CAP = 64 * 1024 ** 3
+
 
 class DownloadError(ModelError):
     """A download failed; the message says why (HTTP status, dropped connection, checksum,
     disk full, no network) and whether running it again resumes."""
+
+
+def redirect_problem(from_url: str, to_url: str) -> str | None:
+    """Why a redirect from `from_url` to `to_url` must not be followed, or None when it may.
+    A download that started over https stays on https: a hop to plain http would let anyone
+    on the way change the file (and the checksum the server publishes with it)."""
+    src = urllib.parse.urlsplit(from_url)
+    dst = urllib.parse.urlsplit(to_url)
+    if src.scheme.lower() == "https" and dst.scheme.lower() != "https":
+        return (f"The server redirected the download from https to an insecure address "
+                f"({dst.scheme or 'no scheme'}://{dst.netloc}); it was refused, as the file "
+                f"could be changed on the way. Download it from an https address that stays "
+                f"on https")
+    return None
+
+
+class _RedirectRefused(Exception):
+    """Raised from the client's response hook to stop a redirect (see `redirect_problem`)."""
+
+
+def _check_redirect(response: httpx2.Response) -> None:
+    """httpx2 response hook: runs on every response, the redirects included, before the
+    client follows one."""
+    if not response.has_redirect_location:
+        return
+    current = response.request.url
+    target = current.join(response.headers["Location"])
+    problem = redirect_problem(str(current), str(target))
+    if problem:
+        raise _RedirectRefused(problem)
 
 
 @dataclass
@@ -168,6 +205,17 @@ class _Download:
         self.server_sha256: str | None = None
         self.part, self.meta_path = manager._partial_paths(url)
 
+    def _cap(self, total: int | None) -> tuple[int, str]:
+        """The most bytes this download may bring, and what sets it, in words: the length
+        the server announced (httpx2 also refuses a body longer than that), else the expected
+        size with its tolerance (the catalog's), else `UNSIZED_DOWNLOAD_CAP`."""
+        if total is not None:
+            return total, "the length it announced"
+        if self.expected_size is not None:
+            return (self.expected_size + self.size_tolerance,
+                    "the size the file was expected to have")
+        return UNSIZED_DOWNLOAD_CAP, "the most Folio downloads of a file of unknown size"
+
     def _size_problem(self, size: int, when: str) -> str | None:
         """Why `size` is not the expected one (None when it is, or nothing is expected)."""
         want = self.expected_size
@@ -215,7 +263,7 @@ class _Download:
         if target.exists() or target.is_symlink():
             raise DownloadError(f"{self.filename} is already in the models folder")
         try:
-            m.downloads_dir.mkdir(parents=True, exist_ok=True)
+            make_private_dir(m.downloads_dir)
         except OSError as exc:
             raise DownloadError(f"Cannot create {m.downloads_dir}: {os_reason(exc)}") from exc
         if self.discard:
@@ -246,12 +294,17 @@ class _Download:
             headers["If-Range"] = validator
         elif have:
             headers["Range"] = f"bytes={have}-"
-        client = httpx2.Client(follow_redirects=True, timeout=HTTP_TIMEOUT)
+        client = httpx2.Client(follow_redirects=True, timeout=HTTP_TIMEOUT,
+                               event_hooks={"response": [_check_redirect]})
         try:
-            # The user's own http(s) URL, checked above. httpx2 follows the redirects and keeps
-            # each one's response in `resp.history` (Hugging Face's sha256 is on its 302).
+            # The user's own http(s) URL, checked above. httpx2 follows the redirects (never
+            # from https to http: `_check_redirect`) and keeps each one's response in
+            # `resp.history` (Hugging Face's sha256 is on its 302).
             resp = client.send(client.build_request("GET", self.url, headers=headers),
                                stream=True)
+        except _RedirectRefused as exc:
+            client.close()
+            raise self._fail(str(exc), keep=have > 0) from None
         except (httpx2.HTTPError, OSError) as exc:
             client.close()
             raise self._fail(_network_reason(self.url, exc), keep=have > 0) from exc
@@ -308,6 +361,8 @@ class _Download:
                         f"the end (needs {human_bytes(remaining)} more, {human_bytes(free)} "
                         f"free in {self.m.models_dir}); free some space and run it again",
                         keep=start > 0)
+            cap, why_cap = self._cap(total)
+            overflow = False
             done = start
             blocks = _Blocks(resp.iter_raw(), _DOWNLOAD_BLOCK)  # the bytes as sent
             try:
@@ -336,6 +391,9 @@ class _Download:
                                              keep=True) from exc
                         if not block:
                             break
+                        if done + len(block) > cap:
+                            overflow = True  # failed below, once the file is closed
+                            break
                         out.write(block)
                         done += len(block)
                         now = time.monotonic()
@@ -356,6 +414,10 @@ class _Download:
                     f"{os_reason(exc)} after {human_bytes(done)}; the partial file was kept: "
                     "free some space and run the download again to resume, or cancel it",
                     keep=True) from exc
+        if overflow:
+            raise self._fail(
+                f"{self.filename}: the server sent more than {why_cap} ({human_bytes(cap)}); "
+                "the download was stopped and deleted", keep=False)
         if total is not None and done < total:
             raise self._fail(_dropped(self.url, done, total, None), keep=True)
         yield from self._finish(done, total, start)

@@ -8,6 +8,8 @@ import logging
 import os
 from pathlib import Path
 
+from app.core.base.files import fsync_dir  # noqa: F401  (models import it from here)
+
 log = logging.getLogger(__name__)
 
 
@@ -68,21 +70,6 @@ def write_sidecar(sidecar: Path, digest: str, filename: str) -> None:
     except OSError as exc:
         log.warning("Could not write %s: %s", sidecar, exc)
         tmp.unlink(missing_ok=True)
-
-def fsync_dir(folder: Path) -> None:
-    """Make the rename durable where the platform allows it (not on Windows)."""
-    if os.name == "nt":
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def os_reason(exc: OSError) -> str:

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from app.core.base.files import sha256_file
+from app.core.base.files import sha256_file, write_atomically
+from app.core.base.paths import make_private_dir
 from app.core.models.catalog import CatalogEntry, load_catalog
 from app.core.models.download import DownloadDone, DownloadProgress, PartialDownload, _Download
 from app.core.models.files import (
@@ -225,17 +226,8 @@ class ModelManager:
         }
 
     def _save_state(self, state: dict[str, Any]) -> None:
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.state_path.name}.", suffix=".tmp",
-                                   dir=self.state_path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(state, f, indent=2)
-                f.write("\n")
-            os.replace(tmp, self.state_path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        make_private_dir(self.state_path.parent)
+        write_atomically(self.state_path, json.dumps(state, indent=2) + "\n")
 
     def _default_from(self, state: dict[str, Any]) -> str:
         name = state.get("default")
@@ -297,7 +289,7 @@ class ModelManager:
         name = check_model_name(src.name)
         target = self.models_dir / name
         try:
-            self.models_dir.mkdir(parents=True, exist_ok=True)
+            make_private_dir(self.models_dir)
         except OSError as exc:
             raise ModelError(f"Cannot create the models folder {self.models_dir}: {exc}") from exc
         if target.exists() or target.is_symlink():

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from app.core.base.files import sha256_file
+from app.core.base.paths import make_private_dir
 from app.core.models.files import (
     _STALE_TEMP_SECONDS,
     READ_BLOCK,
@@ -61,7 +62,7 @@ def ensure_starter_model(models_dir: Path | None = None) -> Path:
 
     with _assembly_lock:
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            make_private_dir(folder)
         except OSError as exc:
             raise ModelError(f"Cannot create the models folder {folder}: {exc}") from exc
         _remove_stale_temps(folder)
