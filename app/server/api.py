@@ -239,6 +239,7 @@ class Generation:
         self._args = (backend, model, messages, overrides)
         self._thread: threading.Thread | None = None
         self._done: asyncio.Event | None = None
+        self._ended = False  # the answer's last event was read
 
     async def events(self):
         loop = asyncio.get_running_loop()
@@ -276,19 +277,24 @@ class Generation:
         while True:
             item = await queue.get()
             if item is end:
+                self._ended = True
                 return
             yield item
 
     async def stop(self) -> bool:
-        """Stop the generation if it still runs; True if it had to be stopped."""
-        if self._thread is None or self._done is None or self._done.is_set():
+        """Stop the generation if it still runs; True if it had to be stopped (the answer
+        had not ended), False if it had ended or never started."""
+        if self._thread is None or self._done is None:
             return False
+        cut = not self._ended
         asked = time.monotonic()
-        self.cancel.set()
+        if cut:
+            self.cancel.set()
         with anyio.CancelScope(shield=True):
             await self._done.wait()
-        self.stopped_after = time.monotonic() - asked
-        return True
+        if cut:
+            self.stopped_after = time.monotonic() - asked
+        return cut
 
 
 def _chunk(cid: str, created: int, model: str, delta: dict, finish: str | None,

@@ -13,6 +13,7 @@ HTTP API uses. stdout is the protocol: nothing else may print there (logs go to 
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -32,8 +33,8 @@ INSTRUCTIONS = (
 def build_server(backend: Backend) -> MCPServer:
     server = MCPServer(name="folio", instructions=INSTRUCTIONS, log_level="WARNING")
 
-    @server.tool(annotations=READ_ONLY)
-    def search_library(query: str, k: int = 5, collection: str | None = None) -> dict:
+    @server.tool(annotations=READ_ONLY, structured_output=True)
+    def search_library(query: str, k: int = 5, collection: str | None = None) -> dict[str, Any]:
         """Find the passages of the user's documents that best match `query` (hybrid
         keyword and meaning search). `k`: how many (1-50); `collection`: only documents in
         this collection. Each passage has its path, page, section, score and text."""
@@ -42,8 +43,8 @@ def build_server(backend: Backend) -> MCPServer:
         except BadRequest as exc:
             raise ToolError(str(exc)) from None
 
-    @server.tool(annotations=READ_ONLY)
-    def ask(question: str) -> dict:
+    @server.tool(annotations=READ_ONLY, structured_output=True)
+    def ask(question: str) -> dict[str, Any]:
         """Answer `question` from the user's documents with Folio's local model, citing
         sources as [n]; `sources` lists them (path, page, section, score, text)."""
         parts: list[str] = []
@@ -61,8 +62,8 @@ def build_server(backend: Backend) -> MCPServer:
             raise ToolError(final.error)
         return {"answer": "".join(parts).strip(), "sources": final.sources}
 
-    @server.tool(annotations=READ_ONLY)
-    def list_documents() -> dict:
+    @server.tool(annotations=READ_ONLY, structured_output=True)
+    def list_documents() -> dict[str, Any]:
         """The documents in the library: path, title, kind, status (ready, failed...),
         pages, chunks, collections, and the error of a document that failed."""
         return {"documents": backend.documents()}

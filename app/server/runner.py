@@ -71,6 +71,9 @@ def bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(address)
+        # Listening now: a client that comes as soon as "ready" is printed waits in the
+        # backlog until uvicorn accepts, rather than being refused.
+        sock.listen(128)
     except OSError:
         sock.close()
         raise
