@@ -173,8 +173,8 @@ class Backend:
                 folio.use_model(folio.model_path)  # the pinned model, else the default one
             else:
                 folio.use_model(model)
-        elif model != FOLIO_MODEL and folio.model_name not in (None, model):
-            raise RuntimeError(f"the window has {folio.model_name} loaded, not {model}")
+        elif model != FOLIO_MODEL and folio.model_name != model:
+            raise RuntimeError(f"Folio's window has {folio.model_name} loaded, not {model}")
         own = folio.system_prompt
         if model == FOLIO_MODEL:
             # Folio's own instructions (cite the sources) stay; the client's are added.
