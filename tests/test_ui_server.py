@@ -63,6 +63,9 @@ def test_the_settings_switch_starts_and_stops_the_server(qtbot, window):
                                        messages=[{"role": "user", "content": "Anchors?"}])
     assert "couldn't find" in r.choices[0].message.content
     assert r.model_extra["sources"] == []
+    # The model the server loaded is the window's: its Model tab says so.
+    qtbot.waitUntil(lambda: window.model.info is not None, timeout=60_000)
+    qtbot.waitUntil(window._workers_idle, timeout=60_000)
 
     # Off again: the port is closed.
     window.open_settings_dialog()
