@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("app.core.chat",),
     ("app.core.settings", "app.core.service"),
     ("app.selftest",),
+    ("app.server",),  # the local API and MCP server: the engine from outside
     ("app.ui",),
     ("app.cli",),
     ("app.__main__",),

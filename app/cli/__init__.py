@@ -6,7 +6,8 @@ Exit codes: 0 success, 1 some files failed (ingest) or nothing found is NOT an e
 
 This module holds the parser and `main` (the `folio` entry point, `app.cli:main`); each
 command group lives in its own module beside it: library (ingest, search, docs, collections,
-info, reindex), embedders, chat (ask, chat, summarize, chats) and models. To add a command:
+info, reindex), embedders, chat (ask, chat, summarize, chats), models, and serve (serve,
+mcp). To add a command:
 write `cmd_<name>(args) -> int` in the module of its group (or a new one), add its subparser
 here with `set_defaults(func=cmd_<name>)`, and test it through `main([...])` in
 tests/test_cli.py.
@@ -30,6 +31,7 @@ from app.cli.library import (
     cmd_search,
 )
 from app.cli.models import cmd_models
+from app.cli.serve import cmd_mcp, cmd_serve
 
 
 def _library_arg(parser: argparse.ArgumentParser, top: bool = False) -> None:
@@ -203,6 +205,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="all-MiniLM-L6-v2 (default), all-mpnet-base-v2, or a model folder")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("serve", help="an OpenAI-compatible HTTP API over the library and "
+                       "the models (model 'folio' answers from the library)")
+    _library_arg(p)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; any "
+                        "other is reachable from the network and is warned about)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0: a free one)")
+    p.add_argument("--api-key", metavar="KEY",
+                   help="the bearer token clients must send (default: the one kept with "
+                        "the settings, generated the first time and shown in Settings)")
+    p.add_argument("--max-queue", type=int, default=64, metavar="N",
+                   help="requests that may wait for the model; more are answered 429 "
+                        "(default 64)")
+
+    p = sub.add_parser("mcp", help="the library as MCP tools on stdio (search_library, ask, "
+                       "list_documents), for desktop chat apps and agents")
+    _library_arg(p)
+
     embedders = sub.add_parser("embedders", help="list the embedders; install "
                                "all-mpnet-base-v2")
     esub = embedders.add_subparsers(dest="embedders_command", metavar="ACTION")
@@ -256,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
         "summarize": cmd_summarize,
         "chats": cmd_chats,
         "models": cmd_models,
+        "serve": cmd_serve,
+        "mcp": cmd_mcp,
     }[args.command]
     from app.core.index.library import LibraryError
     from app.core.models.files import ModelError

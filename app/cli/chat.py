@@ -50,6 +50,8 @@ def _stream_answer(events, *, quiet: bool) -> dict:
 def cmd_ask(args) -> int:
     import time
 
+    from app.core.chat.answers import public_source
+
     folio = open_folio(args)
     folio.library_read_only = None  # answering only reads the library
     if folio.library.read_only:
@@ -70,11 +72,7 @@ def cmd_ask(args) -> int:
         if args.json:
             print_json({
                 "answer": result["answer"],
-                "sources": [
-                    {k: s.get(k) for k in ("path", "page", "page_end", "section", "score",
-                                           "text")}
-                    for s in result["sources"]
-                ],
+                "sources": [public_source(s) for s in result["sources"]],
                 "cited": result["stats"].get("cited", []),
                 "model": folio.runtime.info.name,
                 "prompt_tokens": result["stats"].get("prompt_tokens", 0),

@@ -301,16 +301,29 @@ class Folio:
     @property
     def chat(self):
         if self._engine is None:
-            from app.core.chat.answers import ChatEngine
-
-            config = self.settings.chat_config() if self.settings is not None else None
-            engine = ChatEngine(self.library, self.runtime, self.store, config=config,
-                                prompts=self.prompts)
-            ms = self._model_settings
-            engine.system_prompt = ms.system_prompt if ms else None
+            engine = self.engine_for(self.store)
             engine.before_answer = self._prepare_for_chat
             self._engine = engine
         return self._engine
+
+    @property
+    def system_prompt(self) -> str | None:
+        """The loaded model's own system prompt (a per-model setting), None without one."""
+        ms = self._model_settings
+        return ms.system_prompt if ms else None
+
+    def engine_for(self, store):
+        """A chat engine on this library, model host, prompts and retrieval settings that
+        keeps its chats in `store`. `chat` is the one over the library's own chat store; the
+        local server (app/server/) makes one over a scratch store, because its clients'
+        conversations are not the user's chats. Its before_answer is the caller's to set."""
+        from app.core.chat.answers import ChatEngine
+
+        config = self.settings.chat_config() if self.settings is not None else None
+        engine = ChatEngine(self.library, self.runtime, store, config=config,
+                            prompts=self.prompts)
+        engine.system_prompt = self.system_prompt
+        return engine
 
     def configure(self, settings) -> None:
         """Answer with these AppSettings' retrieval settings from the next question on, also

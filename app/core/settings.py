@@ -36,6 +36,7 @@ CHUNK_TOKENS_RANGE = (32, 2048)
 RETRIEVAL_K_RANGE = (1, 50)
 N_CTX_RANGE = (0, 1_048_576)  # 0: the model's own training context
 FILE_TIME_LIMIT_RANGE = (1, 86_400)  # seconds to load and split one file while indexing
+SERVER_PORT_RANGE = (1024, 65535)
 
 
 def settings_path() -> Path:
@@ -61,6 +62,12 @@ class AppSettings:
     n_ctx: int = 4096
     n_gpu_layers: str | int = "auto"
     file_time_limit: int = 300  # = types.DEFAULT_FILE_TIME_LIMIT; IngestOptions.time_limit
+    # The local OpenAI-compatible server (app/server/): started with the window when on, on
+    # loopback at this port. The key is generated once (app/server/runner.py) and shown in
+    # Settings; this file is written with the owner's permissions only (mkstemp).
+    server_enabled: bool = False
+    server_port: int = 8080
+    server_api_key: str = ""
 
     # -- the engine's configs -------------------------------------------------------------
 
@@ -118,6 +125,14 @@ class AppSettings:
         lo, hi = FILE_TIME_LIMIT_RANGE
         if not _is_int(self.file_time_limit) or not lo <= self.file_time_limit <= hi:
             bad["file_time_limit"] = f"must be a number of seconds from {lo} to {hi}"
+        if not isinstance(self.server_enabled, bool):
+            bad["server_enabled"] = "must be true or false"
+        lo, hi = SERVER_PORT_RANGE
+        if not _is_int(self.server_port) or not lo <= self.server_port <= hi:
+            bad["server_port"] = f"must be a port number from {lo} to {hi}"
+        if not isinstance(self.server_api_key, str) or (
+                self.server_api_key and len(self.server_api_key.strip()) < 16):
+            bad["server_api_key"] = "must be empty (generate one) or at least 16 characters"
         return bad
 
     # -- files ----------------------------------------------------------------------------

@@ -152,6 +152,8 @@ class MainWindow(QMainWindow):
         self._chat_settings_timer.timeout.connect(self._save_chat_settings)
         self._closed = False
         self._released = False
+        self.server = None  # the local API (app/server/), when Settings turn it on
+        self.server_error: str | None = None
 
         self.library = LibraryPanel(self.folio, self.workers)
         self.chat = ChatPanel(
@@ -530,6 +532,49 @@ class MainWindow(QMainWindow):
     def _use_settings(self, settings: AppSettings) -> None:
         self.folio.configure(settings)
         self.library.settings = settings
+        self.sync_server(settings)
+
+    # -- the local server ---------------------------------------------------------------
+
+    def sync_server(self, settings: AppSettings) -> None:
+        """Start, stop or restart the local API so it matches Settings. It runs in a thread of
+        this process (its own event loop) on the window's engine; answers go through the
+        model host like the window's own. It never swaps the model under the user's chat."""
+        wanted = (settings.server_port, settings.server_api_key) \
+            if settings.server_enabled and not self._closed else None
+        running = getattr(self.server, "folio_key", None)
+        if wanted == running:
+            return
+        self.stop_server()
+        if wanted is None:
+            self.server_error = None
+            return
+        from app.server.api import create_app
+        from app.server.backend import Backend
+        from app.server.runner import ServerThread, stored_api_key
+
+        key = settings.server_api_key or stored_api_key(settings)
+        backend = Backend(self.folio, switch_models=False)
+        server = ServerThread(create_app(backend, key), "127.0.0.1", settings.server_port)
+        try:
+            server.start()
+        except (OSError, RuntimeError) as exc:
+            backend.close()
+            self.server_error = f"The local server could not start on port " \
+                                f"{settings.server_port}: {getattr(exc, 'strerror', None) or exc}"
+            self.show_error(self.server_error, "Choose another port in Settings > Local server.")
+            return
+        server.backend = backend
+        server.folio_key = (settings.server_port, settings.server_api_key)
+        self.server = server
+        self.server_error = None
+        self.statusBar().showMessage(f"Local server at {server.url} (model 'folio')", 8000)
+
+    def stop_server(self) -> None:
+        server, self.server = self.server, None
+        if server is not None:
+            server.stop()
+            server.backend.close()
 
     # -- drag and drop ------------------------------------------------------------------
 
@@ -612,6 +657,7 @@ class MainWindow(QMainWindow):
             self._save_chat_settings()
             self.save_settings()
             self.hide()
+            self.stop_server()  # no new requests; answers under way are stopped
             self.chat.stop()
             self.library.cancel_ingest()
             self.model.shutdown()  # pauses downloads (they resume next time)

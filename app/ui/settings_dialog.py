@@ -1,4 +1,5 @@
-"""The Settings dialog: library folder, embedder, chunking, retrieval, theme, prompt templates.
+"""The Settings dialog: library folder, embedder, chunking, retrieval, theme, prompt templates,
+the local server.
 
 The widgets only offer valid values (their ranges come from `app.core.settings`), so OK
 never has to refuse a number. Prompt templates are files of their own (PromptSet): Save
@@ -42,6 +43,7 @@ from app.core.settings import (
     FILE_TIME_LIMIT_RANGE,
     DEFAULT_EMBEDDER,
     RETRIEVAL_K_RANGE,
+    SERVER_PORT_RANGE,
     THEMES,
     AppSettings,
 )
@@ -212,6 +214,7 @@ class SettingsDialog(QDialog):
         self.tabs.addTab(self._general_tab(), "General")
         self.tabs.addTab(self._search_tab(), "Indexing && search")
         self.tabs.addTab(self._prompts_tab(), "Prompts")
+        self.tabs.addTab(self._server_tab(), "Local server")
 
         self.button_box = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel, self
@@ -325,6 +328,55 @@ class SettingsDialog(QDialog):
         form.addRow("", self.mmr_check)
         return page
 
+    def _server_tab(self) -> QWidget:
+        """The local OpenAI-compatible server (app/server/): on or off with the window, its
+        port, and the API key its clients send."""
+        page = QWidget()
+        form = QFormLayout(page)
+        self.server_check = QCheckBox("Serve this library to other apps while Folio is open")
+        self.server_check.setAccessibleName("Local server")
+        form.addRow(self.server_check)
+        self.server_port_spin = QSpinBox()
+        self.server_port_spin.setAccessibleName("Local server port")
+        self.server_port_spin.setRange(*SERVER_PORT_RANGE)
+        self.server_port_spin.valueChanged.connect(self._update_server_note)
+        form.addRow("&Port:", self.server_port_spin)
+        self.server_key_edit = QLineEdit()
+        self.server_key_edit.setReadOnly(True)
+        self.server_key_edit.setAccessibleName("API key")
+        copy = self.server_key_copy = QPushButton("Copy")
+        copy.setAccessibleName("Copy the API key")
+        copy.clicked.connect(lambda: QGuiApplication.clipboard().setText(
+            self.server_key_edit.text()))
+        renew = self.server_key_new = QPushButton("New key")
+        renew.setAccessibleName("Make a new API key")
+        renew.clicked.connect(self._new_server_key)
+        row = QHBoxLayout()
+        row.addWidget(self.server_key_edit, 1)
+        row.addWidget(copy)
+        row.addWidget(renew)
+        label = QLabel("API &key:")
+        label.setBuddy(self.server_key_edit)
+        form.addRow(label, row)
+        self.server_note = _note()
+        self.server_note.setAccessibleName("Local server note")
+        self.server_note.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        form.addRow("", self.server_note)
+        return page
+
+    def _new_server_key(self) -> None:
+        from app.server.runner import new_api_key
+
+        self.server_key_edit.setText(new_api_key())
+
+    def _update_server_note(self, *_args) -> None:
+        port = self.server_port_spin.value()
+        self.server_note.setText(
+            f"An OpenAI-compatible API at http://127.0.0.1:{port}/v1, on this computer only. "
+            "Model 'folio' answers from this library with its sources; the model loaded in "
+            "the window chats without documents. Clients send the key as a bearer token. "
+            "`folio serve` starts the same server without the window.")
+
     def _prompts_tab(self) -> QWidget:
         page = QWidget()
         layout = QVBoxLayout(page)
@@ -403,6 +455,13 @@ class SettingsDialog(QDialog):
         self.time_limit_spin.setValue(s.file_time_limit)
         self.k_spin.setValue(s.retrieval_k)
         self.mmr_check.setChecked(s.mmr)
+        self.server_check.setChecked(s.server_enabled)
+        self.server_port_spin.setValue(s.server_port)
+        if s.server_api_key:
+            self.server_key_edit.setText(s.server_api_key)
+        else:  # the first time: made now, kept when the settings are saved
+            self._new_server_key()
+        self._update_server_note()
         self.template_list.setCurrentRow(0)
         self._update_notes()
 
@@ -418,6 +477,9 @@ class SettingsDialog(QDialog):
             retrieval_k=self.k_spin.value(),
             mmr=self.mmr_check.isChecked(),
             theme=self.theme_combo.currentData(),
+            server_enabled=self.server_check.isChecked(),
+            server_port=self.server_port_spin.value(),
+            server_api_key=self.server_key_edit.text(),
         )
 
     def _browse_library(self) -> None:

@@ -100,6 +100,15 @@ def source_dict(n: int, r: SearchResult) -> dict:
     }
 
 
+# What a cited source shows outside Folio: `folio ask --json`, the local server's `sources`
+# and its MCP `ask` tool all give these fields, in this order.
+PUBLIC_SOURCE_FIELDS = ("path", "page", "page_end", "section", "score", "text")
+
+
+def public_source(source: dict) -> dict:
+    return {k: source.get(k) for k in PUBLIC_SOURCE_FIELDS}
+
+
 def cited_numbers(answer: str, count: int) -> list[int]:
     """The source numbers an answer cites, in first-cited order, ignoring out-of-range ones."""
     seen: list[int] = []
