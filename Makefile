@@ -41,7 +41,7 @@ test: install
 	$(PY) -m pytest
 
 corpus:
-	bash ../shared/corpus/fetch-octave-docs.sh benchmarks/.corpus
+	bash benchmarks/fetch_question_sets.sh benchmarks/.corpus
 
 bench: bench-ingest bench-retrieval bench-latency
 
@@ -49,7 +49,8 @@ bench-ingest: install corpus
 	$(PY) benchmarks/bench_ingest.py benchmarks/.corpus/octave.pdf
 
 bench-retrieval: install corpus
-	$(PY) benchmarks/bench_retrieval.py benchmarks/.corpus/octave.pdf
+	$(PY) benchmarks/check_questions.py
+	$(PY) benchmarks/bench_retrieval.py
 
 bench-latency: install
 	$(PY) benchmarks/bench_search_latency.py
