@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("app",),  # the package itself: the version, and the malloc cap every entry point needs
     ("app.core.documents",),
     ("app.core.index", "app.core.models"),
-    ("app.core.llm",),
+    ("app.core.llm", "app.core.tools"),  # tools: declared, validated and run for the chat
     ("app.core.chat",),
     ("app.core.settings", "app.core.service"),
     ("app.selftest",),
