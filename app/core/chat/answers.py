@@ -22,6 +22,7 @@ from app.core.index.library import Library
 from app.core.index.search import SearchResult, hybrid_search
 from app.core.llm.prompt_parts import Prompt
 from app.core.llm.provider import Done, GenerationSettings, LLMProvider, Token, defaults_for
+from app.core.tools.calls import supports_tools
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,13 @@ class ChatEngine:
         self.system_prompt: str | None = None
         # Called with the chat before each answer: Folio loads the chat's model there.
         self.before_answer: Callable[[Chat], None] | None = None
+
+    @property
+    def supports_tools(self) -> bool:
+        """Whether the loaded model's chat template can be offered tools (the starter model's
+        cannot: the window says so instead of offering them; app/core/chat/tool_chat.py)."""
+        info = self.llm.info
+        return info is not None and supports_tools(info.chat_template)
 
     # -- public operations ---------------------------------------------------------------
 

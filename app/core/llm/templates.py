@@ -231,8 +231,11 @@ def format_chat(
     bos_token: str = "",
     eos_token: str = "",
     add_generation_prompt: bool = True,
+    tools: Sequence[Mapping[str, Any]] | None = None,
 ) -> tuple[Any, list[str]]:
     """(prompt, stop strings): the chat template when there is one, else the completion format.
+    `tools` (function declarations) reach the template as its `tools` variable; the
+    completion format has no place for them and leaves them out.
 
     When a message's content is a `Prompt`, so is the result: the template's own text is
     trusted (its control-token spellings are meant), the contents' untrusted parts are spliced
@@ -244,7 +247,7 @@ def format_chat(
                   else m for m in messages]
         text, stops = format_chat(marked, template=template, bos_token=bos_token,
                                   eos_token=eos_token,
-                                  add_generation_prompt=add_generation_prompt)
+                                  add_generation_prompt=add_generation_prompt, tools=tools)
         return holes.fill(text), stops
     if not template:
         return format_completion_prompt(messages, add_generation_prompt)
@@ -254,6 +257,7 @@ def format_chat(
         bos_token=bos_token,
         eos_token=eos_token,
         add_generation_prompt=add_generation_prompt,
+        **({"tools": [dict(t) for t in tools]} if tools else {}),
     )
     return prompt, chat_stop_strings(template, eos_token)
 
@@ -266,6 +270,7 @@ def format_chat_for(
     messages: Sequence[Mapping[str, Any]],
     add_generation_prompt: bool = True,
     template: str | None = None,
+    tools: Sequence[Mapping[str, Any]] | None = None,
 ) -> tuple[Any, list[str]]:
     """`format_chat` for a loaded model (`info`), as every provider's format_chat does it."""
     if template is None:
@@ -278,4 +283,5 @@ def format_chat_for(
         bos_token=info.bos_token if info else "",
         eos_token=info.eos_token if info else "",
         add_generation_prompt=add_generation_prompt,
+        tools=tools,
     )
