@@ -415,3 +415,23 @@ def test_the_starter_models_template_gets_no_tools(tmp_path):
     assert llm.prompts == []
     engine = ChatEngine(None, llm, ChatStore(tmp_path / "c.sqlite"))
     assert engine.supports_tools is False
+
+
+def test_a_model_failing_mid_loop_is_an_error_the_chat_keeps(library, tmp_path):
+    class Failing(ScriptedToolModel):
+        def generate(self, prompt, settings=None, cancel=None):
+            self.prompts.append(str(prompt))
+            if len(self.prompts) > 1:
+                raise RuntimeError("the model process died")
+            yield from super().generate(prompt, settings, cancel)
+
+    llm = Failing([_call("calculator", expression="2+2")])
+    store = ChatStore(tmp_path / "chats.sqlite")
+    engine = ChatEngine(library, llm, store)
+    chat = store.create_chat()
+    events = list(ask_with_tools(engine, chat.id, "2+2?", ToolRunner([CALCULATOR])))
+    assert events[-1].kind == "error" and "the model process died" in events[-1].text
+    saved = store.messages(chat.id)
+    assert [m.role for m in saved] == ["user", "assistant"]
+    assert saved[-1].status == "error" and "the model process died" in saved[-1].error
+    assert saved[-1].meta["tool_calls"][0]["result"]["result"]["value"] == 4

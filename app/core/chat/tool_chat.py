@@ -6,6 +6,7 @@ record kept with the answer in the chat history."""
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -16,6 +17,8 @@ from app.core.llm.provider import Done, GenerationSettings, LLMProvider, Token
 from app.core.llm.templates import format_chat_for
 from app.core.tools.calls import parse_tool_calls, supports_tools
 from app.core.tools.runner import Approve, ToolRunner, needs_approval
+
+log = logging.getLogger(__name__)
 
 MAX_ROUNDS = 4  # model turns that may call tools before it must answer
 NO_TOOLS = ("This model's chat template has no place for tools, so Folio does not offer "
@@ -49,16 +52,22 @@ def run_with_tools(
     declarations = runner.declarations()
     for round_ in range(max_rounds + 1):
         offer = declarations if round_ < max_rounds else None  # the last round must answer
-        prompt, stops = format_chat_for(llm.info, chat, tools=offer)
-        run_settings = (settings or GenerationSettings()).merged(
-            {"stop": [*(settings.stop if settings else ()), *stops]})
         parts: list[str] = []
         done: Done | None = None
-        for event in llm.generate(prompt, run_settings, cancel):
-            if isinstance(event, Token):
-                parts.append(event.text)
-            elif isinstance(event, Done):
-                done = event
+        try:
+            prompt, stops = format_chat_for(llm.info, chat, tools=offer)
+            run_settings = (settings or GenerationSettings()).merged(
+                {"stop": [*(settings.stop if settings else ()), *stops]})
+            for event in llm.generate(prompt, run_settings, cancel):
+                if isinstance(event, Token):
+                    parts.append(event.text)
+                elif isinstance(event, Done):
+                    done = event
+        except Exception as exc:  # a template or runtime failure ends this answer, not Folio
+            log.warning("the tool chat failed", exc_info=True)
+            yield ChatEvent("error", text=f"The model failed while answering: {exc}",
+                            stats={"tool_calls": record})
+            return
         text = "".join(parts)
         if done is not None and done.finish_reason == "error":
             yield ChatEvent("error", text=done.error or "The model failed while answering.",
@@ -127,6 +136,7 @@ def ask_with_tools(
             "tool_calls": last.stats.get("tool_calls", [])}
     if last.kind == "error":
         msg = engine.store.add_message(chat_id, "assistant", "", status="error", meta=meta)
+        engine.store.finish_answer(msg.id, "", status="error", meta=meta, error=last.text)
         yield ChatEvent("error", text=last.text, message_id=msg.id, stats=last.stats)
         return
     msg = engine.store.add_message(chat_id, "assistant", last.text, meta=meta)
