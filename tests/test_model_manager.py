@@ -800,10 +800,17 @@ def test_a_size_mismatch_is_refused_before_downloading(manager, server, tiny):
 
 
 def test_a_size_mismatch_without_content_length_is_refused_at_the_end(manager, server, tiny):
+    """A body shorter than expected is refused once it ends; one longer is stopped as soon
+    as it passes the expected size (issue 19: no unbounded download). Both are deleted."""
     server.hide_length = True
     size = tiny.stat().st_size
+    url = server.url("/models/tiny-chat.gguf")
     with pytest.raises(DownloadError, match=rf"wrong size: it is {size:,} bytes.*deleted"):
-        drain(manager.download(server.url("/models/tiny-chat.gguf"), expected_size=size - 1))
+        drain(manager.download(url, expected_size=size + 1))
+    assert models_on_disk(manager) == [] and manager.partial_downloads() == []
+    with pytest.raises(DownloadError, match=r"more than the size the file was expected to "
+                                            r"have.*stopped and deleted"):
+        drain(manager.download(url, expected_size=size - 1))
     assert models_on_disk(manager) == [] and manager.partial_downloads() == []
 
 

@@ -672,23 +672,23 @@ def test_download_row_shows_speed_and_eta(qtbot):
 
 def test_catalog_download_is_verified_and_its_size_checked(qtbot, window, tmp_path, serve,
                                                            monkeypatch):
-    import json
-
-    from app.core.models.catalog import load_catalog
+    from app.core.models.catalog import CatalogEntry
     from app.core.models.manager import ModelManager
 
     data = write_gguf(tmp_path / "cat.gguf", tensor_bytes=2 * 1024 * 1024).read_bytes()
     server = serve(data, headers={"X-Linked-Etag": f'"{hashlib.sha256(data).hexdigest()}"'})
-    path = tmp_path / "catalog.json"
-    entry = {"name": "", "url": "", "filename": "", "size_bytes": 0, "sha256": None,
-             "license": "mit", "ram_bytes": 1, "description": "test"}
-    path.write_text(json.dumps({"schema_version": 1, "note": "test", "models": [
-        {**entry, "id": "good", "name": "Good", "url": server.url + "good.gguf",
-         "filename": "good.gguf", "size_bytes": len(data) + 300_000},  # rounded, as published
-        {**entry, "id": "odd", "name": "Odd", "url": server.url + "odd.gguf",
-         "filename": "odd.gguf", "size_bytes": len(data) + 40_000_000},
-    ]}))
-    monkeypatch.setattr(ModelManager, "catalog", lambda self: load_catalog(path))
+    # Built as load_catalog builds entries: a catalog file would refuse these loopback URLs,
+    # as it lists only pinned huggingface.co ones (test_model_manager covers that refusal).
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    entry = {"revision": commit, "sha256": None, "license": "mit", "ram_bytes": 1,
+             "description": "test"}
+    entries = [
+        CatalogEntry(**entry, id="good", name="Good", url=server.url + "good.gguf",
+                     filename="good.gguf", size_bytes=len(data) + 300_000),  # rounded
+        CatalogEntry(**entry, id="odd", name="Odd", url=server.url + "odd.gguf",
+                     filename="odd.gguf", size_bytes=len(data) + 40_000_000),
+    ]
+    monkeypatch.setattr(ModelManager, "catalog", lambda self: list(entries))
     view = open_view(qtbot, window)
     wait_listed(qtbot, view, lambda lst: [c.id for c in lst.catalog] == ["good", "odd"])
     assert "server publishes" in view.catalog.topLevelItem(0).toolTip(0)
