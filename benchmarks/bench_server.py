@@ -26,21 +26,13 @@ import threading
 import time
 from pathlib import Path
 
-from _common import ROOT
+from _common import ROOT, percentile
 
 sys.path.insert(0, str(ROOT / "tests"))
 
 KEY = "bench-key-" + "b" * 24
 QUESTION = "How much chain should I let out when anchoring?"
 SETTINGS = {"max_tokens": 32, "temperature": 0.0, "seed": 7}
-
-
-def pct(values, q):
-    values = sorted(values)
-    if not values:
-        return float("nan")
-    i = min(len(values) - 1, max(0, round(q / 100 * (len(values) - 1))))
-    return values[i]
 
 
 def build(home: Path) -> None:
@@ -130,7 +122,8 @@ def concurrent(url: str, clients: int) -> dict:
     waits = [r["wait"] for r in results if r.get("ok")]
     return {"clients": clients, "answered": len(waits), "lost": clients - len(waits),
             "errors": sorted({r["error"] for r in results if r.get("error")}),
-            "wait_p50_s": round(pct(waits, 50), 2), "wait_p95_s": round(pct(waits, 95), 2),
+            "wait_p50_s": round(percentile(waits, 50), 2),
+            "wait_p95_s": round(percentile(waits, 95), 2),
             "wait_max_s": round(max(waits), 2) if waits else None,
             "wall_s": round(wall, 1)}
 
