@@ -252,8 +252,8 @@ class Backend:
         return [v for v in vectors], tokens
 
     def search(self, query: str, k: int = 5, collection: str | None = None) -> list[dict]:
-        """Passages for a query, as `folio search --json` finds them (hybrid, then MMR as the
-        chat's settings say), in `folio ask --json`'s source shape."""
+        """Passages for a query, ranked as `folio search` ranks them by default (hybrid, no
+        MMR), in `folio ask --json`'s source shape."""
         from app.core.index.search import hybrid_search
 
         if not query.strip():
