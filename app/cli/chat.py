@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -18,6 +19,8 @@ from app.cli.common import (
 )
 from app.core.base.units import page_label
 
+TOOL_RESULT_CHARS = 300  # of a tool's result shown in text output (--json has it whole)
+
 
 def _format_source(s: dict) -> str:
     where = page_label(s.get("page"), s.get("page_end"))
@@ -26,18 +29,41 @@ def _format_source(s: dict) -> str:
     return f"[{s['n']}] {s['path']}{where}{section}"
 
 
+def _format_tool(ev) -> str:
+    """A tool call or its result as one line of text output."""
+    if ev.kind == "tool_call":
+        call = ev.stats.get("call", {})
+        if "error" in call:
+            return f"[tool call, malformed: {call['error']}]"
+        arguments = json.dumps(call.get("arguments"), ensure_ascii=False)
+        return f"[tool call] {call.get('name')} {arguments}"
+    result = ev.stats.get("result", {})
+    if not result.get("ok"):
+        return f"[tool error] {result.get('error')}"
+    shown = json.dumps(result.get("result"), ensure_ascii=False)
+    if len(shown) > TOOL_RESULT_CHARS:
+        shown = shown[:TOOL_RESULT_CHARS] + "…"
+    return f"[tool result] {shown}"
+
+
 def _stream_answer(events, *, quiet: bool) -> dict:
-    """Print tokens as they come (unless quiet) and return the final state."""
+    """Print tokens (and tool calls with their results) as they come, unless quiet, and
+    return the final state."""
     result = {"answer": "", "sources": [], "stats": {}, "error": None, "message_id": None}
     for ev in events:
         if ev.kind == "token" and not quiet:
             sys.stdout.write(ev.text)
+            sys.stdout.flush()
+        elif ev.kind in ("tool_call", "tool_result") and not quiet:
+            lead = "\n" if ev.kind == "tool_call" else ""
+            sys.stdout.write(f"{lead}{_format_tool(ev)}\n")
             sys.stdout.flush()
         elif ev.kind == "done":
             result.update(answer=ev.text, sources=ev.sources, stats=ev.stats,
                           message_id=ev.message_id)
         elif ev.kind == "error":
             result["error"] = ev.text
+            result["stats"] = ev.stats or result["stats"]
     if not quiet:
         sys.stdout.write("\n")
         if result["sources"]:
@@ -51,6 +77,7 @@ def cmd_ask(args) -> int:
     import time
 
     from app.core.chat.answers import public_source
+    from app.core.chat.tool_chat import ask_auto, default_runner
 
     folio = open_folio(args)
     folio.library_read_only = None  # answering only reads the library
@@ -66,8 +93,10 @@ def cmd_ask(args) -> int:
             chat_id = store.create_chat(scope=chat_scope(args)).id
         engine = folio.chat
         question = " ".join(args.question)
+        runner = default_runner(lambda: folio.library)
         result = with_cancel(lambda cancel: _stream_answer(
-            engine.ask(chat_id, question, cancel=cancel, overrides=load_overrides(args)),
+            ask_auto(engine, chat_id, question, runner, cancel=cancel,
+                     overrides=load_overrides(args)),
             quiet=args.json))
         if args.json:
             print_json({
@@ -80,6 +109,7 @@ def cmd_ask(args) -> int:
                 "seconds": round(time.monotonic() - started, 3),
                 "chat_id": chat_id,
                 "error": result["error"],
+                "tool_calls": result["stats"].get("tool_calls", []),
             })
         elif result["error"]:
             print(f"folio: {result['error']}", file=sys.stderr)
@@ -94,6 +124,9 @@ def cmd_chat(args) -> int:
         store = folio.store
         chat = store.get_chat(args.chat) if args.chat else store.create_chat(scope=chat_scope(args))
         engine = folio.chat
+        from app.core.chat.tool_chat import ask_auto, default_runner
+
+        runner = default_runner(lambda: folio.library)
         print(f"Folio chat {chat.id} with {folio.runtime.info.name}. Type a question; "
               "/new starts a new chat, /regen answers again, /quit leaves. "
               "Ctrl+C stops an answer.")
@@ -117,7 +150,8 @@ def cmd_chat(args) -> int:
             if line == "/regen":
                 events = lambda cancel: engine.regenerate(chat.id, cancel=cancel)  # noqa: E731
             else:
-                events = lambda cancel, q=line: engine.ask(chat.id, q, cancel=cancel)  # noqa: E731
+                events = lambda cancel, q=line: ask_auto(  # noqa: E731
+                    engine, chat.id, q, runner, cancel=cancel)
             sys.stdout.write("folio> ")
             result = with_cancel(lambda cancel: _stream_answer(events(cancel), quiet=False))
             if result["error"]:

@@ -16,6 +16,7 @@ pool, and streamed answers are written there.
 from __future__ import annotations
 
 import html
+import json
 import logging
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ from PySide6.QtWidgets import (
     QDialog,
     QDialogButtonBox,
     QFileDialog,
+    QFrame,
     QHBoxLayout,
     QInputDialog,
     QLabel,
@@ -44,6 +46,9 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.base.units import page_label
+from app.core.chat.answers import ChatEvent
+from app.core.tools.calls import supports_tools
+from app.core.tools.runner import ApprovalRequest
 from app.ui.markdown import to_html
 from app.ui.widgets import ElidingComboBox
 
@@ -57,6 +62,8 @@ SCOPE_LABELS = [("all", "All documents"), ("collections", "Some collections…")
 
 
 SECTION_IN_LINK = 40  # characters of a section title shown in a source link
+TOOL_TEXT_CHARS = 400  # of a tool call's arguments or result shown in the conversation
+NO_TOOLS_NOTICE = "This model can't use tools (no tool-call format in its chat template)."
 
 
 def _field(source, name: str, default=None):
@@ -79,6 +86,45 @@ def source_link_text(source) -> str:
             section = section[:SECTION_IN_LINK - 1].rstrip() + "…"
         where = f"“{section}”" if section else ""
     return f"[{n}] {name}" + (f", {where}" if where else "")
+
+def _short_json(value) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= TOOL_TEXT_CHARS else text[:TOOL_TEXT_CHARS] + "…"
+
+
+def _call_html(call: dict) -> str:
+    """A tool call as shown: its name and exact JSON arguments (or why it is malformed)."""
+    if "error" in call:
+        return (f"<b>malformed tool call</b>: {html.escape(str(call['error']))} "
+                f"<code>{html.escape(str(call.get('raw', ''))[:TOOL_TEXT_CHARS])}</code>")
+    return (f"<b>{html.escape(str(call.get('name')))}</b> "
+            f"<code>{html.escape(_short_json(call.get('arguments')))}</code>")
+
+
+def _tools_html(tools: list, bg: str) -> str:
+    """Tool calls and their results as compact blocks above an answer (the stored record
+    `{"call", "result"}`, or the live one with its approval state)."""
+    rows = []
+    for t in tools:
+        call, result = t.get("call") or {}, t.get("result")
+        line = "Tool call: " + _call_html(call)
+        if t.get("waiting"):
+            line += "<br><i>Waiting for your approval (Allow / Deny below).</i>"
+        elif t.get("decision") == "denied" and result is None:
+            line += "<br><i>Denied.</i>"
+        if isinstance(result, dict):
+            if result.get("ok"):
+                line += "<br>Result: <code>" + html.escape(_short_json(result.get("result"))) \
+                    + "</code>"
+            else:
+                line += "<br>Error: " + html.escape(str(result.get("error")))
+        elif not t.get("waiting") and t.get("decision") is None:
+            line += "<br><i>Running…</i>"
+        rows.append(f"<tr><td bgcolor='{bg}'><small>{line}</small></td></tr>")
+    if not rows:
+        return ""
+    return f"<table width='100%' cellpadding='4' style='margin:4px 0'>{''.join(rows)}</table>"
+
 
 class QuestionEdit(QPlainTextEdit):
     """Enter sends, Shift+Enter starts a new line, Esc stops the answer."""
@@ -138,12 +184,17 @@ class ChatPanel(QWidget):
     about_to_answer = Signal()  # before a job reads the chat: pending edits must be saved
     status = Signal(str)
     error = Signal(str, str)
+    approval_requested = Signal(object)  # an ApprovalRequest shown in the chat
+    _model_loaded = Signal(object)  # ModelInfo, from whichever thread loaded it
 
-    def __init__(self, folio, workers, *, collections=list, documents=list,
+    def __init__(self, folio, workers, *, collections=list, documents=list, tools=None,
                  parent: QWidget | None = None):
         super().__init__(parent)
         self.folio = folio
         self.workers = workers
+        # () -> ToolRunner: the tools a model that can call them is offered (None: Folio's).
+        self.tools = tools
+        self.approval: ApprovalRequest | None = None
         self.collections_provider = collections
         self.documents_provider = documents  # -> [(path, title)]
         self.chat_id: int | None = None
@@ -160,6 +211,14 @@ class ChatPanel(QWidget):
         self._search_timer = QTimer(self, singleShot=True, interval=150)
         self._search_timer.timeout.connect(self.reload_chats)
         self._build()
+        self._model_loaded.connect(self.show_tools_notice)
+        self._listener = self._model_loaded.emit
+        if hasattr(folio, "model_listeners"):
+            folio.model_listeners.append(self._listener)
+            self.destroyed.connect(lambda _=None, f=folio, cb=self._listener:
+                                   cb in f.model_listeners and f.model_listeners.remove(cb))
+        runtime = getattr(folio, "_runtime", None)  # no lock: a load may be holding it
+        self.show_tools_notice(getattr(runtime, "info", None))
 
     @property
     def store(self):
@@ -247,6 +306,35 @@ class ChatPanel(QWidget):
         self.state_label.setWordWrap(True)  # a long error must not widen the whole window
         self.state_label.hide()
         ml.addWidget(self.state_label)
+
+        # A tool call that needs the user's approval: the exact call, Allow / Deny.
+        self.approval_box = QFrame()
+        self.approval_box.setFrameShape(QFrame.Shape.StyledPanel)
+        self.approval_box.setAccessibleName("Tool call approval")
+        al = QHBoxLayout(self.approval_box)
+        al.setContentsMargins(6, 4, 6, 4)
+        self.approval_label = QLabel()
+        self.approval_label.setWordWrap(True)
+        self.approval_label.setTextFormat(Qt.TextFormat.RichText)
+        self.approval_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        al.addWidget(self.approval_label, 1)
+        self.allow_btn = QPushButton("Allow")
+        self.allow_btn.setAccessibleName("Allow tool call")
+        self.allow_btn.clicked.connect(lambda: self.decide(True))
+        self.deny_btn = QPushButton("Deny")
+        self.deny_btn.setAccessibleName("Deny tool call")
+        self.deny_btn.clicked.connect(lambda: self.decide(False))
+        al.addWidget(self.allow_btn)
+        al.addWidget(self.deny_btn)
+        self.approval_box.hide()
+        ml.addWidget(self.approval_box)
+
+        self.tools_notice = QLabel()
+        self.tools_notice.setAccessibleName("Tools")
+        self.tools_notice.setWordWrap(True)
+        self.tools_notice.setForegroundRole(QPalette.ColorRole.PlaceholderText)
+        self.tools_notice.hide()
+        ml.addWidget(self.tools_notice)
 
         row = QHBoxLayout()
         self.input = QuestionEdit()
@@ -447,8 +535,8 @@ class ChatPanel(QWidget):
                                                                 cancel=cancel),
                         question=text, hide_from=editing)
         else:
-            self._start(lambda eng, cancel: eng.ask(chat_id, text, cancel=cancel),
-                        question=text, hide_from=None)
+            self._start(lambda eng, job: self._ask_events(eng, job, chat_id, text),
+                        question=text, hide_from=None, with_job=True)
 
     def ask(self, question: str) -> None:
         self.input.setPlainText(question)
@@ -475,17 +563,34 @@ class ChatPanel(QWidget):
         self._set_state("Editing an earlier question: Send replaces it and the answers after "
                         "it. Esc cancels.")
 
-    def _start(self, run, question: str | None, hide_from: int | None) -> None:
+    def _ask_events(self, engine, job, chat_id: int, question: str):
+        """On the worker: the question answered with tools when the chat's model can call
+        them (calls that need approval are asked in the chat), else the cited answer."""
+        from app.core.chat.tool_chat import ask_auto, default_runner
+
+        folio = self.folio
+        runner = self.tools() if self.tools else default_runner(lambda: folio.library)
+
+        def approve(tool, call) -> bool:
+            request = ApprovalRequest(tool, call)
+            job.report(ChatEvent("approval", stats={"request": request}))
+            return request.wait(job.cancel)
+
+        yield from ask_auto(engine, chat_id, question, runner, approve=approve,
+                            cancel=job.cancel)
+
+    def _start(self, run, question: str | None, hide_from: int | None,
+               with_job: bool = False) -> None:
         self.about_to_answer.emit()
         folio = self.folio
 
         def work(job):
             engine = folio.chat  # opens the library and loads the model on this thread
-            yield from run(engine, job.cancel)
+            yield from run(engine, job if with_job else job.cancel)
 
         self.stream = {"question": question, "text": "", "sources": [], "status": "streaming",
                        "hide_from": hide_from, "message_id": None, "error": "",
-                       "typed": question is not None}
+                       "typed": question is not None, "tools": []}
         self.job = job = self.workers.submit(work, pool="llm", name="answer")
         job.yielded.connect(self._on_event)
         job.finished.connect(self._on_finished)
@@ -498,6 +603,7 @@ class ChatPanel(QWidget):
     def stop(self) -> None:
         if self.job is not None:
             self.job.cancel.set()
+            self._end_approval(False)
             self._set_state("Stopping…")
         elif self.editing_id is not None:
             self.editing_id = None
@@ -508,10 +614,77 @@ class ChatPanel(QWidget):
     def busy(self) -> bool:
         return self.job is not None
 
+    # -- tools --------------------------------------------------------------------------
+
+    def show_tools_notice(self, info) -> None:
+        """Say whether the loaded model can use tools (None: no model loaded yet)."""
+        if info is None:
+            self.tools_notice.hide()
+            return
+        if supports_tools(getattr(info, "chat_template", None)):
+            self.tools_notice.setText("This model may use tools: search your documents, "
+                                      "calculator. Other tools ask you first.")
+        else:
+            self.tools_notice.setText(NO_TOOLS_NOTICE)
+        self.tools_notice.setToolTip(getattr(info, "name", "") or "")
+        self.tools_notice.show()
+
+    def decide(self, allowed: bool) -> None:
+        """The user's answer to the tool call waiting for approval."""
+        if self.approval is None:
+            return
+        self.status.emit("Tool call allowed" if allowed else "Tool call denied")
+        self._end_approval(allowed)
+        if self.job is not None:
+            self._set_state("Running the tool…" if allowed else "Denied; the model goes on…")
+
+    def _end_approval(self, allowed: bool) -> None:
+        request, self.approval = self.approval, None
+        if request is not None:
+            request.decide(allowed)
+        if self.stream is not None:
+            for t in self.stream["tools"]:
+                if t.get("waiting"):
+                    t["waiting"] = False
+                    t["decision"] = "allowed" if allowed else "denied"
+            self.render()
+        self.approval_box.hide()
+
+    def _on_tool_event(self, ev) -> None:
+        tools = self.stream["tools"]
+        if ev.kind == "tools":
+            self.show_tools_notice(getattr(getattr(self.folio, "_runtime", None), "info",
+                                           None))
+        elif ev.kind == "tool_call":
+            tools.append({"call": ev.stats.get("call", {}), "result": None,
+                          "needs_approval": bool(ev.stats.get("needs_approval"))})
+            self._set_state(f"Calling {ev.stats.get('call', {}).get('name') or 'a tool'}…")
+        elif ev.kind == "tool_result" and tools:
+            tools[-1]["result"] = ev.stats.get("result")
+            self._set_state("Writing…")
+        elif ev.kind == "approval":
+            request = ev.stats["request"]
+            if self.job is None or self.job.cancel.is_set():
+                request.decide(False)
+                return
+            self.approval = request
+            if tools:
+                tools[-1]["waiting"] = True
+            self.approval_label.setText(
+                "<b>Allow this tool call?</b><br>" + _call_html(request.call))
+            self.approval_box.show()
+            self._set_state(f"Waiting for you to allow or deny {request.tool}.")
+            self.approval_requested.emit(request)
+        self.render(scroll=True)
+
     def _on_event(self, ev) -> None:
         if self.stream is None:
+            if ev.kind == "approval":  # nothing to show it in: a refusal
+                ev.stats["request"].decide(False)
             return
-        if ev.kind == "query":
+        if ev.kind in ("tools", "tool_call", "tool_result", "approval"):
+            self._on_tool_event(ev)
+        elif ev.kind == "query":
             self._set_state(f"Searching for: {ev.text}")
         elif ev.kind == "sources":
             self.stream["sources"] = ev.sources
@@ -559,6 +732,7 @@ class ChatPanel(QWidget):
         self.input.setPlainText(question)
 
     def _end(self) -> None:
+        self._end_approval(False)
         self.job = None
         state = self.stream or {}
         self.stream = None
@@ -729,6 +903,7 @@ class ChatPanel(QWidget):
                                       user_bg))
         body = to_html(s["text"], "src:live:", len(s["sources"])) if s["text"] else \
             "<p class='muted'>…</p>"
+        body = _tools_html(s.get("tools", []), user_bg) + body
         parts.append(self._answer_block("Folio", body, s["sources"], "live", muted))
         return "".join(parts)
 
@@ -758,6 +933,7 @@ class ChatPanel(QWidget):
         marker = {"cancelled": " (stopped)", "interrupted": " (interrupted)",
                   "error": " (cut off)" if m.content else " (error)"}.get(m.status, "")
         body = to_html(m.content, f"src:{m.id}:", len(m.sources)) if m.content else ""
+        body = _tools_html((m.meta or {}).get("tool_calls", []), user_bg) + body
         if m.status == "error" and m.error:
             body += f"<p class='muted'>Error: {html.escape(m.error)}</p>"
         actions = f"<a href='copy:{m.id}'>Copy</a>"

@@ -15,7 +15,9 @@ from app.core.chat.answers import ChatEvent
 from app.core.llm.prompt_parts import Prompt
 from app.core.llm.provider import Done, GenerationSettings, LLMProvider, Token
 from app.core.llm.templates import format_chat_for
+from app.core.tools.calculator import CALCULATOR
 from app.core.tools.calls import parse_tool_calls, supports_tools
+from app.core.tools.library import search_tool
 from app.core.tools.runner import Approve, ToolRunner, needs_approval
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,12 @@ NO_TOOLS = ("This model's chat template has no place for tools, so Folio does no
 def model_supports_tools(llm: LLMProvider) -> bool:
     info = llm.info
     return info is not None and supports_tools(info.chat_template)
+
+
+def default_runner(library: Any) -> ToolRunner:
+    """The tools Folio's chat offers: search the library (`library` or a function giving
+    it) and the calculator. Neither needs the user's approval."""
+    return ToolRunner([search_tool(library), CALCULATOR])
 
 
 def run_with_tools(
@@ -141,3 +149,34 @@ def ask_with_tools(
         return
     msg = engine.store.add_message(chat_id, "assistant", last.text, meta=meta)
     yield ChatEvent("done", text=last.text, message_id=msg.id, stats=last.stats)
+
+
+def ask_auto(
+    engine: Any,
+    chat_id: int,
+    question: str,
+    runner: ToolRunner,
+    *,
+    approve: Approve | None = None,
+    cancel: threading.Event | None = None,
+    overrides: dict | None = None,
+) -> Iterator[ChatEvent]:
+    """A question answered the way the chat's model can: with tools when its chat template
+    has a place for them, else the cited answer (`engine.ask`). First yields a "tools" event
+    (stats: supported) once the chat's model is loaded, so a window can say which it is."""
+    chat = engine.store.get_chat(chat_id)
+    if engine.before_answer is not None:
+        try:
+            engine.before_answer(chat)
+        except Exception:  # engine.ask reports the failure as its error event
+            log.warning("could not load the model for chat %s", chat_id, exc_info=True)
+            yield from engine.ask(chat_id, question, cancel=cancel, overrides=overrides)
+            return
+    supported = engine.supports_tools
+    yield ChatEvent("tools", text="" if supported else NO_TOOLS,
+                    stats={"supported": supported})
+    if supported:
+        yield from ask_with_tools(engine, chat_id, question, runner, approve=approve,
+                                  cancel=cancel)
+    else:
+        yield from engine.ask(chat_id, question, cancel=cancel, overrides=overrides)

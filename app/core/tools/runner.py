@@ -73,6 +73,33 @@ def _run_limited(tool: Tool, arguments: Mapping[str, Any]) -> dict[str, Any]:
     return ok_result(tool.name, value)
 
 
+class ApprovalRequest:
+    """A call waiting for the user's decision, handed from the thread running the chat to
+    the one that asks (the window's GUI thread). `decide` may be called from any thread,
+    once; `wait` returns False when the wait is cancelled (Stop, closing)."""
+
+    def __init__(self, tool: Tool, call: ToolCall):
+        self.tool = tool.name
+        self.call = call.as_dict()
+        self.allowed: bool | None = None
+        self._decided = threading.Event()
+
+    @property
+    def decided(self) -> bool:
+        return self._decided.is_set()
+
+    def decide(self, allowed: bool) -> None:
+        if not self._decided.is_set():
+            self.allowed = bool(allowed)
+            self._decided.set()
+
+    def wait(self, cancel: threading.Event | None = None, poll: float = 0.2) -> bool:
+        while not self._decided.wait(poll):
+            if cancel is not None and cancel.is_set():
+                self.decide(False)
+        return bool(self.allowed)
+
+
 class ToolRunner:
     def __init__(self, tools: Iterable[Tool] = ()):
         self.tools: dict[str, Tool] = {}
