@@ -23,7 +23,7 @@ from app.core.tools.calculator import CALCULATOR, calculate
 from app.core.tools.calls import parse_tool_calls, supports_tools
 from app.core.tools.library import search_tool
 from app.core.tools.runner import ToolRunner, needs_approval
-from tests.ggufgen import CHATML, make_gguf
+from tests.ggufgen import CHATML, FAMILIES, make_gguf
 from tests.test_library import add_doc
 
 # A Hermes/Qwen2.5-style template: tools declared in the system turn, calls written as
@@ -435,3 +435,63 @@ def test_a_model_failing_mid_loop_is_an_error_the_chat_keeps(library, tmp_path):
     assert [m.role for m in saved] == ["user", "assistant"]
     assert saved[-1].status == "error" and "the model process died" in saved[-1].error
     assert saved[-1].meta["tool_calls"][0]["result"]["result"]["value"] == 4
+
+
+# -- folio ask: the tool path chosen by itself ---------------------------------------------
+
+
+def _scripted_folio(monkeypatch, llm):
+    """Folio's model load answered by `llm` (the runtime seam), for the CLI in-process."""
+    from app.core.service import Folio
+
+    def load(self, path, allow_oversize=None):
+        self._runtime, self._model_path = llm, path
+        return llm
+
+    monkeypatch.setattr(Folio, "_load", load)
+
+
+def test_ask_takes_the_tool_path_when_the_model_has_tools(capsys, monkeypatch, library_dir,
+                                                          tmp_path):
+    from app.cli import main
+
+    model = tmp_path / "qwenish.gguf"
+    lib = ["--library", str(library_dir), "--model", str(model)]
+    _scripted_folio(monkeypatch, ScriptedToolModel([
+        _call("calculator", expression="6 * 7"), "6 * 7 = 42.",
+        _call("calculator", expression="2 ** 10"), "2 ** 10 = 1024.",
+    ]))
+    assert main(["ask", *lib, "--json", "what is 6 * 7?"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["answer"] == "6 * 7 = 42." and out["error"] is None
+    assert out["tool_calls"] == [{
+        "call": {"name": "calculator", "arguments": {"expression": "6 * 7"}},
+        "result": {"tool": "calculator", "ok": True,
+                   "result": {"expression": "6 * 7", "value": 42}}}]
+    # The keys ask --json always had are all still there.
+    assert {"answer", "sources", "cited", "model", "prompt_tokens", "completion_tokens",
+            "seconds", "chat_id", "error"} <= set(out)
+    assert main(["ask", *lib, "what is 2 ** 10?"]) == 0
+    text = capsys.readouterr().out
+    assert '[tool call] calculator {"expression": "2 ** 10"}' in text
+    assert '[tool result] {"expression": "2 ** 10", "value": 1024}' in text
+    assert "2 ** 10 = 1024." in text
+
+
+def test_ask_takes_the_cited_path_when_the_model_has_no_tools(capsys, monkeypatch,
+                                                              library_dir, tmp_path):
+    from app.cli import main
+
+    gemma = make_gguf(tmp_path / "gemma-like.gguf", arch="gemma3",
+                      chat_template=FAMILIES["gemma"]["template"])
+    llm = ScriptedToolModel([_call("calculator", expression="1+1"), "unused"],
+                            template=read_gguf_info(gemma).chat_template)
+    _scripted_folio(monkeypatch, llm)
+    code = main(["ask", "--library", str(library_dir), "--model", str(gemma), "--json",
+                 "--no-docs", "what is 1 + 1?"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and out["tool_calls"] == []
+    # The model was not offered tools, and its "call" is only text of the plain answer.
+    assert all("calculator" not in p for p in llm.prompts)
+    assert len(llm.prompts) == 1 and "<start_of_turn>user\nwhat is 1 + 1?" in llm.prompts[0]
+    assert out["answer"].startswith("<tool_call>")  # plain text here, never run
