@@ -6,9 +6,11 @@ template has no place for tools is said so near the question box."""
 from __future__ import annotations
 
 import dataclasses
+import html
 from pathlib import Path
 
 import pytest
+from PySide6.QtCore import Qt
 from test_tools import HERMES, ScriptedToolModel, _call
 from test_ui_progress import window_on  # noqa: F401  (fixture)
 
@@ -97,12 +99,11 @@ def test_a_tool_that_needs_approval_runs_when_allowed(qtbot, tool_window):
     qtbot.waitUntil(lambda: chat.approval_box.isVisible(), timeout=ANSWER_TIMEOUT)
     # The exact call is shown, in the approval bar and in the conversation.
     assert "save_note" in chat.approval_label.text()
-    assert "{&quot;text&quot;: &quot;buy rope&quot;}" in chat.approval_label.text() \
-        or '{"text": "buy rope"}' in chat.approval_label.text()
+    assert html.escape('{"text": "buy rope"}') in chat.approval_label.text()
     assert 'Tool call: save_note {"text": "buy rope"}' in _shown(chat)
     assert "Waiting for your approval" in _shown(chat)
     assert chat.busy and wrote == []
-    qtbot.mouseClick(chat.allow_btn, qtbot_left())
+    qtbot.mouseClick(chat.allow_btn, Qt.MouseButton.LeftButton)
     _idle(qtbot, chat)
     assert wrote == ["buy rope"]
     assert not chat.approval_box.isVisible()
@@ -120,7 +121,7 @@ def test_a_denied_tool_call_is_an_error_and_the_chat_goes_on(qtbot, tool_window)
     chat = window.chat
     chat.ask("Note: buy rope")
     qtbot.waitUntil(lambda: chat.approval_box.isVisible(), timeout=ANSWER_TIMEOUT)
-    qtbot.mouseClick(chat.deny_btn, qtbot_left())
+    qtbot.mouseClick(chat.deny_btn, Qt.MouseButton.LeftButton)
     _idle(qtbot, chat)
     assert wrote == []
     shown = _shown(chat)
@@ -139,7 +140,7 @@ def test_stop_while_waiting_for_approval_releases_the_answer(qtbot, tool_window)
     chat.ask("Note: buy rope")
     qtbot.waitUntil(lambda: chat.approval_box.isVisible(), timeout=ANSWER_TIMEOUT)
     request = chat.approval
-    qtbot.mouseClick(chat.stop_btn, qtbot_left())
+    qtbot.mouseClick(chat.stop_btn, Qt.MouseButton.LeftButton)
     _idle(qtbot, chat)
     assert request.decided and request.allowed is False
     assert wrote == [] and not chat.approval_box.isVisible() and chat.approval is None
@@ -167,8 +168,3 @@ def test_a_model_without_a_tool_template_is_said_so(qtbot, tool_window, tmp_path
     chat._listener(dataclasses.replace(llm.info, chat_template=HERMES))
     qtbot.waitUntil(lambda: "may use tools" in chat.tools_notice.text(), timeout=10_000)
 
-
-def qtbot_left():
-    from PySide6.QtCore import Qt
-
-    return Qt.MouseButton.LeftButton

@@ -151,19 +151,13 @@ def ask_with_tools(
     yield ChatEvent("done", text=last.text, message_id=msg.id, stats=last.stats)
 
 
-def ask_auto(
-    engine: Any,
-    chat_id: int,
-    question: str,
-    runner: ToolRunner,
-    *,
-    approve: Approve | None = None,
-    cancel: threading.Event | None = None,
-    overrides: dict | None = None,
-) -> Iterator[ChatEvent]:
+def ask_auto(engine: Any, chat_id: int, question: str, runner: ToolRunner, *,
+             overrides: dict | None = None, **options: Any) -> Iterator[ChatEvent]:
     """A question answered the way the chat's model can: with tools when its chat template
-    has a place for them, else the cited answer (`engine.ask`). First yields a "tools" event
+    has a place for them (`options`: ask_with_tools' approve and cancel), else the cited
+    answer (`engine.ask`, with the same cancel and `overrides`). First yields a "tools" event
     (stats: supported) once the chat's model is loaded, so a window can say which it is."""
+    cancel = options.get("cancel")
     chat = engine.store.get_chat(chat_id)
     if engine.before_answer is not None:
         try:
@@ -176,7 +170,6 @@ def ask_auto(
     yield ChatEvent("tools", text="" if supported else NO_TOOLS,
                     stats={"supported": supported})
     if supported:
-        yield from ask_with_tools(engine, chat_id, question, runner, approve=approve,
-                                  cancel=cancel)
+        yield from ask_with_tools(engine, chat_id, question, runner, **options)
     else:
         yield from engine.ask(chat_id, question, cancel=cancel, overrides=overrides)
