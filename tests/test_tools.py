@@ -495,3 +495,27 @@ def test_ask_takes_the_cited_path_when_the_model_has_no_tools(capsys, monkeypatc
     assert all("calculator" not in p for p in llm.prompts)
     assert len(llm.prompts) == 1 and "<start_of_turn>user\nwhat is 1 + 1?" in llm.prompts[0]
     assert out["answer"].startswith("<tool_call>")  # plain text here, never run
+
+
+def test_stopping_while_a_call_waits_ends_the_loop_without_another_turn(library):
+    from app.core.tools.runner import ApprovalRequest
+
+    cancel = threading.Event()
+    writer = Tool(name="save_note", description="Save a note", capability=Capability.WRITES,
+                  parameters={"type": "object", "properties": {"text": {"type": "string"}}},
+                  run=lambda text: text)
+    llm = ScriptedToolModel([_call("save_note", text="hi"), "never asked"])
+    requests = []
+
+    def approve(tool, call):
+        requests.append(ApprovalRequest(tool, call))
+        cancel.set()  # the user presses Stop while the call waits
+        return requests[-1].wait(cancel, poll=0.01)
+
+    events = list(run_with_tools(llm, ToolRunner([writer]), [{"role": "user", "content": "x"}],
+                                 approve=approve, cancel=cancel))
+    assert requests[0].decided and requests[0].allowed is False
+    assert len(llm.prompts) == 1
+    assert events[-1].kind == "done" and events[-1].stats["finish_reason"] == "cancelled"
+    assert events[-1].stats["tool_calls"][0]["result"]["error"] == \
+        "the user did not allow this call"

@@ -134,8 +134,8 @@ def test_a_denied_tool_call_is_an_error_and_the_chat_goes_on(qtbot, tool_window)
 
 def test_stop_while_waiting_for_approval_releases_the_answer(qtbot, tool_window):
     wrote: list = []
-    window, llm = tool_window([_call("save_note", text="buy rope"), "Not saved.",
-                               "A second answer."], tools=[_writer(wrote), CALCULATOR])
+    window, llm = tool_window([_call("save_note", text="buy rope"), "A second answer."],
+                              tools=[_writer(wrote), CALCULATOR])
     chat = window.chat
     chat.ask("Note: buy rope")
     qtbot.waitUntil(lambda: chat.approval_box.isVisible(), timeout=ANSWER_TIMEOUT)
@@ -144,6 +144,13 @@ def test_stop_while_waiting_for_approval_releases_the_answer(qtbot, tool_window)
     _idle(qtbot, chat)
     assert request.decided and request.allowed is False
     assert wrote == [] and not chat.approval_box.isVisible() and chat.approval is None
+    # Stopped: the model gets no further turn, the refused call is kept with the stopped answer.
+    assert len(llm.prompts) == 1
+    assert chat.state_label.text() == "Stopped. The answer so far is kept."
+    answer = window.folio.store.messages(chat.chat_id)[-1]
+    assert answer.status == "cancelled"
+    assert answer.meta["tool_calls"][0]["result"]["error"] == "the user did not allow this call"
+    assert "Error: the user did not allow this call" in _shown(chat)
     # The model thread is free again: the next question is answered.
     chat.ask("Anything else?")
     _idle(qtbot, chat)

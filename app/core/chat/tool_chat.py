@@ -59,6 +59,10 @@ def run_with_tools(
     record: list[dict[str, Any]] = []
     declarations = runner.declarations()
     for round_ in range(max_rounds + 1):
+        if cancel.is_set():  # stopped while a tool ran or waited for the user: no next turn
+            yield ChatEvent("done", text="",
+                            stats={"tool_calls": record, "finish_reason": "cancelled"})
+            return
         offer = declarations if round_ < max_rounds else None  # the last round must answer
         parts: list[str] = []
         done: Done | None = None
@@ -85,7 +89,10 @@ def run_with_tools(
         if before:
             yield ChatEvent("token", text=before)
         if not calls or cancel.is_set():
-            yield ChatEvent("done", text=before.strip(), stats={"tool_calls": record})
+            stats: dict[str, Any] = {"tool_calls": record}
+            if cancel.is_set():
+                stats["finish_reason"] = "cancelled"
+            yield ChatEvent("done", text=before.strip(), stats=stats)
             return
         chat.append({"role": "assistant", "content": Prompt.untrusted(text.strip())})
         for call in calls:
@@ -147,7 +154,9 @@ def ask_with_tools(
         engine.store.finish_answer(msg.id, "", status="error", meta=meta, error=last.text)
         yield ChatEvent("error", text=last.text, message_id=msg.id, stats=last.stats)
         return
-    msg = engine.store.add_message(chat_id, "assistant", last.text, meta=meta)
+    cancelled = last.stats.get("finish_reason") == "cancelled"
+    msg = engine.store.add_message(chat_id, "assistant", last.text, meta=meta,
+                                   status="cancelled" if cancelled else "complete")
     yield ChatEvent("done", text=last.text, message_id=msg.id, stats=last.stats)
 
 
