@@ -181,3 +181,22 @@ def test_folio_tools_add_list_remove(capsys):
     assert AppSettings.load().mcp_servers == []
     assert main(["tools", "list"]) == 0
     assert "no MCP servers" in capsys.readouterr().out
+
+
+def test_folio_starts_the_configured_servers_once_and_stops_them(tmp_path):
+    from app.core.service import Folio
+
+    before = _children()
+    folio = Folio(tmp_path / "library", settings=AppSettings(mcp_servers=[TEST_SERVER]))
+    try:
+        first = folio.mcp_tools()
+        assert first.problems == [] and "t__echo" in {t.name for t in first.tools}
+        assert folio.mcp_tools() is first  # kept while the settings stay
+        folio.configure(AppSettings(mcp_servers=[]))
+        assert folio.mcp_tools().tools == []  # the list changed: the server is stopped
+        assert _children() <= before
+        folio.configure(AppSettings(mcp_servers=[TEST_SERVER]))
+        assert folio.mcp_tools().tools
+    finally:
+        folio.close()
+    assert _children() <= before
