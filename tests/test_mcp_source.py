@@ -72,8 +72,10 @@ def test_a_failure_a_timeout_and_a_crash_are_error_results(test_tools):
     # The timed-out request was cancelled: the same server answers the next call.
     assert runner.run(ToolCall("t__echo", {"text": "after"}), approve=YES)["ok"] is True
 
+    assert test_tools.alive
     crashed = runner.run(ToolCall("t__crash", {}), approve=YES)
     assert crashed["ok"] is False and "'t'" in crashed["error"]
+    assert not test_tools.alive
     after = runner.run(ToolCall("t__echo", {"text": "x"}), approve=YES)
     assert after["ok"] is False and "'t'" in after["error"]
     assert runner.run(ToolCall("calculator", {"expression": "2+2"}))["result"]["value"] == 4
@@ -198,7 +200,15 @@ def test_folio_starts_the_configured_servers_once_and_stops_them(tmp_path):
         assert folio.mcp_tools().tools == []  # the list changed: the server is stopped
         assert _children() <= before
         folio.configure(AppSettings(mcp_servers=[TEST_SERVER]))
-        assert folio.mcp_tools().tools
+        running = folio.mcp_tools()
+        crash = next(t for t in running.tools if t.name == "t__crash")
+        assert ToolRunner([crash]).run(ToolCall("t__crash", {}), approve=YES)["ok"] is False
+        assert not running.alive
+        again = folio.mcp_tools()  # a crashed server is started again for the next question
+        assert again is not running and again.alive
+        echo = next(t for t in again.tools if t.name == "t__echo")
+        assert ToolRunner([echo]).run(ToolCall("t__echo", {"text": "back"}), approve=YES)[
+            "result"] == {"result": "back"}
     finally:
         folio.close()
     assert _children() <= before

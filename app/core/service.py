@@ -339,12 +339,13 @@ class Folio:
         """The tools of the MCP servers in settings (`mcp_servers`), for the chat's
         ToolRunner beside the built-ins: `.tools`, and `.problems` (a server that would not
         start, a clashing name). The servers start on first use (slow: call it off the GUI
-        thread) and run until `close()`, or until Settings change the list."""
+        thread) and run until `close()`, until Settings change the list, or until one of them
+        crashes: then they are started again for the next question."""
         from app.core.tools.mcp_source import load_sources
 
         wanted = list(getattr(self.settings, "mcp_servers", None) or [])
         with self._open_locks["mcp"]:
-            if self._mcp is not None and wanted != self._mcp_config:
+            if self._mcp is not None and (wanted != self._mcp_config or not self._mcp.alive):
                 self._mcp.close()
                 self._mcp = None
             if self._mcp is None:

@@ -13,8 +13,9 @@ with the `mcp` SDK's client, its tools are listed, and each becomes a Folio `Too
 Each source keeps one client session on its own event-loop thread (an anyio blocking portal).
 A call is bounded by the tool's time limit inside the client too (the request is cancelled,
 not just abandoned); a timeout, a server error, a crashed server: each is a `ToolError`, so the
-runner turns it into an error result and the chat goes on. A crashed server stays down until
-the sources are loaded again (`McpTools.close()` then `load_sources()`).
+runner turns it into an error result and the chat goes on. A crashed server stays down
+(`McpTools.alive` turns False) until the sources are loaded again; `Folio.mcp_tools()` does
+that on its next call, so the next question gets a fresh server.
 """
 
 from __future__ import annotations
@@ -143,11 +144,20 @@ class McpSource:
             raise
         except Exception as exc:  # noqa: BLE001 - a broken connection, a protocol error
             log.warning("MCP server %s: call %s failed", self.config.name, name, exc_info=True)
+            from mcp.types import CONNECTION_CLOSED
+
+            if getattr(exc, "code", None) == CONNECTION_CLOSED:  # the server is gone
+                self._down = f"the MCP server {self.config.name!r} stopped"
             raise ToolError(f"the MCP server {self.config.name!r} failed "
                             f"({type(exc).__name__})") from None
         return _result_value(result)
 
     # -- from any thread -------------------------------------------------------------------
+
+    @property
+    def alive(self) -> bool:
+        """Started, not closed, and its server has not gone away."""
+        return self._portal is not None and self._down is None
 
     def start(self) -> list[Tool]:
         """Start the server and list its tools. Raises `McpSourceError` (and leaves nothing
@@ -249,6 +259,11 @@ class McpTools:
     tools: list[Tool] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     sources: list[McpSource] = field(default_factory=list)
+
+    @property
+    def alive(self) -> bool:
+        """Every source that started still runs (False after a crash: load them again)."""
+        return all(source.alive for source in self.sources)
 
     def close(self) -> None:
         for source in self.sources:
