@@ -141,3 +141,66 @@ def test_a_real_session_is_recorded_and_passes_from_source(tmp_path):
     check = subprocess.run([sys.executable, str(ROOT / "packaging" / "folio_bundle_check.py"),
                             str(out)], capture_output=True, text=True, timeout=600, check=False)
     assert check.returncode == 0, check.stdout[-4000:] + check.stderr[-2000:]
+
+
+def _spec_hidden_imports() -> tuple[set[str], set[str]]:
+    """The modules packaging/folio.spec names in `hiddenimports` and the packages it passes
+    to `collect_submodules`, read from the spec with `ast` (it cannot run outside PyInstaller)."""
+    import ast
+
+    tree = ast.parse((ROOT / "packaging" / "folio.spec").read_text("utf-8"))
+    named: set[str] = set()
+    collected: set[str] = set()
+    for node in ast.walk(tree):
+        target = None
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target, value = node.targets[0], node.value
+        elif isinstance(node, ast.AugAssign):
+            target, value = node.target, node.value
+        if isinstance(target, ast.Name) and target.id == "hiddenimports":
+            for sub in ast.walk(value):
+                if isinstance(sub, ast.Call) and getattr(sub.func, "id", "") == \
+                        "collect_submodules":
+                    collected.add(sub.args[0].value)
+                elif isinstance(sub, ast.Constant) and isinstance(sub.value, str):
+                    named.add(sub.value)
+    return named, collected - {None}
+
+
+def _uvicorn_string_imports() -> set[str]:
+    """Every module uvicorn imports from a string: the "module:attr" values of its config
+    tables, the "()" factories of its logging config, and any such literal in config.py."""
+    import re
+
+    import uvicorn.config as config
+
+    strings: list[str] = []
+    for name in ("HTTP_PROTOCOLS", "WS_PROTOCOLS", "LIFESPAN", "LOOP_FACTORIES",
+                 "LOOP_SETUPS"):
+        strings += [v for v in getattr(config, name, {}).values() if isinstance(v, str)]
+    modules = {s.partition(":")[0] for s in strings}
+    for formatter in config.LOGGING_CONFIG.get("formatters", {}).values():
+        if "()" in formatter:
+            modules.add(formatter["()"].rpartition(".")[0])
+    source = Path(config.__file__).read_text("utf-8")
+    modules |= set(re.findall(r'"(uvicorn(?:\.\w+)+):\w+"', source))
+    return modules
+
+
+def test_the_spec_carries_what_uvicorn_and_anyio_import_by_name():
+    """`folio serve` in the bundle: uvicorn finds its protocol, loop, lifespan and logging
+    classes by name, anyio its backend; PyInstaller's analysis sees neither."""
+    named, collected = _spec_hidden_imports()
+
+    def covered(module: str) -> bool:
+        return module in named or any(module == p or module.startswith(p + ".")
+                                      for p in collected)
+
+    wanted = _uvicorn_string_imports()
+    assert {"uvicorn.protocols.http.auto", "uvicorn.protocols.http.h11_impl",
+            "uvicorn.loops.auto", "uvicorn.lifespan.on", "uvicorn.logging"} <= wanted
+    assert [m for m in sorted(wanted) if not covered(m)] == []
+    import anyio._core._eventloop as eventloop
+
+    assert 'import_module(f"anyio._backends._{' in Path(eventloop.__file__).read_text("utf-8")
+    assert covered("anyio._backends._asyncio")

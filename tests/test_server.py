@@ -249,6 +249,41 @@ def test_bad_json_and_unknown_fields_get_openai_errors(server, client, home):
     assert_openai_error(server, home, status, data)
 
 
+@pytest.mark.parametrize(("field", "value"), [
+    ("frequency_penalty", 0.5), ("presence_penalty", -1), ("logit_bias", {"1234": 5}),
+    ("logprobs", True), ("top_logprobs", 3), ("response_format", {"type": "json_object"}),
+    ("tools", [{"type": "function", "function": {"name": "f", "parameters": {}}}]),
+    ("tool_choice", "required"), ("parallel_tool_calls", True),
+    ("functions", [{"name": "f"}]), ("function_call", "auto"), ("modalities", ["audio"]),
+    ("audio", {"voice": "alloy"}), ("prediction", {"type": "content", "content": "x"}),
+    ("reasoning_effort", "high"), ("verbosity", "low"), ("web_search_options", {"x": 1}),
+    ("store", True), ("metadata", {"k": "v"}), ("service_tier", "flex"),
+    ("prompt_cache_key", "k"), ("safety_identifier", "s"),
+    ("n", 2), ("n", "2"), ("messages.0.name", "ana"),
+])
+def test_fields_openai_knows_but_folio_would_ignore_are_refused(server, home, field, value):
+    body = {"model": "folio", "messages": [{"role": "user", "content": "hi"}]}
+    if field == "messages.0.name":
+        body["messages"][0]["name"] = value
+    else:
+        body[field] = value
+    status, data = raw(server, "POST", "/v1/chat/completions", json.dumps(body).encode())
+    assert status == 400
+    err = assert_openai_error(server, home, status, data)
+    assert err["param"] == field and f"'{field}'" in err["message"]
+    assert err["code"] in ("unsupported_parameter", "unsupported_value")
+
+
+def test_neutral_values_of_unsupported_fields_are_accepted(server, client):
+    """Clients that fill in OpenAI's defaults (penalties 0, n 1, no tools...) are served."""
+    resp = client.chat.completions.create(
+        model="folio", messages=[{"role": "user", "content": "How much anchor chain?"}],
+        max_tokens=8, frequency_penalty=0, presence_penalty=0.0, n=1, logprobs=False,
+        tool_choice="none", response_format={"type": "text"}, user="someone",
+        extra_body={"logit_bias": {}, "tools": [], "service_tier": "auto"})
+    assert resp.choices[0].message.content is not None
+
+
 def _open_stream(server, model: str, content: str, max_tokens: int = 1500):
     """A raw streaming request, read until its first tokens: it holds the model."""
     host, port = server.host_port

@@ -194,6 +194,42 @@ def test_a_slow_tool_times_out_and_the_runner_goes_on():
         release.set()
 
 
+def test_an_abandoned_tool_thread_does_not_block_the_next_calls():
+    """A timed-out tool's thread cannot be stopped, only abandoned: the error comes at the
+    limit (not when the tool ends), and the same tool can be called again while the first
+    thread still runs."""
+    release = threading.Event()
+    started: list[int] = []
+
+    def stuck(n):
+        started.append(n)
+        if n == 1:
+            release.wait(60)  # never released before the assertions below
+        return n
+
+    runner = ToolRunner([_tool(run=stuck, limit=0.5)])
+    try:
+        first = runner.run(ToolCall("t", {"n": 1}))
+        assert first["ok"] is False and "0.5 s limit" in first["error"]
+        assert not release.is_set()  # the error came while the first call still runs
+        assert runner.run(ToolCall("t", {"n": 2})) == {"tool": "t", "ok": True, "result": 2}
+        assert started == [1, 2]
+    finally:
+        release.set()
+
+
+def test_built_in_tools_bound_their_own_work(library):
+    """The runner only abandons a runaway thread, so the built-ins refuse work that could
+    run long: the calculator bounds sizes and exponents, the search bounds k and the query."""
+    big = ToolRunner([CALCULATOR]).run(ToolCall("calculator", {"expression": "9**9**9**9"}))
+    assert big["ok"] is False and "exponents above" in big["error"]
+    search = ToolRunner([search_tool(library)])
+    many = search.run(ToolCall("search_library", {"query": "roses", "k": 10_000}))
+    assert many["ok"] is False and "maximum" in many["error"]
+    long_query = search.run(ToolCall("search_library", {"query": "rose " * 1000}))
+    assert long_query["ok"] is False and "too long" in long_query["error"]
+
+
 def test_a_result_that_is_not_json_is_an_error():
     result = ToolRunner([_tool(run=lambda n: object())]).run(ToolCall("t", {"n": 1}))
     assert result == {"tool": "t", "ok": False,

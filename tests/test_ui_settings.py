@@ -174,3 +174,27 @@ def test_a_failed_save_is_said_in_the_dialog_and_it_stays_open(qtbot, tmp_path):
         qtbot.mouseClick(dialog.ok_button, Qt.MouseButton.LeftButton)
     assert AppSettings.load(blocked).retrieval_k == 9
     assert not dialog.save_error.isVisible()
+
+
+def test_mcp_servers_are_added_and_removed_in_the_tools_tab(qtbot):
+    AppSettings(mcp_servers=[{"name": "old", "command": "old-server", "args": [],
+                              "env": {}}]).save()
+    dialog = make_dialog(qtbot)
+    dialog.tabs.setCurrentIndex(dialog.tabs.count() - 1)
+    assert dialog.mcp_list.count() == 1
+    qtbot.keyClicks(dialog.mcp_name_edit, "docs")
+    qtbot.keyClicks(dialog.mcp_command_edit, 'npx -y "docs server" --flag')
+    qtbot.keyClicks(dialog.mcp_env_edit, "TOKEN=abc")
+    qtbot.mouseClick(dialog.mcp_add_button, Qt.MouseButton.LeftButton)
+    assert dialog.mcp_list.count() == 2 and "Added 'docs'" in dialog.mcp_note.text()
+    qtbot.keyClicks(dialog.mcp_name_edit, "docs")  # the same name again is refused
+    qtbot.keyClicks(dialog.mcp_command_edit, "x")
+    qtbot.mouseClick(dialog.mcp_add_button, Qt.MouseButton.LeftButton)
+    assert dialog.mcp_list.count() == 2 and "used twice" in dialog.mcp_note.text()
+    dialog.mcp_list.setCurrentRow(0)
+    qtbot.mouseClick(dialog.mcp_remove_button, Qt.MouseButton.LeftButton)
+    assert "Removed 'old'" in dialog.mcp_note.text()
+    qtbot.mouseClick(dialog.ok_button, Qt.MouseButton.LeftButton)
+    assert AppSettings.load().mcp_servers == [
+        {"name": "docs", "command": "npx", "args": ["-y", "docs server", "--flag"],
+         "env": {"TOKEN": "abc"}}]

@@ -6,7 +6,7 @@ Exit codes: 0 success, 1 some files failed (ingest) or nothing found is NOT an e
 
 This module holds the parser and `main` (the `folio` entry point, `app.cli:main`); each
 command group lives in its own module beside it: library (ingest, search, docs, collections,
-info, reindex), embedders, chat (ask, chat, summarize, chats), models, and serve (serve,
+info, reindex), embedders, tools, chat (ask, chat, summarize, chats), models, and serve (serve,
 mcp). To add a command:
 write `cmd_<name>(args) -> int` in the module of its group (or a new one), add its subparser
 here with `set_defaults(func=cmd_<name>)`, and test it through `main([...])` in
@@ -32,6 +32,7 @@ from app.cli.library import (
 )
 from app.cli.models import cmd_models
 from app.cli.serve import cmd_mcp, cmd_serve
+from app.cli.tools import cmd_tools
 
 
 def _library_arg(parser: argparse.ArgumentParser, top: bool = False) -> None:
@@ -223,6 +224,22 @@ def build_parser() -> argparse.ArgumentParser:
                        "list_documents), for desktop chat apps and agents")
     _library_arg(p)
 
+    tools = sub.add_parser("tools", help="the tools the chat may call; add or remove MCP "
+                           "servers as tool sources")
+    tsub = tools.add_subparsers(dest="tools_command", metavar="ACTION")
+    p = tsub.add_parser("list", help="built-in tools and the MCP servers added")
+    p.add_argument("--check", action="store_true",
+                   help="start each MCP server and list its tools")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p = tsub.add_parser("add-mcp", help="add an MCP server (stdio): "
+                        "folio tools add-mcp NAME [--env K=V] -- COMMAND ARGS...")
+    p.add_argument("name", metavar="NAME", help="1-32 letters, digits, _ or -; its tools "
+                   "are named NAME__TOOL")
+    p.add_argument("server", nargs=argparse.REMAINDER, metavar="[--env K=V]... -- COMMAND ARGS",
+                   help="--env K=V: an environment variable for the server (repeatable)")
+    p = tsub.add_parser("remove", help="remove an MCP server")
+    p.add_argument("name", metavar="NAME")
+
     embedders = sub.add_parser("embedders", help="list the embedders; install "
                                "all-mpnet-base-v2")
     esub = embedders.add_subparsers(dest="embedders_command", metavar="ACTION")
@@ -260,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         from app.ui.app import run as run_window
 
         return run_window(args.library)
-    for group in ("docs", "chats", "models", "embedders"):  # a group without its action: help
+    for group in ("docs", "chats", "models", "embedders", "tools"):  # a group without its action: help
         if args.command == group and not getattr(args, f"{group}_command", None):
             parser.parse_args([group, "--help"])
     handler = {
@@ -278,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         "models": cmd_models,
         "serve": cmd_serve,
         "mcp": cmd_mcp,
+        "tools": cmd_tools,
     }[args.command]
     from app.core.index.library import LibraryError
     from app.core.models.files import ModelError

@@ -49,7 +49,8 @@ class Folio:
         self.allow_oversize = allow_oversize
         self.model_listeners: list = []  # called with ModelInfo after every (re)load
         self._lock = threading.RLock()
-        self._open_locks = {n: threading.RLock() for n in ("library", "store", "models")}
+        self._open_locks = {n: threading.RLock()
+                            for n in ("library", "store", "models", "mcp")}
         self._library = None
         # False: the library must be writable here (LibraryLocked when another process has
         # it); None: fall back to read-only (CLI read commands such as ask), see lock.py.
@@ -61,6 +62,8 @@ class Folio:
         self._models = None
         self._model_path: Path | None = None  # the file loaded now
         self._model_settings = None
+        self._mcp = None  # McpTools: the MCP servers' tools, started on first use
+        self._mcp_config: list = []
 
     @property
     def library(self):
@@ -332,7 +335,29 @@ class Folio:
         if self._engine is not None:
             self._engine.config = settings.chat_config()
 
+    def mcp_tools(self):
+        """The tools of the MCP servers in settings (`mcp_servers`), for the chat's
+        ToolRunner beside the built-ins: `.tools`, and `.problems` (a server that would not
+        start, a clashing name). The servers start on first use (slow: call it off the GUI
+        thread) and run until `close()`, until Settings change the list, or until one of them
+        crashes: then they are started again for the next question."""
+        from app.core.tools.mcp_source import load_sources
+
+        wanted = list(getattr(self.settings, "mcp_servers", None) or [])
+        with self._open_locks["mcp"]:
+            if self._mcp is not None and (wanted != self._mcp_config or not self._mcp.alive):
+                self._mcp.close()
+                self._mcp = None
+            if self._mcp is None:
+                self._mcp = load_sources(wanted, taken=("search_library", "calculator"))
+                self._mcp_config = wanted
+            return self._mcp
+
     def close(self) -> None:
+        with self._open_locks["mcp"]:
+            if self._mcp is not None:
+                self._mcp.close()
+                self._mcp = None
         with self._lock:
             if self._runtime is not None:
                 self._runtime.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,7 @@ RETRIEVAL_K_RANGE = (1, 50)
 N_CTX_RANGE = (0, 1_048_576)  # 0: the model's own training context
 FILE_TIME_LIMIT_RANGE = (1, 86_400)  # seconds to load and split one file while indexing
 SERVER_PORT_RANGE = (1024, 65535)
+MCP_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")  # = app/core/tools/mcp_source.NAME_RE
 
 
 def settings_path() -> Path:
@@ -68,6 +70,9 @@ class AppSettings:
     server_enabled: bool = False
     server_port: int = 8080
     server_api_key: str = ""
+    # MCP servers whose tools Folio's own chat may call (app/core/tools/mcp_source.py):
+    # [{"name", "command", "args": [...], "env": {...}}]. A bad entry is dropped, not the list.
+    mcp_servers: list[dict[str, Any]] = field(default_factory=list)
 
     # -- the engine's configs -------------------------------------------------------------
 
@@ -133,6 +138,10 @@ class AppSettings:
         if not isinstance(self.server_api_key, str) or (
                 self.server_api_key and len(self.server_api_key.strip()) < 16):
             bad["server_api_key"] = "must be empty (generate one) or at least 16 characters"
+        if not isinstance(self.mcp_servers, list) or any(
+                mcp_server_problem(e, self.mcp_servers[:i])
+                for i, e in enumerate(self.mcp_servers)):
+            bad["mcp_servers"] = "must be a list of {name, command, args, env}"
         return bad
 
     # -- files ----------------------------------------------------------------------------
@@ -149,6 +158,15 @@ class AppSettings:
             settings.min_similarity, bool
         ):
             settings.min_similarity = float(settings.min_similarity)
+        if isinstance(settings.mcp_servers, list):  # keep the good entries of a list
+            kept = []
+            for entry in settings.mcp_servers:
+                why = mcp_server_problem(entry, kept)
+                if why:
+                    log.warning("settings: MCP server %r dropped: %s", entry, why)
+                else:
+                    kept.append(entry)
+            settings.mcp_servers = kept
         defaults = cls()
         # The overlap is judged against the chunk size, so that is settled first.
         for skip in ({"overlap_tokens"}, set()):
@@ -198,6 +216,33 @@ class AppSettings:
         data["schema_version"] = SCHEMA_VERSION
         text = json.dumps(data, indent=2, sort_keys=False) + "\n"
         return write_atomically(path, text)
+
+
+def mcp_server_problem(entry: Any, before: list[Any] = ()) -> str | None:
+    """Why `entry` is not a usable MCP server setting (None when it is). `before`: the
+    entries ahead of it, whose names it may not repeat."""
+    if not isinstance(entry, dict):
+        return "must be an object {name, command, args, env}"
+    name = entry.get("name")
+    if not isinstance(name, str) or not MCP_NAME_RE.match(name):
+        return "name must be 1-32 letters, digits, '_' or '-'"
+    if any(isinstance(e, dict) and e.get("name") == name for e in before):
+        return f"the name {name!r} is used twice"
+    command = entry.get("command")
+    if not isinstance(command, str) or not command.strip() or "\0" in command:
+        return "command must be a program to run"
+    args = entry.get("args", [])
+    if not isinstance(args, list) or not all(isinstance(a, str) and "\0" not in a for a in args):
+        return "args must be a list of strings"
+    env = entry.get("env", {})
+    if not isinstance(env, dict) or not all(
+            isinstance(k, str) and k and "=" not in k and isinstance(v, str)
+            for k, v in env.items()):
+        return "env must map variable names to strings"
+    unknown = set(entry) - {"name", "command", "args", "env"}
+    if unknown:
+        return f"unknown keys {', '.join(sorted(unknown))}"
+    return None
 
 
 # -- migrations ---------------------------------------------------------------------------

@@ -8,7 +8,11 @@ installed model chats without documents.
 What every request goes through, in this order (`Guard`, then the route):
 1. the API key, a bearer token compared in constant time (401);
 2. the body's size, from Content-Length and while it is read (413);
-3. JSON, and the request's fields: unknown ones are refused, as OpenAI does (400);
+3. JSON, and the request's fields: unknown ones are refused, as OpenAI does (400), and so
+   are fields OpenAI knows but Folio would have to ignore (`UNSUPPORTED`: penalties,
+   logit_bias, logprobs, n > 1, tools, response_format...), each by name, unless its value
+   is the neutral one (0, false, null, empty) that ignoring changes nothing about. `user`
+   (an id for OpenAI's abuse monitoring) is accepted: it changes no answer;
 4. the model (404), then a place in the queue for the one model (429 when the line is full).
 Errors are OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, never a
 traceback; their messages go through `backend.scrub`, so they name no path outside the
@@ -129,6 +133,67 @@ class EmbeddingRequest(_Strict):
     user: str | None = None
 
 
+# Chat fields OpenAI knows that Folio does not do, and why; refused when not neutral.
+UNSUPPORTED: dict[str, str] = {
+    "frequency_penalty": "Folio's sampler has no frequency penalty",
+    "presence_penalty": "Folio's sampler has no presence penalty",
+    "logit_bias": "Folio does not bias tokens",
+    "logprobs": "Folio does not return log probabilities",
+    "top_logprobs": "Folio does not return log probabilities",
+    "tools": "Folio's server does not call tools",
+    "tool_choice": "Folio's server does not call tools",
+    "parallel_tool_calls": "Folio's server does not call tools",
+    "functions": "Folio's server does not call functions",
+    "function_call": "Folio's server does not call functions",
+    "response_format": "Folio answers in text only (no JSON mode or schema)",
+    "modalities": "Folio answers in text only",
+    "audio": "Folio answers in text only",
+    "prediction": "Folio does not take predicted outputs",
+    "reasoning_effort": "Folio's models have no reasoning effort setting",
+    "verbosity": "Folio has no verbosity setting",
+    "web_search_options": "Folio does not search the web",
+    "store": "Folio does not store completions for later",
+    "metadata": "Folio does not store completions for later",
+    "service_tier": "Folio has one service tier",
+    "prompt_cache_key": "Folio does not take prompt cache keys",
+    "safety_identifier": "Folio does not take safety identifiers",
+}
+# Values that ask for nothing beyond what Folio does: sent by clients filling in defaults.
+_NEUTRAL_OF: dict[str, tuple[Any, ...]] = {
+    "tool_choice": ("none",), "function_call": ("none",),
+    "service_tier": ("auto", "default"), "response_format": ({"type": "text"},),
+    "modalities": (["text"],),
+}
+
+
+def _is_neutral(name: str, value: Any) -> bool:
+    if value is None or value is False or value == "" or value == {} or value == []:
+        return True
+    if type(value) in (int, float) and value == 0:
+        return True
+    return value in _NEUTRAL_OF.get(name, ())
+
+
+def refuse_unsupported(data: dict[str, Any]) -> dict[str, Any]:
+    """A 400 naming the first field OpenAI knows but Folio would ignore (see UNSUPPORTED);
+    else `data` without the neutral ones (which ask for nothing Folio does not do)."""
+    for name, why in UNSUPPORTED.items():
+        if name in data and not _is_neutral(name, data[name]):
+            raise ApiError(400, f"Unsupported parameter: '{name}' is not supported by Folio "
+                                f"({why}).", param=name, code="unsupported_parameter")
+    n = data.get("n")
+    if n is not None and not (type(n) is int and n == 1):
+        raise ApiError(400, "Unsupported value: 'n' must be 1; Folio gives one choice per "
+                            "request.", param="n", code="unsupported_value")
+    messages = data.get("messages")
+    for i, message in enumerate(messages if isinstance(messages, list) else ()):
+        if isinstance(message, dict) and message.get("name") not in (None, ""):
+            raise ApiError(400, f"Unsupported parameter: 'messages.{i}.name' is not supported "
+                                "by Folio (the model is not told who wrote a message).",
+                           param=f"messages.{i}.name", code="unsupported_parameter")
+    return {k: v for k, v in data.items() if k not in UNSUPPORTED}
+
+
 def _validation_message(exc: ValidationError) -> tuple[str, str | None]:
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first.get("loc", ()))
@@ -165,6 +230,8 @@ async def read_json(request: Request, model: type[BaseModel]) -> Any:
                             f"{str(exc)[:200]}).", code="invalid_json") from None
     if not isinstance(data, dict):
         raise ApiError(400, "The body must be a JSON object.", code="invalid_json")
+    if model is ChatRequest:
+        data = refuse_unsupported(data)
     try:
         return model.model_validate(data)
     except ValidationError as exc:

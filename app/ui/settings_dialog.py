@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shlex
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
@@ -46,6 +47,7 @@ from app.core.settings import (
     SERVER_PORT_RANGE,
     THEMES,
     AppSettings,
+    mcp_server_problem,
 )
 from app.core.base.units import human_bytes
 
@@ -215,6 +217,7 @@ class SettingsDialog(QDialog):
         self.tabs.addTab(self._search_tab(), "Indexing && search")
         self.tabs.addTab(self._prompts_tab(), "Prompts")
         self.tabs.addTab(self._server_tab(), "Local server")
+        self.tabs.addTab(self._tools_tab(), "Tools")
 
         self.button_box = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel, self
@@ -364,6 +367,86 @@ class SettingsDialog(QDialog):
         form.addRow("", self.server_note)
         return page
 
+    def _tools_tab(self) -> QWidget:
+        """MCP servers whose tools the chat may call (app/core/tools/mcp_source.py)."""
+        page = QWidget()
+        layout = QVBoxLayout(page)
+        layout.addWidget(_note("MCP servers add tools to Folio's chat. Folio starts each one "
+                               "(a command on this computer) and asks you before any of its "
+                               "tools runs."))
+        self.mcp_list = QListWidget()
+        self.mcp_list.setAccessibleName("MCP servers")
+        layout.addWidget(self.mcp_list, 1)
+        form = QFormLayout()
+        self.mcp_name_edit = QLineEdit()
+        self.mcp_name_edit.setAccessibleName("MCP server name")
+        self.mcp_name_edit.setPlaceholderText("docs (letters, digits, _ or -)")
+        form.addRow("&Name:", self.mcp_name_edit)
+        self.mcp_command_edit = QLineEdit()
+        self.mcp_command_edit.setAccessibleName("MCP server command")
+        self.mcp_command_edit.setPlaceholderText("npx -y some-mcp-server --flag")
+        form.addRow("&Command:", self.mcp_command_edit)
+        self.mcp_env_edit = QLineEdit()
+        self.mcp_env_edit.setAccessibleName("MCP server environment")
+        self.mcp_env_edit.setPlaceholderText("NAME=value OTHER=value (optional)")
+        form.addRow("&Environment:", self.mcp_env_edit)
+        layout.addLayout(form)
+        row = QHBoxLayout()
+        self.mcp_add_button = QPushButton("&Add server")
+        self.mcp_add_button.clicked.connect(self._add_mcp_server)
+        self.mcp_remove_button = QPushButton("&Remove server")
+        self.mcp_remove_button.clicked.connect(self._remove_mcp_server)
+        row.addWidget(self.mcp_add_button)
+        row.addWidget(self.mcp_remove_button)
+        row.addStretch(1)
+        layout.addLayout(row)
+        self.mcp_note = _note()
+        self.mcp_note.setAccessibleName("MCP server note")
+        layout.addWidget(self.mcp_note)
+        return page
+
+    def _mcp_servers(self) -> list[dict]:
+        return [self.mcp_list.item(i).data(Qt.ItemDataRole.UserRole)
+                for i in range(self.mcp_list.count())]
+
+    def _show_mcp_server(self, entry: dict) -> None:
+        env = " ".join(sorted(entry.get("env", {})))
+        item = QListWidgetItem(f"{entry['name']}: {shlex.join([entry['command'], *entry['args']])}"
+                               + (f"  (env: {env})" if env else ""))
+        item.setData(Qt.ItemDataRole.UserRole, entry)
+        self.mcp_list.addItem(item)
+
+    def _add_mcp_server(self) -> None:
+        try:
+            command = shlex.split(self.mcp_command_edit.text())
+            env_items = shlex.split(self.mcp_env_edit.text())
+        except ValueError as exc:  # an unclosed quote
+            self.mcp_note.setText(f"Cannot read that line: {exc}.")
+            return
+        bad = [e for e in env_items if "=" not in e]
+        if bad:
+            self.mcp_note.setText(f"Environment entries are NAME=value; {bad[0]!r} is not.")
+            return
+        entry = {"name": self.mcp_name_edit.text().strip(),
+                 "command": command[0] if command else "", "args": command[1:],
+                 "env": dict(e.split("=", 1) for e in env_items)}
+        problem = mcp_server_problem(entry, self._mcp_servers())
+        if problem:
+            self.mcp_note.setText(f"Not added: {problem}.")
+            return
+        self._show_mcp_server(entry)
+        for edit in (self.mcp_name_edit, self.mcp_command_edit, self.mcp_env_edit):
+            edit.clear()
+        self.mcp_note.setText(f"Added {entry['name']!r}; its tools are offered in new chats.")
+
+    def _remove_mcp_server(self) -> None:
+        row = self.mcp_list.currentRow()
+        if row < 0:
+            self.mcp_note.setText("Choose a server in the list to remove.")
+            return
+        entry = self.mcp_list.takeItem(row).data(Qt.ItemDataRole.UserRole)
+        self.mcp_note.setText(f"Removed {entry['name']!r}.")
+
     def _new_server_key(self) -> None:
         from app.server.runner import new_api_key
 
@@ -462,6 +545,9 @@ class SettingsDialog(QDialog):
         else:  # the first time: made now, kept when the settings are saved
             self._new_server_key()
         self._update_server_note()
+        self.mcp_list.clear()
+        for entry in s.mcp_servers:
+            self._show_mcp_server(entry)
         self.template_list.setCurrentRow(0)
         self._update_notes()
 
@@ -480,6 +566,7 @@ class SettingsDialog(QDialog):
             server_enabled=self.server_check.isChecked(),
             server_port=self.server_port_spin.value(),
             server_api_key=self.server_key_edit.text(),
+            mcp_servers=self._mcp_servers(),
         )
 
     def _browse_library(self) -> None:

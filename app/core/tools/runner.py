@@ -1,6 +1,20 @@
 """Running the model's tool calls: look the tool up, validate its arguments against its schema,
 ask the user where the policy says so, run it under its time limit. Whatever goes wrong comes
-back as an error result (a dict the model reads), never as an exception: the chat goes on."""
+back as an error result (a dict the model reads), never as an exception: the chat goes on.
+
+Time limits: a tool runs in its own daemon thread and the runner stops waiting at the limit,
+answering with an error result at once. A Python thread cannot be stopped, so a timed-out
+tool is abandoned, not ended: it runs on until it returns, and its result is dropped. The
+next call does not wait for it (each call has its own thread). So every tool must bound its
+own work, and the built-ins do:
+
+- the calculator (calculator.py) refuses long expressions, deep nesting, exponents above
+  MAX_EXPONENT and numbers wider than MAX_BITS, so no expression runs long;
+- search_library (library.py) is one hybrid search with k at most MAX_K and a query of at
+  most 1000 characters (its schema), on a library that answers in well under a second;
+- an MCP server's tool (mcp_source.py) is cancelled inside the MCP client at the same limit,
+  so its request ends too, and the server is told.
+"""
 
 from __future__ import annotations
 
