@@ -212,3 +212,24 @@ def test_folio_starts_the_configured_servers_once_and_stops_them(tmp_path):
     finally:
         folio.close()
     assert _children() <= before
+
+
+def test_the_chat_offers_the_configured_servers_tools(tmp_path, capsys):
+    """The window's runner offers every MCP tool (each asks first in the chat); the command
+    line, which has no one to ask, offers only those that run at once; and a server that
+    would not start is named on stderr, the built-ins still offered."""
+    from app.cli.chat import _cli_runner
+    from app.core.chat.tool_chat import default_runner
+    from app.core.service import Folio
+
+    broken = {"name": "gone", "command": str(tmp_path / "no-such-program"), "args": []}
+    folio = Folio(tmp_path / "library",
+                  settings=AppSettings(mcp_servers=[TEST_SERVER, broken]))
+    try:
+        window = default_runner(lambda: folio.library, folio.mcp_tools().tools)
+        assert {"search_library", "calculator", "t__echo", "t__peek"} <= set(window.tools)
+        cli = _cli_runner(folio)
+        assert set(cli.tools) == {"search_library", "calculator"}  # the t__ tools all ask first
+        assert "gone" in capsys.readouterr().err
+    finally:
+        folio.close()

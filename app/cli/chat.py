@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
 from app.cli.common import (
@@ -73,11 +74,25 @@ def _stream_answer(events, *, quiet: bool) -> dict:
     return result
 
 
+def _cli_runner(folio):
+    """The chat's tools on the command line: the built-ins and the MCP servers' tools that
+    run without approval (a terminal answer has no one to ask, so the others are not
+    offered); a server that would not start is named on stderr."""
+    from app.core.chat.tool_chat import default_runner
+    from app.core.tools.runner import needs_approval
+
+    sources = folio.mcp_tools()
+    for problem in sources.problems:
+        print(f"folio: MCP tool source: {problem}", file=sys.stderr)
+    return default_runner(lambda: folio.library,
+                          [t for t in sources.tools if not needs_approval(t)])
+
+
 def cmd_ask(args) -> int:
     import time
 
     from app.core.chat.answers import public_source
-    from app.core.chat.tool_chat import ask_auto, default_runner
+    from app.core.chat.tool_chat import ask_auto
 
     folio = open_folio(args)
     folio.library_read_only = None  # answering only reads the library
@@ -93,7 +108,7 @@ def cmd_ask(args) -> int:
             chat_id = store.create_chat(scope=chat_scope(args)).id
         engine = folio.chat
         question = " ".join(args.question)
-        runner = default_runner(lambda: folio.library)
+        runner = partial(_cli_runner, folio)
         result = with_cancel(lambda cancel: _stream_answer(
             ask_auto(engine, chat_id, question, runner, cancel=cancel,
                      overrides=load_overrides(args)),
@@ -124,9 +139,9 @@ def cmd_chat(args) -> int:
         store = folio.store
         chat = store.get_chat(args.chat) if args.chat else store.create_chat(scope=chat_scope(args))
         engine = folio.chat
-        from app.core.chat.tool_chat import ask_auto, default_runner
+        from app.core.chat.tool_chat import ask_auto
 
-        runner = default_runner(lambda: folio.library)
+        runner = partial(_cli_runner, folio)
         print(f"Folio chat {chat.id} with {folio.runtime.info.name}. Type a question; "
               "/new starts a new chat, /regen answers again, /quit leaves. "
               "Ctrl+C stops an answer.")

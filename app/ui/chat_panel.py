@@ -569,7 +569,14 @@ class ChatPanel(QWidget):
         from app.core.chat.tool_chat import ask_auto, default_runner
 
         folio = self.folio
-        runner = self.tools() if self.tools else default_runner(lambda: folio.library)
+
+        def runner():  # only when the model can call tools: MCP servers start on first use
+            if self.tools:
+                return self.tools()
+            sources = folio.mcp_tools()
+            for problem in sources.problems:
+                log.warning("MCP tool source: %s", problem)
+            return default_runner(lambda: folio.library, sources.tools)
 
         def approve(tool, call) -> bool:
             request = ApprovalRequest(tool, call)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from app.core.chat.answers import ChatEvent
@@ -32,10 +32,12 @@ def model_supports_tools(llm: LLMProvider) -> bool:
     return info is not None and supports_tools(info.chat_template)
 
 
-def default_runner(library: Any) -> ToolRunner:
+def default_runner(library: Any, extra: Sequence[Any] = ()) -> ToolRunner:
     """The tools Folio's chat offers: search the library (`library` or a function giving
-    it) and the calculator. Neither needs the user's approval."""
-    return ToolRunner([search_tool(library), CALCULATOR])
+    it) and the calculator, neither needing the user's approval, then `extra` (the MCP
+    servers' tools, `Folio.mcp_tools().tools`), which ask first unless they only read the
+    library."""
+    return ToolRunner([search_tool(library), CALCULATOR, *extra])
 
 
 def run_with_tools(
@@ -160,10 +162,13 @@ def ask_with_tools(
     yield ChatEvent("done", text=last.text, message_id=msg.id, stats=last.stats)
 
 
-def ask_auto(engine: Any, chat_id: int, question: str, runner: ToolRunner, *,
+def ask_auto(engine: Any, chat_id: int, question: str,
+             runner: ToolRunner | Callable[[], ToolRunner], *,
              overrides: dict | None = None, **options: Any) -> Iterator[ChatEvent]:
     """A question answered the way the chat's model can: with tools when its chat template
-    has a place for them (`options`: ask_with_tools' approve and cancel), else the cited
+    has a place for them (`runner`, or a function building it only then, so MCP servers
+    start only for a model that can call them; `options`: ask_with_tools' approve and
+    cancel), else the cited
     answer (`engine.ask`, with the same cancel and `overrides`). First yields a "tools" event
     (stats: supported) once the chat's model is loaded, so a window can say which it is."""
     cancel = options.get("cancel")
@@ -179,6 +184,8 @@ def ask_auto(engine: Any, chat_id: int, question: str, runner: ToolRunner, *,
     yield ChatEvent("tools", text="" if supported else NO_TOOLS,
                     stats={"supported": supported})
     if supported:
+        if not isinstance(runner, ToolRunner):
+            runner = runner()
         yield from ask_with_tools(engine, chat_id, question, runner, **options)
     else:
         yield from engine.ask(chat_id, question, cancel=cancel, overrides=overrides)
