@@ -68,6 +68,9 @@ class AppSettings:
     server_enabled: bool = False
     server_port: int = 8080
     server_api_key: str = ""
+    # Folders kept indexed while the window is open (app/core/index/watch.py); rescanned at
+    # start, so what changed while Folio was closed is found by content hash.
+    watched_folders: list[str] = field(default_factory=list)
 
     # -- the engine's configs -------------------------------------------------------------
 
@@ -133,6 +136,9 @@ class AppSettings:
         if not isinstance(self.server_api_key, str) or (
                 self.server_api_key and len(self.server_api_key.strip()) < 16):
             bad["server_api_key"] = "must be empty (generate one) or at least 16 characters"
+        if not isinstance(self.watched_folders, list) or not all(
+                isinstance(f, str) and f.strip() for f in self.watched_folders):
+            bad["watched_folders"] = "must be a list of folder paths"
         return bad
 
     # -- files ----------------------------------------------------------------------------
