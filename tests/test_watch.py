@@ -89,7 +89,7 @@ def test_add_change_rename_delete(lib, folder, watching):
 
 
 def test_folder_renamed_and_deleted(lib, folder, watching):
-    old = folder / "old"
+    old = folder / "old-v1.2"
     old.mkdir()
     (old / "one.txt").write_text("Alpine meadows bloom in June.")
     (old / "two.md").write_text("# Tides\n\nThe moon pulls the tides.")
@@ -172,10 +172,11 @@ def test_rescan_finds_changes_made_while_closed(lib, folder):
 
 
 def test_ignored_names(folder):
+    (folder / "photo.jpg").write_bytes(b"\xff\xd8")
     for name in ("x.txt.tmp", "~$report.docx", ".hidden.txt", "x.txt~", "photo.jpg",
                  ".git/config.txt"):
         assert is_ignored(folder / name, folder), name
-    for name in ("report.docx", "sub/notes.md", "folder-without-suffix"):
+    for name in ("report.docx", "sub/notes.md", "folder-without-suffix", "gone-folder-v1.2"):
         assert not is_ignored(folder / name, folder), name
 
 

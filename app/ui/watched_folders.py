@@ -102,7 +102,8 @@ class WatchedFolders(QObject):
         folders = [f for f in self.folders if Path(f).is_dir()]
         for missing in sorted(set(self.folders) - set(folders)):
             self.failed.emit(f"{missing}: the watched folder is not there; not watching it")
-        self.watcher = watcher = FolderWatcher(None, (), options=options, on_batch=self._emit)
+        self.watcher = watcher = FolderWatcher(None, (), options=options, on_batch=self._emit,
+                                               write_lock=self.folio.write_lock)
 
         def run():
             try:

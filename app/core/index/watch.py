@@ -45,7 +45,8 @@ _TEMP_PREFIXES = ("~$", ".#", "#")
 def is_ignored(path: Path, root: Path | None = None) -> bool:
     """Whether a path under a watched folder is never indexed: hidden (any part below the
     watched folder starting with "."), an editor's or downloader's temp file, or a file type
-    Folio cannot read. Folders (no suffix) are not ignored for their lack of a type."""
+    Folio cannot read. A path that is gone is not ignored for its type: it may have been a
+    folder (`v1.2/`) whose documents must go."""
     try:
         parts = path.relative_to(root).parts if root else (path.name,)
     except ValueError:
@@ -55,7 +56,7 @@ def is_ignored(path: Path, root: Path | None = None) -> bool:
     name = path.name.lower()
     if name.endswith(_TEMP_SUFFIXES) or name.startswith(_TEMP_PREFIXES):
         return True
-    return bool(path.suffix) and not is_supported(path) and not path.is_dir()
+    return bool(path.suffix) and not is_supported(path) and path.exists() and not path.is_dir()
 
 
 @dataclass(slots=True)
