@@ -217,3 +217,13 @@ def test_folio_watch_in_a_real_process(folder, library_dir):
         assert hybrid_search(lib, "saved while folio watch runs", k=1)[0].path == str(new)
     finally:
         lib.close()
+
+
+def test_folio_watch_refuses_what_is_not_a_folder(tmp_path, library_dir, capsys):
+    from app.cli import main
+
+    file = tmp_path / "a.txt"
+    file.write_text("not a folder")
+    assert main(["watch", "--library", str(library_dir), str(file)]) == 2
+    assert "not a folder" in capsys.readouterr().err
+    assert main(["watch", "--library", str(library_dir), "--quiet", "0", str(tmp_path)]) == 2
