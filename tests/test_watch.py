@@ -79,8 +79,15 @@ def test_add_change_rename_delete(lib, folder, watching):
     sub.mkdir()
     b = sub / "b.txt"
     a.rename(b)
-    wait_for(lambda: lib.get(a) is None and ready(lib, b), "the rename to move the document")
+    wait_for(lambda: any(x.moved for x in batches), "the rename to move the document")
+    # Same bytes under a new name: the document moves, its chunks are not embedded again.
+    assert [m for x in batches for m in x.moved] == [(str(a), str(b))]
+    assert not any(str(b) in x.indexed for x in batches)
+    assert lib.get(a) is None and ready(lib, b, sha256_file(b))
     assert [d.path for d in lib.documents()] == [str(b)]
+    hits = hybrid_search(lib, "rye bread baker", k=1)
+    assert hits[0].path == str(b) and "rye" in hits[0].text
+    assert lib.chunk_count() == lib.get(b).chunks
 
     b.unlink()
     wait_for(lambda: any(str(b) in x.removed for x in batches), "the removal's report")

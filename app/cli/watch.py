@@ -12,6 +12,8 @@ from app.cli.common import file_time_limit, open_library
 def print_batch(batch, out=sys.stdout) -> None:
     for path in batch.indexed:
         print(f"indexed {path}", file=out, flush=True)
+    for old, new in batch.moved:
+        print(f"moved   {old} -> {new}", file=out, flush=True)
     for path in batch.removed:
         print(f"removed {path}", file=out, flush=True)
     for path, reason in batch.failed:

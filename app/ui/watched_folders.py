@@ -142,6 +142,8 @@ def describe(batch) -> str:
     parts = []
     if batch.indexed:
         parts.append(f"{len(batch.indexed)} indexed")
+    if batch.moved:
+        parts.append(f"{len(batch.moved)} renamed")
     if batch.removed:
         parts.append(f"{len(batch.removed)} removed")
     if batch.failed:

@@ -11,8 +11,9 @@ disk *now*, not from the event kinds:
 - a path that no longer exists is removed from the library (a folder: everything under it).
 
 So an editor's save-via-temp-file (write `x.tmp`, rename it over `x`) is one change of `x`:
-the temp file is gone when the batch runs. A rename is the old path removed and the new one
-indexed; a burst of a thousand events is one batch. Temp, hidden and unsupported files are
+the temp file is gone when the batch runs. A renamed file with the same bytes is moved (its
+chunks keep their vectors); any other rename is the old path removed and the new one indexed.
+A burst of a thousand events is one batch. Temp, hidden and unsupported files are
 never looked at. A file that cannot be read is reported (path and reason) in the batch and
 watching goes on.
 
@@ -29,8 +30,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.core.base.files import sha256_file
 from app.core.documents.formats import is_supported
-from app.core.index.ingest import IngestOptions, IngestSummary, ingest
+from app.core.index.ingest import (
+    IngestOptions,
+    IngestSummary,
+    ingest,
+    splitter_fingerprint,
+    version_for,
+)
+from app.core.index.library import READY, doc_id_for
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +74,13 @@ class WatchBatch:
 
     indexed: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    moved: list[tuple[str, str]] = field(default_factory=list)  # (old, new): renamed, same bytes
     failed: list[tuple[str, str]] = field(default_factory=list)
     unchanged: int = 0
     events: int = 0  # file-system events coalesced into this batch
 
     def empty(self) -> bool:
-        return not (self.indexed or self.removed or self.failed)
+        return not (self.indexed or self.removed or self.moved or self.failed)
 
 
 class FolderWatcher:
@@ -243,6 +253,7 @@ class FolderWatcher:
             # without a telling name): not a document, nothing to do
         with self.write_lock:
             self.batches += 1
+            batch.moved.extend(self._move_renamed(gone, to_ingest))
             removed = self._remove_gone(gone)
             batch.removed.extend(removed)
             if to_ingest:
@@ -253,9 +264,42 @@ class FolderWatcher:
                     elif ev.kind == "file" and ev.status == "failed":
                         batch.failed.append((ev.path, ev.message))
                 batch.unchanged = summary.skipped
-            elif removed:
+            elif removed or batch.moved:
                 self.lib.optimize()
         return batch
+
+    def _move_renamed(self, gone: list[Path], to_ingest: list[Path]) -> list[tuple[str, str]]:
+        """A gone document whose bytes now sit at a new path (a rename): move it there
+        without embedding it again. Only when its chunks were made by the pipeline that
+        would make them now. Moved paths leave `gone` and `to_ingest`."""
+        docs = {d.path: d for d in self.lib.documents()}
+        fingerprint = splitter_fingerprint(self.options.splitter, self.lib.embedder_name)
+        candidates = [docs[str(p)] for p in gone if str(p) in docs]
+        candidates = [d for d in candidates if d.status == READY and d.sha256
+                      and d.version == version_for(d.doc_id, d.sha256, fingerprint)]
+        moved: list[tuple[str, str]] = []
+        for path in [p for p in to_ingest if p.is_file() and str(p) not in docs]:
+            sha = None
+            for doc in candidates:
+                try:
+                    st = path.stat()
+                    if st.st_size != doc.size:
+                        continue
+                    sha = sha or sha256_file(path)
+                except OSError:
+                    break  # gone again, or unreadable: the ingest reports it
+                if sha != doc.sha256:
+                    continue
+                new = self.lib.move_document(doc, path.resolve(), version_for(
+                    doc_id_for(path.resolve()), sha, fingerprint))
+                new.size, new.mtime = st.st_size, st.st_mtime
+                self.lib.put_document(new)
+                candidates.remove(doc)
+                to_ingest.remove(path)
+                gone.remove(Path(doc.path))
+                moved.append((doc.path, new.path))
+                break
+        return moved
 
     def _remove_gone(self, gone: list[Path]) -> list[str]:
         if not gone:
