@@ -33,14 +33,17 @@ def window_with_watched(qtbot, tmp_path, monkeypatch, library_dir):
 def test_watched_folder_resumes_at_start_and_follows_changes(qtbot, window_with_watched):
     w, folder = window_with_watched
     lib = w.library
+    signals = []
+    w.watched.batch_applied.connect(signals.append)
     # At start the folder is rescanned: the file saved while Folio was closed is indexed.
+    qtbot.waitUntil(lambda: any(str(folder / "before.txt") in b.indexed for b in signals),
+                    timeout=TIMEOUT)
     qtbot.waitUntil(lambda: lib.status_of(str(folder / "before.txt")) == "ready",
                     timeout=TIMEOUT)
     menu_texts = [a.text() for a in w.watched.menu.actions()]
     assert str(folder) in menu_texts and "Watch a folder…" in menu_texts
 
-    signals = []
-    w.watched.batch_applied.connect(signals.append)
+    signals.clear()
     files = [folder / f"n{i:02}.txt" for i in range(20)]
     for round_ in range(50):  # 1,000 writes in a burst
         for i, f in enumerate(files):

@@ -115,7 +115,7 @@ def test_save_via_temp_file_counts_once(lib, folder, watching):
     watcher, batches = watching
     a = folder / "notes.txt"
     a.write_text("Version one of the notes mentions copper kettles.")
-    wait_for(lambda: ready(lib, a), "the first version")
+    wait_for(lambda: any(str(a) in x.indexed for x in batches), "the first version's batch")
     seen = len(batches)
     # What editors do: write the new content beside the file, then rename it over.
     for tmp in (folder / "notes.txt.tmp", folder / ".notes.txt.swp", folder / "4913"):

@@ -139,13 +139,8 @@ class WatchedFolders(QObject):
 
 def describe(batch) -> str:
     """One status-bar line for a batch."""
-    parts = []
-    if batch.indexed:
-        parts.append(f"{len(batch.indexed)} indexed")
-    if batch.moved:
-        parts.append(f"{len(batch.moved)} renamed")
-    if batch.removed:
-        parts.append(f"{len(batch.removed)} removed")
+    counts = ((batch.indexed, "indexed"), (batch.moved, "renamed"), (batch.removed, "removed"))
+    parts = [f"{len(items)} {label}" for items, label in counts if items]
     if batch.failed:
         path, reason = batch.failed[0]
         more = f" (and {len(batch.failed) - 1} more)" if len(batch.failed) > 1 else ""
