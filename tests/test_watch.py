@@ -96,6 +96,7 @@ def test_add_change_rename_delete(lib, folder, watching):
 
 
 def test_folder_renamed_and_deleted(lib, folder, watching):
+    watcher, batches = watching
     old = folder / "old-v1.2"
     old.mkdir()
     (old / "one.txt").write_text("Alpine meadows bloom in June.")
@@ -105,6 +106,9 @@ def test_folder_renamed_and_deleted(lib, folder, watching):
     old.rename(new)
     wait_for(lambda: sorted(d.path for d in lib.documents() if d.status == READY)
              == [str(new / "one.txt"), str(new / "two.md")], "the folder rename")
+    wait_for(lambda: len([m for x in batches for m in x.moved]) == 2, "the moves' report")
+    assert sorted(m for x in batches for m in x.moved) == [
+        (str(old / "one.txt"), str(new / "one.txt")), (str(old / "two.md"), str(new / "two.md"))]
     for f in new.iterdir():
         f.unlink()
     new.rmdir()
@@ -163,17 +167,22 @@ def test_rescan_finds_changes_made_while_closed(lib, folder):
     a, b, c = (folder / n for n in ("a.txt", "b.txt", "c.txt"))
     a.write_text("Apples grow in the orchard.")
     b.write_text("Bees make honey.")
+    e = folder / "e.txt"
+    e.write_text("Elms line the avenue.")
     first = FolderWatcher(lib, [folder]).rescan()
-    assert sorted(first.indexed) == [str(a), str(b)]
+    assert sorted(first.indexed) == [str(a), str(b), str(e)]
     # Folio is closed: the files change with nothing watching.
     a.write_text("Apricots ripen in July.")
     b.unlink()
     c.write_text("Cherries are red.")
     (folder / "d.txt").write_text("Dates are sweet.")
     os.utime(folder / "d.txt")
+    (folder / "sub").mkdir()
+    e.rename(folder / "sub" / "e2.txt")
     again = FolderWatcher(lib, [folder]).rescan()
     assert sorted(again.indexed) == [str(a), str(c), str(folder / "d.txt")]
     assert again.removed == [str(b)]
+    assert again.moved == [(str(e), str(folder / "sub" / "e2.txt"))]
     assert ready(lib, a, sha256_file(a)) and lib.get(b) is None
     assert FolderWatcher(lib, [folder]).rescan().empty()  # nothing changed: nothing done
 

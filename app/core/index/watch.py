@@ -34,6 +34,7 @@ from app.core.base.files import sha256_file
 from app.core.documents.formats import is_supported
 from app.core.index.ingest import (
     IngestOptions,
+    discover,
     IngestSummary,
     ingest,
     splitter_fingerprint,
@@ -274,11 +275,21 @@ class FolderWatcher:
         would make them now. Moved paths leave `gone` and `to_ingest`."""
         docs = {d.path: d for d in self.lib.documents()}
         fingerprint = splitter_fingerprint(self.options.splitter, self.lib.embedder_name)
-        candidates = [docs[str(p)] for p in gone if str(p) in docs]
+        prefixes = tuple(str(p) + os.sep for p in gone)
+        gone_names = {str(p) for p in gone}
+        candidates = [d for d in docs.values()
+                      if (d.path in gone_names or d.path.startswith(prefixes))
+                      and not Path(d.path).exists()]
         candidates = [d for d in candidates if d.status == READY and d.sha256
                       and d.version == version_for(d.doc_id, d.sha256, fingerprint)]
         moved: list[tuple[str, str]] = []
-        for path in [p for p in to_ingest if p.is_file() and str(p) not in docs]:
+        if not candidates:
+            return moved
+        # A renamed folder (or a file renamed into a folder made in the same batch) arrives
+        # as the folder: its files are candidates too.
+        files = [p for p in to_ingest if p.is_file()]
+        files += discover([p for p in to_ingest if p.is_dir()])[0]
+        for path in [p for p in files if str(p) not in docs]:
             sha = None
             for doc in candidates:
                 try:
@@ -295,8 +306,10 @@ class FolderWatcher:
                 new.size, new.mtime = st.st_size, st.st_mtime
                 self.lib.put_document(new)
                 candidates.remove(doc)
-                to_ingest.remove(path)
-                gone.remove(Path(doc.path))
+                if path in to_ingest:
+                    to_ingest.remove(path)  # a folder stays: its other files are ingested
+                if Path(doc.path) in gone:
+                    gone.remove(Path(doc.path))
                 moved.append((doc.path, new.path))
                 break
         return moved
