@@ -6,8 +6,8 @@ Exit codes: 0 success, 1 some files failed (ingest) or nothing found is NOT an e
 
 This module holds the parser and `main` (the `folio` entry point, `app.cli:main`); each
 command group lives in its own module beside it: library (ingest, search, docs, collections,
-info, reindex), embedders, tools, chat (ask, chat, summarize, chats), models, and serve (serve,
-mcp). To add a command:
+info, reindex), embedders, tools, chat (ask, chat, summarize, chats), models, serve (serve,
+mcp) and watch. To add a command:
 write `cmd_<name>(args) -> int` in the module of its group (or a new one), add its subparser
 here with `set_defaults(func=cmd_<name>)`, and test it through `main([...])` in
 tests/test_cli.py.
@@ -33,6 +33,7 @@ from app.cli.library import (
 from app.cli.models import cmd_models
 from app.cli.serve import cmd_mcp, cmd_serve
 from app.cli.tools import cmd_tools
+from app.cli.watch import cmd_watch
 
 
 def _library_arg(parser: argparse.ArgumentParser, top: bool = False) -> None:
@@ -206,6 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="all-MiniLM-L6-v2 (default), all-mpnet-base-v2, or a model folder")
     p.add_argument("--json", action="store_true")
 
+    p = sub.add_parser("watch", help="keep folders indexed: files added, changed, renamed or "
+                       "deleted in them reach the library until Ctrl+C")
+    _library_arg(p)
+    p.add_argument("folders", nargs="+", metavar="DIR")
+    p.add_argument("--collection", metavar="NAME", help="put new documents in this collection")
+    p.add_argument("--quiet", type=float, default=1.0, metavar="SECONDS",
+                   help="apply changes once the folders have been quiet this long (default 1)")
+
     p = sub.add_parser("serve", help="an OpenAI-compatible HTTP API over the library and "
                        "the models (model 'folio' answers from the library)")
     _library_arg(p)
@@ -296,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         "serve": cmd_serve,
         "mcp": cmd_mcp,
         "tools": cmd_tools,
+        "watch": cmd_watch,
     }[args.command]
     from app.core.index.library import LibraryError
     from app.core.models.files import ModelError

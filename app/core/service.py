@@ -49,6 +49,9 @@ class Folio:
         self.allow_oversize = allow_oversize
         self.model_listeners: list = []  # called with ModelInfo after every (re)load
         self._lock = threading.RLock()
+        # Held by whatever writes a batch to the library in this process (the window's ingest
+        # jobs, the watched folders' batches), so two never interleave on the same files.
+        self.write_lock = threading.RLock()
         self._open_locks = {n: threading.RLock()
                             for n in ("library", "store", "models", "mcp")}
         self._library = None

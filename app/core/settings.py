@@ -73,6 +73,9 @@ class AppSettings:
     # MCP servers whose tools Folio's own chat may call (app/core/tools/mcp_source.py):
     # [{"name", "command", "args": [...], "env": {...}}]. A bad entry is dropped, not the list.
     mcp_servers: list[dict[str, Any]] = field(default_factory=list)
+    # Folders kept indexed while the window is open (app/core/index/watch.py); rescanned at
+    # start, so what changed while Folio was closed is found by content hash.
+    watched_folders: list[str] = field(default_factory=list)
 
     # -- the engine's configs -------------------------------------------------------------
 
@@ -142,6 +145,9 @@ class AppSettings:
                 mcp_server_problem(e, self.mcp_servers[:i])
                 for i, e in enumerate(self.mcp_servers)):
             bad["mcp_servers"] = "must be a list of {name, command, args, env}"
+        if not isinstance(self.watched_folders, list) or not all(
+                isinstance(f, str) and f.strip() for f in self.watched_folders):
+            bad["watched_folders"] = "must be a list of folder paths"
         return bad
 
     # -- files ----------------------------------------------------------------------------

@@ -658,16 +658,17 @@ class LibraryPanel(QWidget):
             if settings is not None:
                 options.splitter = settings.splitter_config()
                 options.time_limit = settings.file_time_limit
-            if embedder is not None:
-                yield ("queued", [d.path for d in folio.library.documents()])
-                yield from folio.reindex(embedder, options=options, cancel=job.cancel,
-                                         summary=summary)
+            with folio.write_lock:  # not interleaved with a watched folder's batch
+                if embedder is not None:
+                    yield ("queued", [d.path for d in folio.library.documents()])
+                    yield from folio.reindex(embedder, options=options, cancel=job.cancel,
+                                             summary=summary)
+                    return summary
+                files, _ = discover(paths)
+                yield ("queued", [str(f) for f in files])
+                yield from ingest(folio.library, paths, options, cancel=job.cancel,
+                                  summary=summary)
                 return summary
-            files, _ = discover(paths)
-            yield ("queued", [str(f) for f in files])
-            yield from ingest(folio.library, paths, options, cancel=job.cancel,
-                              summary=summary)
-            return summary
 
         self.ingest_job = job = self.workers.submit(work, pool="ingest", name="ingest")
         job.yielded.connect(self._ingest_event)
@@ -822,11 +823,12 @@ class LibraryPanel(QWidget):
             # The library's own records, not the listing's: `remove` marks the record it is
             # given, and the listing's objects belong to the GUI thread.
             lib = folio.library
-            for path in paths:
-                doc = lib.get(path)
-                if doc is not None:
-                    lib.remove(doc)
-            lib.optimize()
+            with folio.write_lock:
+                for path in paths:
+                    doc = lib.get(path)
+                    if doc is not None:
+                        lib.remove(doc)
+                lib.optimize()
 
         for d in docs:
             self.overlay.pop(d.path, None)

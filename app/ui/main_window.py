@@ -35,6 +35,8 @@ from app.core.service import Folio
 from app.core.settings import AppSettings
 from app.ui.chat_panel import ChatPanel
 from app.ui.library_panel import LibraryPanel
+from app.ui.watched_folders import WatchedFolders
+from app.ui.watched_folders import describe as describe_watch_batch
 from app.ui.models.panel import ModelPanel
 from app.ui.widgets import ActionButton
 from app.ui.workers import Workers
@@ -161,6 +163,7 @@ class MainWindow(QMainWindow):
             documents=lambda: [(d.path, d.title or d.name) for d in self.library.docs
                                if d.status == "ready"])
         self.model = ModelPanel(self.folio, self.workers)
+        self.watched = WatchedFolders(self.folio, self.app_settings, self)
         self.right = QTabWidget()
         self.right.setAccessibleName("Model and sources")
         self.right.addTab(self.model, "Model")
@@ -207,6 +210,7 @@ class MainWindow(QMainWindow):
         self.add_files_action = file.addAction("Add files…", self.library.choose_files)
         self.add_files_action.setShortcut(QKeySequence.StandardKey.Open)
         self.add_folder_action = file.addAction("Add folder…", self.library.choose_folder)
+        file.addMenu(self.watched.menu)
         file.addSeparator()
         self.settings_action = file.addAction("Settings…", self.open_settings_dialog)
         self.settings_action.setShortcut(QKeySequence.StandardKey.Preferences)
@@ -275,10 +279,17 @@ class MainWindow(QMainWindow):
         self.model.settings_edited.connect(self._settings_edited)
         self.model.error.connect(self.show_error)
         self.model.model_changed.connect(self._model_switched)
+        self.watched.batch_applied.connect(self._watched_batch)
+        self.watched.failed.connect(lambda t: self.statusBar().showMessage(t, 10000))
         # Drops onto text widgets would otherwise paste the file name.
         for w in (self.chat.input, self.chat.view, self.chat.view.viewport(),
                   self.library.tree.viewport(), self.library.details):
             w.installEventFilter(self)
+
+    def _watched_batch(self, batch) -> None:
+        """One batch from the watched folders (one signal per burst of file events)."""
+        self.library.refresh()
+        self.statusBar().showMessage(describe_watch_batch(batch), 10000)
 
     # -- start-up -----------------------------------------------------------------------
 
@@ -288,6 +299,7 @@ class MainWindow(QMainWindow):
             return
         self._started = True
         self.library.refresh()
+        self.watched.start()  # rescans the watched folders, then watches them
         self.model.start()  # lists the models folder (a job)
         if self.app_settings.theme != "system":  # "system" is what Qt does by itself
             from app.ui import settings_dialog
@@ -444,6 +456,7 @@ class MainWindow(QMainWindow):
         """Use saved settings at once: retrieval from the next question, chunking from the next
         ingest, the theme now. The library folder and model are opened once, at start-up."""
         old, self.app_settings = self.app_settings, new
+        self.watched.app_settings = new
         self._use_settings(new)
         from app.ui import settings_dialog  # looked up at call time, so tests can watch it
 
@@ -660,6 +673,7 @@ class MainWindow(QMainWindow):
             self.stop_server()  # no new requests; answers under way are stopped
             self.chat.stop()
             self.library.cancel_ingest()
+            self.watched.stop()
             self.model.shutdown()  # pauses downloads (they resume next time)
             if self.workers.shutdown(timeout_ms=CLOSE_WAIT_MS):
                 self._release()

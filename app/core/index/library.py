@@ -20,7 +20,7 @@ import time
 import warnings
 import weakref
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -610,6 +610,38 @@ class Library:
                 self._chunks_table.delete(f"doc_id = {_sql_str(doc.doc_id)}")
             self._docs_table.delete(f"doc_id = {_sql_str(doc.doc_id)}")
             self._docs().pop(doc.doc_id, None)
+
+    def move_document(self, doc: DocumentRecord, new_path: Path, version: str) -> DocumentRecord:
+        """Give a document a new path without embedding it again (its file was renamed, the
+        content is the same): its live chunks, vectors included, are staged under the new
+        path's id and `version`, published, and the old document removed. A crash midway
+        leaves the new document staged (the next ingest of it resumes) beside the old one."""
+        self._writable()
+        new_path = Path(new_path)
+        new_id = doc_id_for(new_path)
+        with self._lock:
+            names = self._chunks().schema.names
+            rows = read_again(lambda: (
+                self._chunks().search().where(f"doc_id = {_sql_str(doc.doc_id)} AND live = true")
+                .select(names).limit(None).to_arrow()))
+            moved = replace(doc, doc_id=new_id, path=str(new_path), name=new_path.name,
+                            status=INDEXING, pending_version=version, added_at=0.0,
+                            collections=list(doc.collections), warnings=list(doc.warnings))
+            self.put_document(moved)
+            n = rows.num_rows
+            index = rows.column("chunk_index").to_pylist()
+            columns = {
+                "id": pa.array([f"{new_id}:{version}:{i}" for i in index]),
+                "doc_id": pa.array([new_id] * n),
+                "version": pa.array([version] * n),
+                "live": pa.array([False] * n),
+            }
+            table = pa.table({name: columns.get(name, rows.column(name)) for name in names},
+                             schema=self._chunks().schema)
+            self._chunks().add(table)
+            self.publish([(moved, version, n)])
+            self.remove(doc)
+        return moved
 
     def document_chunks(self, doc_id: str) -> list[dict]:
         """A document's live chunks in reading order (text, page, page_end, section...)."""
