@@ -31,12 +31,12 @@ from pathlib import Path
 
 import numpy as np
 from _common import ROOT, PeakRSS, percentile
-from bench_search_latency import QUERIES, sentences
+from bench_search_latency import QUERIES, sentences, synthetic_docs
 
 from app.core.documents.base import Chunk
 from app.core.index import library as library_mod
 from app.core.index.embedder import DEFAULT_EMBEDDER
-from app.core.index.library import INDEXING, VECTOR_INDEX, DocumentRecord, Library
+from app.core.index.library import INDEXING, DocumentRecord, Library
 from app.core.index.search import hybrid_search
 
 CACHE = ROOT / "benchmarks" / ".scale"
@@ -75,15 +75,8 @@ def build(root: Path, n: int, pool: list[str]) -> float:
     rng, pyr, centres = np.random.default_rng(0), random.Random(0), centres_for()
     t0 = time.perf_counter()
     for start in range(0, n, BATCH):
-        batch, docs = [], []
-        for d in range(start // PER_DOC, min(n, start + BATCH) // PER_DOC):
-            doc = DocumentRecord(doc_id=f"doc{d}", path=f"/bench/doc{d}.pdf", name=f"doc{d}.pdf",
-                                 status=INDEXING, pending_version="v1", title=f"Doc {d}")
-            docs.append(doc)
-            for i in range(PER_DOC):
-                text = " ".join(pyr.choice(pool) for _ in range(3))
-                batch.append((doc.doc_id, "v1", Chunk(text, i, 1 + i // 5, 1 + i // 5, ("S",),
-                                                      0, len(text), 150, f"Doc {d} > S")))
+        docs, batch = synthetic_docs(range(start // PER_DOC, min(n, start + BATCH) // PER_DOC),
+                                     PER_DOC, pool, pyr)
         lib.put_documents(docs)
         lib.stage_chunks(batch, clustered(rng, centres, len(batch)))
         lib.publish([(doc, "v1", PER_DOC) for doc in docs])
