@@ -205,3 +205,23 @@ def test_a_bad_threshold_setting_falls_back_to_the_default(monkeypatch, library_
     monkeypatch.setenv("FOLIO_ANN_THRESHOLD", "lots")
     assert Library.open(library_dir, hash_embedder).ann_threshold == ANN_THRESHOLD
 
+
+
+def test_closing_the_library_finishes_a_running_index_build_first(
+        lowered, library_dir, hash_embedder, tmp_path, monkeypatch):
+    """The write lock keeps other writers from compacting away the files the build reads, and
+    a CLI command must not exit with the index half built: close waits for the build."""
+    lib = Library.open(library_dir, hash_embedder)
+    fill(lib, tmp_path, 7)
+    spy = CreateIndexSpy(lib.chunks_table(), monkeypatch, hold=True)
+    lib.optimize()
+    assert spy.started.wait(60)
+    closer = threading.Thread(target=lib.close)
+    closer.start()
+    closer.join(0.5)
+    assert closer.is_alive()  # the build is held, so close cannot have returned
+    spy.release.set()
+    closer.join(120)
+    assert not closer.is_alive() and not lib.indexing()
+    reopened = Library.open(library_dir, hash_embedder)  # the lock was released after it
+    assert reopened.index_stats().num_indexed_rows == 700

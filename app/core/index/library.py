@@ -375,7 +375,14 @@ class Library:
 
     def close(self) -> None:
         """Release the write lock now (it is also released when this object is collected);
-        this object then refuses writes, as another process may be writing."""
+        this object then refuses writes, as another process may be writing.
+
+        A background vector index build still running is finished first: the lock is what
+        keeps another writer from compacting away the files it reads, and a CLI command that
+        ingested past the threshold would otherwise exit with its index half built."""
+        if self.indexing():
+            log.info("finishing the vector index of %s before closing it", self.root)
+            self.wait_for_index()
         release = getattr(self, "_release", None)
         if release is not None:
             release()
