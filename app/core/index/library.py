@@ -867,6 +867,7 @@ class Library:
         the new embedder last, after the old vectors are gone: until then it still describes
         them, and the queued documents are indexed again with whichever embedder it names."""
         self._writable()
+        self.wait_for_index()  # a build still running would index the table dropped below
         with self._lock:
             docs = self.documents()
             paths = [d.path for d in docs]
