@@ -44,6 +44,7 @@ DIMS = 384
 CENTRES = 2000
 PER_DOC = 500
 BATCH = 20_000
+POOL = 50  # hybrid_search's default candidate pool
 
 
 class QueryVectorsOnly:
@@ -118,8 +119,10 @@ def measure(n: int, queries: int, rebuild: bool) -> dict:
         query = table.search(q, vector_column_name="vector").distance_type("cosine")
         query = query.bypass_vector_index() if exact else query.nprobes(nprobes).refine_factor(
             refine)
-        return [h["id"] for h in query.where("live = true", prefilter=True).limit(10)
-                .select(["id", "_distance"]).to_list()]
+        # As hybrid_search asks: a pool of 50 candidates (refine_factor re-ranks
+        # refine x 50 on full vectors), of which the top 10 are compared.
+        return [h["id"] for h in query.where("live = true", prefilter=True).limit(POOL)
+                .select(["id", "_distance"]).to_list()][:10]
 
     exact = [vector_ids(q, True) for q in qvecs]
     # Off-cluster queries (uniform random directions): their neighbours are spread over many
@@ -148,9 +151,9 @@ def measure(n: int, queries: int, rebuild: bool) -> dict:
     lib = Library.open(root, QueryVectorsOnly(), read_only=True)  # fresh caches, as a new run
     table = lib.chunks_table()
     recall = {}
-    for nprobes, refine in ((10, 5), (20, 10), (library_mod.ANN_NPROBES,
-                                                 library_mod.ANN_REFINE_FACTOR), (80, 20),
-                           (40, 50), (100, 50)):
+    for nprobes, refine in ((10, 1), (10, 5), (library_mod.ANN_NPROBES,
+                                                 library_mod.ANN_REFINE_FACTOR), (40, 10),
+                           (40, 50)):
         hits = [len(set(vector_ids(q, False, nprobes, refine)) & set(e)) / 10
                 for q, e in zip(qvecs, exact, strict=True)]
         mark = " (Folio)" if (nprobes, refine) == (library_mod.ANN_NPROBES,

@@ -54,7 +54,9 @@ FTS_INDEX = "fts_idx"
 ANN_REBUILD_GROWTH = 2.0
 # Probing and re-ranking chosen by benchmarks/bench_scale.py for recall@10 >= 0.98 against
 # exact search (hybrid_search passes them; LanceDB ignores them when there is no index).
-ANN_NPROBES = 40
+# refine_factor multiplies the candidate pool (50): 500 candidates are re-ranked on their full
+# vectors, which is what recall needs (PQ's distances alone lose it); more probes did not help.
+ANN_NPROBES = 20
 ANN_REFINE_FACTOR = 10
 
 
