@@ -4,7 +4,9 @@
 
 The libraries are synthetic in their vectors (random unit vectors: the store's cost does not
 depend on what they mean) but real in their text, drawn from the Octave manual's sentences
-when the corpus is present, so the BM25 side sees a natural vocabulary.
+when the corpus is present, so the BM25 side sees a natural vocabulary. Past the ANN threshold
+(50,000 chunks) the vector side goes through the IVF_PQ index Folio builds after the ingest;
+benchmarks/bench_scale.py compares exact and approximate search and measures recall.
 """
 
 from __future__ import annotations
@@ -48,27 +50,36 @@ def sentences() -> list[str]:
     return [" ".join(rng.choice(words) for _ in range(15)) for _ in range(5000)]
 
 
+def synthetic_docs(numbers, per_doc: int, pool: list[str], pyr: random.Random):
+    """Documents doc<d> for d in `numbers`, each with `per_doc` passages of 3 sentences from
+    `pool`, as (records, stage_chunks batch)."""
+    batch, docs = [], []
+    for d in numbers:
+        doc = DocumentRecord(doc_id=f"doc{d}", path=f"/bench/doc{d}.pdf", name=f"doc{d}.pdf",
+                             status=INDEXING, pending_version="v1", title=f"Doc {d}")
+        docs.append(doc)
+        for i in range(per_doc):
+            text = " ".join(pyr.choice(pool) for _ in range(3))
+            batch.append((doc.doc_id, "v1", Chunk(text, i, 1 + i // 5, 1 + i // 5, ("S",),
+                                                  0, len(text), 150, f"Doc {d} > S")))
+    return docs, batch
+
+
 def build(root: Path, n: int, dims: int, pool: list[str], embedder) -> Library:
     lib = Library.open(root, embedder)
     rng = np.random.default_rng(0)
     pyr = random.Random(0)
     per_doc = 500
     for start in range(0, n, 5000):
-        batch, docs = [], []
-        for d in range(start // per_doc, min(n, start + 5000) // per_doc):
-            doc = DocumentRecord(doc_id=f"doc{d}", path=f"/bench/doc{d}.pdf", name=f"doc{d}.pdf",
-                                 status=INDEXING, pending_version="v1", title=f"Doc {d}")
-            docs.append(doc)
-            for i in range(per_doc):
-                text = " ".join(pyr.choice(pool) for _ in range(3))
-                batch.append((doc.doc_id, "v1", Chunk(text, i, 1 + i // 5, 1 + i // 5, ("S",),
-                                                      0, len(text), 150, f"Doc {d} > S")))
+        docs, batch = synthetic_docs(range(start // per_doc, min(n, start + 5000) // per_doc),
+                                     per_doc, pool, pyr)
         lib.put_documents(docs)
         vecs = rng.standard_normal((len(batch), dims)).astype(np.float32)
         vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
         lib.stage_chunks(batch, vecs)
         lib.publish([(doc, "v1", per_doc) for doc in docs])
     lib.optimize()
+    lib.wait_for_index()  # past the ANN threshold, search as the library will once indexed
     return lib
 
 

@@ -179,3 +179,24 @@ def test_info_names_the_llama_cpp_builds_cpu_features(capsys, library_dir):
     features = build["cpu_features"].split()
     assert build["version"] and "AVX2" in features and "FMA" in features
     assert not [f for f in features if f.startswith(("AVX512", "AMX"))]
+
+
+def test_ingest_past_the_ann_threshold_leaves_the_vector_index_built(
+        capsys, tmp_path, library_dir, monkeypatch):
+    """The index is built in a background thread; the command waits for it before exiting,
+    or the process would end with the build half done (tests/test_scale.py has the rest)."""
+    from app.core.index.library import Library
+
+    monkeypatch.setenv("FOLIO_ANN_THRESHOLD", "300")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("\n\n".join(
+        f"Note {i}. The {['red', 'green', 'blue'][i % 3]} valve number {i} was checked on day "
+        f"{i % 31} and its pressure read {i * 7 % 101} units." for i in range(360)))
+    code, out, err = cli(capsys, "ingest", "--library", str(library_dir), "--chunk-tokens",
+                         "40", "--overlap-tokens", "0", str(notes))
+    assert code == 0, err
+    lib = Library.open(library_dir, read_only=True)
+    stats = lib.index_stats()
+    assert lib.chunk_count() >= 300 and stats is not None
+    assert stats.num_indexed_rows == lib.chunk_count()
+    assert "building the vector search index" in err

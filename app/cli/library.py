@@ -45,6 +45,12 @@ def _run_ingest(lib, paths, options, as_json: bool):
                     f"{ev.rate:5.1f}/s  ETA {human_duration(ev.eta)}  {name}\033[K"
                 )
                 sys.stderr.flush()
+        if lib.indexing():  # past the ANN threshold: the process must not exit mid-build
+            if not as_json:
+                clear_line(tty)
+                print(f"building the vector search index ({lib.chunk_count():,} passages)",
+                      file=sys.stderr)
+            lib.wait_for_index()
     finally:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGINT, previous)

@@ -16,7 +16,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from app.core.index.library import is_stale_read, reading_again
+from app.core.index.library import (
+    ANN_NPROBES,
+    ANN_REFINE_FACTOR,
+    is_stale_read,
+    reading_again,
+)
 
 if TYPE_CHECKING:
     from app.core.index.library import Library
@@ -139,6 +144,8 @@ def hybrid_search(
         hits = (
             table.search(qvec, vector_column_name="vector")
             .distance_type("cosine")
+            .nprobes(ANN_NPROBES)  # these two only matter past the ANN threshold
+            .refine_factor(ANN_REFINE_FACTOR)
             .where(where, prefilter=True)
             .limit(pool)
             .select([*_COLUMNS, "_distance"])
