@@ -60,10 +60,14 @@ def clear_line(tty: bool) -> None:
 def open_folio(args):
     from app.core.service import Folio
 
+    from app.cli.providers import provider_for
+
     ctx = getattr(args, "ctx", None)  # an explicit --ctx beats the model's own setting
+    provider, key = provider_for(args)  # --provider NAME: a remote provider answers
     return Folio(library_path(args), model_path=getattr(args, "model", None),
                  load_overrides={"n_ctx": ctx} if ctx else None,
-                 allow_oversize=bool(getattr(args, "allow_oversize", False)))
+                 allow_oversize=bool(getattr(args, "allow_oversize", False)),
+                 provider=provider, provider_key=key)
 
 
 def load_overrides(args) -> dict:
