@@ -147,7 +147,7 @@ class LlamaServer:
         self.url = f"http://127.0.0.1:{self.port}/v1"
         cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model),
                "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(n_ctx),
-               "--n_threads", "1", "--verbose", "false"]
+               "--n_threads", "1", "--verbose", "false", "--chat_format", "gemma"]
         if api_key:
             cmd += ["--api_key", api_key]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
