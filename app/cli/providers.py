@@ -7,13 +7,9 @@ user is told, and the key is asked for (or read from FOLIO_PROVIDER_KEY) in each
 
 from __future__ import annotations
 
-import getpass
-import os
 import sys
 
-from app.cli.common import print_json
-
-KEY_ENV = "FOLIO_PROVIDER_KEY"
+from app.cli.common import KEY_ENV, ask_key, print_json
 
 
 def cmd_providers(args) -> int:
@@ -79,33 +75,3 @@ def _remove(settings, args) -> int:
     delete_key(args.name)
     print(f"Removed provider {args.name} (and its key).")
     return 0
-
-
-def ask_key(name: str) -> str:
-    """The key from FOLIO_PROVIDER_KEY, else typed (hidden) at a terminal; "" for none."""
-    key = os.environ.get(KEY_ENV)
-    if key is not None:
-        return key.strip()
-    if not sys.stdin.isatty():
-        return ""
-    return getpass.getpass(f"API key for {name} (empty for none): ").strip()
-
-
-def provider_for(args):
-    """(ProviderConfig, key or None) for `--provider NAME`; (None, None) without it.
-    UnknownProvider when there is no such provider."""
-    name = getattr(args, "provider", None)
-    if not name:
-        return None, None
-    from app.core import settings as app_settings
-    from app.core.llm.remote import get_key, keyring_available, session_key
-
-    config = app_settings.load().find_provider(name)
-    key = get_key(name)
-    if key is None:
-        if not keyring_available():
-            print(f"folio: there is no system keyring, so the key for {name} is asked for "
-                  f"each session (or set {KEY_ENV}).", file=sys.stderr)
-        key = ask_key(name)
-        session_key(name, key)
-    return config, key
