@@ -281,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         from app.ui.app import run as run_window
 
         return run_window(args.library)
-    for group in ("docs", "chats", "models", "embedders", "providers"):  # a group without its action: help
+    # a group without its action: help
+    for group in ("docs", "chats", "models", "embedders", "providers"):
         if args.command == group and not getattr(args, f"{group}_command", None):
             parser.parse_args([group, "--help"])
     handler = {

@@ -72,6 +72,7 @@ class AppSettings:
     # name, base_url, model, embedder_model, context. Never their API keys: those are in the
     # system keyring (or asked for each session where there is none).
     providers: list = field(default_factory=list)
+    chat_provider: str = ""  # the provider the window's chat answers with; "": the local model
 
     # -- the engine's configs -------------------------------------------------------------
 
@@ -141,6 +142,8 @@ class AppSettings:
             self.provider_configs()
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             bad["providers"] = f"must be a list of providers ({exc})"
+        if not isinstance(self.chat_provider, str):
+            bad["chat_provider"] = "must be a provider's name or empty"
         return bad
 
     # -- remote providers -----------------------------------------------------------------

@@ -48,6 +48,7 @@ from app.core.settings import (
     AppSettings,
 )
 from app.core.base.units import human_bytes
+from app.ui.providers_tab import ProvidersTab
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +216,8 @@ class SettingsDialog(QDialog):
         self.tabs.addTab(self._search_tab(), "Indexing && search")
         self.tabs.addTab(self._prompts_tab(), "Prompts")
         self.tabs.addTab(self._server_tab(), "Local server")
+        self.providers_tab = ProvidersTab()
+        self.tabs.addTab(self.providers_tab, "Providers")
 
         self.button_box = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel, self
@@ -462,6 +465,7 @@ class SettingsDialog(QDialog):
         else:  # the first time: made now, kept when the settings are saved
             self._new_server_key()
         self._update_server_note()
+        self.providers_tab.load(s)
         self.template_list.setCurrentRow(0)
         self._update_notes()
 
@@ -480,6 +484,7 @@ class SettingsDialog(QDialog):
             server_enabled=self.server_check.isChecked(),
             server_port=self.server_port_spin.value(),
             server_api_key=self.server_key_edit.text(),
+            **self.providers_tab.values(),
         )
 
     def _browse_library(self) -> None:

@@ -352,7 +352,8 @@ class RemoteProvider:
 
 def _transport_message(cfg: ProviderConfig, exc: BaseException, timeout: float) -> str:
     if isinstance(exc, httpx2.ConnectTimeout):
-        return f"Could not reach the provider {cfg.name} at {cfg.base_url}: the connection timed out."
+        return (f"Could not reach the provider {cfg.name} at {cfg.base_url}: the connection "
+                f"timed out.")
     if isinstance(exc, httpx2.ConnectError):
         return (f"Could not reach the provider {cfg.name} at {cfg.base_url}: "
                 f"{_reason(exc)}. Is the server running, and is the URL right?")
