@@ -6,26 +6,15 @@ from __future__ import annotations
 import dataclasses
 
 import keyring
-import pytest
 from keyring.backends import fail
 from PySide6.QtCore import Qt
 from remoteservers import FakeOpenAI
-from test_remote import SECRET, MemoryKeyring
+from test_remote import SECRET
+from test_remote import memory_keyring as ring  # noqa: F401 - a fixture
 
 from app.core.llm import remote
 from app.core.settings import AppSettings
 from app.ui.settings_dialog import SettingsDialog
-
-
-@pytest.fixture
-def ring():
-    previous = keyring.get_keyring()
-    backend = MemoryKeyring()
-    keyring.set_keyring(backend)
-    remote._session_keys.clear()
-    yield backend
-    keyring.set_keyring(previous)
-    remote._session_keys.clear()
 
 
 def fill(qtbot, tab, name, url, model, key):
