@@ -384,3 +384,26 @@ def test_cli_ask_with_a_provider_marks_the_answer_remote(llama_server, garden_li
     assert code == 0, out
     assert out["remote"] is True and out["provider"] == "llama" and out["model"] == "starter"
     assert out["sources"][0]["path"].endswith("garden.pdf") and out["answer"]
+
+
+@pytest.mark.slow
+def test_folio_serve_as_a_provider_with_its_key(tmp_path_factory, starter_model):
+    """Folio's own `folio serve` is a second real OpenAI-compatible server: its model `folio`
+    answers from its library; the provider sends the key; a wrong key is a clear 401."""
+    from serverproc import API_KEY, ServeProcess, build_library
+
+    home = tmp_path_factory.mktemp("serve-home")
+    build_library(home)
+    server = ServeProcess(home, "--api-key", API_KEY)
+    try:
+        config = ProviderConfig("folio", server.url, "folio")
+        p = RemoteProvider(config, API_KEY, timeout=300)
+        p.load()
+        msgs, _ = p.format_chat([{"role": "user",
+                                  "content": "How much chain should I let out when anchoring?"}])
+        text, done = run(p, msgs, temperature=0.0, seed=7)
+        assert done.error is None and text.strip()
+        text, done = run(RemoteProvider(config, "wrong-key-" + "w" * 20), msgs)
+        assert done.finish_reason == "error" and "refused the API key (HTTP 401" in done.error
+    finally:
+        server.stop()
