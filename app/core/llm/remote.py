@@ -449,6 +449,8 @@ class _Stream:
                     yield Token(out)
         finally:
             self._shut()
+            reader.join(timeout=1.0)  # the shut socket ends it; a reader still waiting on
+            # the server's headers ends when they come (it then sees `closed`)
         if held and finish != "cancelled" and error is None:
             text_so_far += held
             yield Token(held)
