@@ -22,6 +22,7 @@ import sys
 from app import __version__
 from app.cli.chat import cmd_ask, cmd_chat, cmd_chats, cmd_summarize
 from app.cli.embedders import cmd_embedders
+from app.cli.providers import cmd_providers
 from app.cli.library import (
     cmd_collections,
     cmd_docs,
@@ -53,6 +54,9 @@ def _model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-tokens", type=int, metavar="N", help="longest answer")
     parser.add_argument("--temperature", type=float, metavar="T")
     parser.add_argument("--seed", type=int, metavar="N")
+    parser.add_argument("--provider", metavar="NAME",
+                        help="answer with this remote provider (folio providers add) "
+                             "instead of a local model")
     parser.add_argument("--allow-oversize", action="store_true",
                         help="load the model even when its memory estimate says it will not "
                              "fit (the system may swap, or stop Folio)")
@@ -247,6 +251,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("server", nargs=argparse.REMAINDER, metavar="[--env K=V]... -- COMMAND ARGS",
                    help="--env K=V: an environment variable for the server (repeatable)")
     p = tsub.add_parser("remove", help="remove an MCP server")
+    providers = sub.add_parser("providers", help="remote OpenAI-compatible providers: add, "
+                               "list, remove (their keys live in the system keyring)")
+    psub = providers.add_subparsers(dest="providers_command", metavar="ACTION")
+    p = psub.add_parser("add", help="add a provider (asks for its API key, or reads "
+                        "FOLIO_PROVIDER_KEY)")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--url", required=True, help="the OpenAI-compatible base URL, "
+                   "e.g. https://api.example.com/v1")
+    p.add_argument("--model", required=True, metavar="M", help="the model to ask")
+    p.add_argument("--embedder-model", metavar="E", help="the provider's embedding model")
+    p.add_argument("--context", type=int, metavar="N",
+                   help="the model's context window in tokens (default 8192)")
+    p = psub.add_parser("list", help="the providers (never their keys)")
+    p.add_argument("--json", action="store_true")
+    p = psub.add_parser("remove", help="remove a provider and its stored key")
     p.add_argument("name", metavar="NAME")
 
     embedders = sub.add_parser("embedders", help="list the embedders; install "
@@ -286,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         from app.ui.app import run as run_window
 
         return run_window(args.library)
-    for group in ("docs", "chats", "models", "embedders", "tools"):  # a group without its action: help
+    # a group without its action: help
+    for group in ("docs", "chats", "models", "embedders", "tools", "providers"):
         if args.command == group and not getattr(args, f"{group}_command", None):
             parser.parse_args([group, "--help"])
     handler = {
@@ -297,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         "info": cmd_info,
         "reindex": cmd_reindex,
         "embedders": cmd_embedders,
+        "providers": cmd_providers,
         "ask": cmd_ask,
         "chat": cmd_chat,
         "summarize": cmd_summarize,
@@ -308,11 +329,12 @@ def main(argv: list[str] | None = None) -> int:
         "watch": cmd_watch,
     }[args.command]
     from app.core.index.library import LibraryError
+    from app.core.llm.remote import UnknownProvider
     from app.core.models.files import ModelError
 
     try:
         return handler(args)
-    except (LibraryError, ModelError) as exc:
+    except (LibraryError, ModelError, UnknownProvider) as exc:
         print(f"folio: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

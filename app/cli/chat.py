@@ -119,6 +119,8 @@ def cmd_ask(args) -> int:
                 "sources": [public_source(s) for s in result["sources"]],
                 "cited": result["stats"].get("cited", []),
                 "model": folio.runtime.info.name,
+                "provider": folio.provider.name if folio.provider else "local",
+                "remote": folio.provider is not None,
                 "prompt_tokens": result["stats"].get("prompt_tokens", 0),
                 "completion_tokens": result["stats"].get("completion_tokens", 0),
                 "seconds": round(time.monotonic() - started, 3),

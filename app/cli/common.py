@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
 import signal
 import sys
 import threading
@@ -61,9 +63,11 @@ def open_folio(args):
     from app.core.service import Folio
 
     ctx = getattr(args, "ctx", None)  # an explicit --ctx beats the model's own setting
+    provider, key = provider_for(args)  # --provider NAME: a remote provider answers
     return Folio(library_path(args), model_path=getattr(args, "model", None),
                  load_overrides={"n_ctx": ctx} if ctx else None,
-                 allow_oversize=bool(getattr(args, "allow_oversize", False)))
+                 allow_oversize=bool(getattr(args, "allow_oversize", False)),
+                 provider=provider, provider_key=key)
 
 
 def load_overrides(args) -> dict:
@@ -100,3 +104,36 @@ def with_cancel(run):
         return run(cancel)
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+KEY_ENV = "FOLIO_PROVIDER_KEY"
+
+
+def ask_key(name: str) -> str:
+    """The key from FOLIO_PROVIDER_KEY, else typed (hidden) at a terminal; "" for none."""
+    key = os.environ.get(KEY_ENV)
+    if key is not None:
+        return key.strip()
+    if not sys.stdin.isatty():
+        return ""
+    return getpass.getpass(f"API key for {name} (empty for none): ").strip()
+
+
+def provider_for(args):
+    """(ProviderConfig, key or None) for `--provider NAME`; (None, None) without it.
+    UnknownProvider when there is no such provider."""
+    name = getattr(args, "provider", None)
+    if not name:
+        return None, None
+    from app.core import settings as app_settings
+    from app.core.llm.remote import get_key, keyring_available, session_key
+
+    config = app_settings.load().find_provider(name)
+    key = get_key(name)
+    if key is None:
+        if not keyring_available():
+            print(f"folio: there is no system keyring, so the key for {name} is asked for "
+                  f"each session (or set {KEY_ENV}).", file=sys.stderr)
+        key = ask_key(name)
+        session_key(name, key)
+    return config, key

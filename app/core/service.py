@@ -35,6 +35,8 @@ class Folio:
         models_dir: Path | str | None = None,
         load_overrides: dict | None = None,
         allow_oversize: bool = False,
+        provider=None,
+        provider_key: str | None = None,
     ):
         # Before the embedder, LanceDB and the model start their threads: with glibc's default
         # arenas RSS climbed with every answer that searched (see app/core/base/memory.py).
@@ -67,6 +69,10 @@ class Folio:
         self._model_settings = None
         self._mcp = None  # McpTools: the MCP servers' tools, started on first use
         self._mcp_config: list = []
+        # A remote provider (app/core/llm/remote.py ProviderConfig) answers instead of a local
+        # model when set; provider_key None: the key from the keyring (or this session's).
+        self.provider = provider
+        self.provider_key = provider_key
 
     @property
     def library(self):
@@ -156,8 +162,45 @@ class Folio:
 
     @property
     def model_name(self) -> str | None:
-        """The file name of the loaded model (None before the first load)."""
+        """The file name of the loaded model (None before the first load); for a remote
+        provider, its model's name."""
+        if self.provider is not None:
+            return self.provider.model
         return self._model_path.name if self._model_path else None
+
+    def use_provider(self, provider, key: str | None = None):
+        """Answer with this remote provider (a ProviderConfig) from the next question on, or
+        with the local model again (None). Nothing is sent until a question is asked."""
+        with self._lock:
+            if self._runtime is not None:
+                self._runtime.close()
+                self._runtime = None
+            self._model_path = None
+            self._model_settings = None
+            self.provider = provider
+            self.provider_key = key
+            if provider is None:
+                return None
+            return self._remote().info
+
+    def _remote(self):
+        """The remote provider as the runtime, made and "loaded" (no request). Lock held."""
+        from app.core.llm.remote import RemoteProvider, get_key
+
+        if self._runtime is None:
+            key = self.provider_key if self.provider_key is not None else get_key(
+                self.provider.name)
+            self._runtime = RemoteProvider(self.provider, key)
+        if self._runtime.info is None:
+            info = self._runtime.load()
+            if self._engine is not None:
+                self._engine.system_prompt = None
+            for listener in list(self.model_listeners):
+                try:
+                    listener(info)
+                except Exception:  # a listener must not break loading
+                    log.exception("model listener failed")
+        return self._runtime
 
     def load_settings_for(self, path: Path, allow_oversize: bool | None = None):
         """LoadSettings for a model file: Folio's defaults, then the model's own settings
@@ -237,6 +280,8 @@ class Folio:
         """The LLM runtime with the chosen model loaded (the pinned model_path, else the
         default model: the starter model unless the user chose another)."""
         with self._lock:
+            if self.provider is not None:
+                return self._remote()
             if self._runtime is None or self._runtime.info is None:
                 self._load(self._wanted_path())
             return self._runtime
@@ -247,6 +292,8 @@ class Folio:
         with its settings, if it is not the one loaded. Returns its ModelInfo.
         allow_oversize=True loads it even when the memory estimate says it will not fit."""
         with self._lock:
+            if self.provider is not None:  # back to a local model
+                self.use_provider(None)
             if name_or_path is None:
                 path = self.models.default_path()
             elif isinstance(name_or_path, Path) or "/" in str(name_or_path):
@@ -261,6 +308,8 @@ class Folio:
         """Load the current model again, e.g. after its settings changed (the model chats
         use when none is loaded)."""
         with self._lock:
+            if self.provider is not None:
+                return self._remote().info
             path = self._model_path or self._wanted_path()
             self._load(path, allow_oversize)
             return self._runtime.info
@@ -284,6 +333,10 @@ class Folio:
     def _prepare_for_chat(self, chat) -> None:
         """Before answering in a chat: load the chat's model (or the default model), and
         remember on the chat which model it uses."""
+        if self.provider is not None:
+            with self._lock:
+                self._remote()
+            return
         if self.model_path is not None:
             return
         with self._lock:

@@ -76,6 +76,11 @@ class AppSettings:
     # Folders kept indexed while the window is open (app/core/index/watch.py); rescanned at
     # start, so what changed while Folio was closed is found by content hash.
     watched_folders: list[str] = field(default_factory=list)
+    # Remote OpenAI-compatible providers (app/core/llm/remote.py), as ProviderConfig dicts:
+    # name, base_url, model, embedder_model, context. Never their API keys: those are in the
+    # system keyring (or asked for each session where there is none).
+    providers: list = field(default_factory=list)
+    chat_provider: str = ""  # the provider the window's chat answers with; "": the local model
 
     # -- the engine's configs -------------------------------------------------------------
 
@@ -148,7 +153,49 @@ class AppSettings:
         if not isinstance(self.watched_folders, list) or not all(
                 isinstance(f, str) and f.strip() for f in self.watched_folders):
             bad["watched_folders"] = "must be a list of folder paths"
+        try:
+            self.provider_configs()
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            bad["providers"] = f"must be a list of providers ({exc})"
+        if not isinstance(self.chat_provider, str):
+            bad["chat_provider"] = "must be a provider's name or empty"
         return bad
+
+    # -- remote providers -----------------------------------------------------------------
+
+    def provider_configs(self) -> list:
+        """The remote providers as ProviderConfigs (ValueError/TypeError for a bad entry)."""
+        from app.core.llm.remote import ProviderConfig
+
+        if not isinstance(self.providers, list):
+            raise TypeError("not a list")
+        configs = [ProviderConfig.from_dict(p) for p in self.providers]
+        names = [c.name for c in configs]
+        if len(set(names)) != len(names):
+            raise ValueError("two providers have the same name")
+        return configs
+
+    def find_provider(self, name: str):
+        """The provider called `name`; UnknownProvider naming the known ones when none is."""
+        from app.core.llm.remote import UnknownProvider
+
+        configs = self.provider_configs()
+        for config in configs:
+            if config.name == name:
+                return config
+        known = ", ".join(c.name for c in configs) or "none yet"
+        raise UnknownProvider(f"There is no provider called {name!r} (known: {known}). "
+                       f"Add one with: folio providers add {name} --url URL --model MODEL")
+
+    def add_provider(self, config) -> None:
+        """Add a provider, replacing one of the same name."""
+        self.providers = [p for p in self.providers if p.get("name") != config.name]
+        self.providers.append(config.to_dict())
+
+    def remove_provider(self, name: str) -> bool:
+        before = len(self.providers)
+        self.providers = [p for p in self.providers if p.get("name") != name]
+        return len(self.providers) != before
 
     # -- files ----------------------------------------------------------------------------
 

@@ -546,6 +546,38 @@ class MainWindow(QMainWindow):
         self.folio.configure(settings)
         self.library.settings = settings
         self.sync_server(settings)
+        self.sync_provider(settings)
+
+    def sync_provider(self, settings: AppSettings) -> None:
+        """Answer with the provider Settings choose (app/core/llm/remote.py), or the local
+        model. Where there is no keyring and this session has no key yet, ask for it."""
+        from app.core.llm import remote
+
+        name = settings.chat_provider
+        current = self.folio.provider
+        try:
+            config = settings.find_provider(name) if name else None
+        except (remote.UnknownProvider, TypeError, ValueError, KeyError):
+            config = None
+        if config == current:
+            return
+        key = None
+        if config is not None:
+            key = remote.get_key(config.name)
+            if key is None:
+                key = self.ask_provider_key(config.name)
+                remote.session_key(config.name, key)
+        self.folio.use_provider(config, key)
+
+    def ask_provider_key(self, name: str) -> str:
+        """The key for a provider, typed for this session (tests replace this)."""
+        from PySide6.QtWidgets import QInputDialog, QLineEdit
+
+        text, ok = QInputDialog.getText(
+            self, "Provider key — Folio",
+            f"There is no system keyring here, so Folio asks for {name}'s API key each "
+            "session (empty for none):", QLineEdit.EchoMode.Password)
+        return text.strip() if ok else ""
 
     # -- the local server ---------------------------------------------------------------
 

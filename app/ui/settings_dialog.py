@@ -50,6 +50,7 @@ from app.core.settings import (
     mcp_server_problem,
 )
 from app.core.base.units import human_bytes
+from app.ui.providers_tab import ProvidersTab
 
 log = logging.getLogger(__name__)
 
@@ -218,6 +219,8 @@ class SettingsDialog(QDialog):
         self.tabs.addTab(self._prompts_tab(), "Prompts")
         self.tabs.addTab(self._server_tab(), "Local server")
         self.tabs.addTab(self._tools_tab(), "Tools")
+        self.providers_tab = ProvidersTab()
+        self.tabs.addTab(self.providers_tab, "Providers")
 
         self.button_box = QDialogButtonBox(
             QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel, self
@@ -548,6 +551,7 @@ class SettingsDialog(QDialog):
         self.mcp_list.clear()
         for entry in s.mcp_servers:
             self._show_mcp_server(entry)
+        self.providers_tab.load(s)
         self.template_list.setCurrentRow(0)
         self._update_notes()
 
@@ -567,6 +571,7 @@ class SettingsDialog(QDialog):
             server_port=self.server_port_spin.value(),
             server_api_key=self.server_key_edit.text(),
             mcp_servers=self._mcp_servers(),
+            **self.providers_tab.values(),
         )
 
     def _browse_library(self) -> None:

@@ -243,6 +243,8 @@ class ChatEngine:
         settings = settings.merged({"stop": [*settings.stop, *stops]})
 
         meta = {"model": info.name, "rewritten_query": query if use_docs else None}
+        if info.provider:  # a remote provider wrote this answer (app/core/llm/remote.py)
+            meta.update(provider=info.provider, remote=True)
         msg = self.store.start_answer(chat_id, meta=meta)
         parts: list[str] = []
         last_flush = time.monotonic()

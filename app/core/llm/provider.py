@@ -91,6 +91,7 @@ class ModelInfo:
     n_params: int = 0
     size_bytes: int = 0
     cpu_features: str = ""  # what the llama.cpp build uses, e.g. "SSE3 ... AVX2 FMA"
+    provider: str = ""  # "": the local runtime; else the remote provider's name (remote.py)
 
     @property
     def is_chat_model(self) -> bool:
