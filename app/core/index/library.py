@@ -32,6 +32,7 @@ from app.core.base.files import write_atomically
 from app.core.base.paths import make_private_dir
 from app.core.documents.base import Chunk
 from app.core.index import lock as folio_lock
+from app.core.index import remote
 
 log = logging.getLogger(__name__)
 # LanceDB's Rust side logs deprecation chatter to stderr unless told otherwise.
@@ -287,24 +288,34 @@ class Library:
         """
         import lancedb
 
-        self.root = Path(root).expanduser().resolve()
-        make_private_dir(self.root)
+        self.remote = remote.is_remote(root)
+        lock = remote if self.remote else folio_lock
+        if self.remote:  # s3://bucket/prefix: see app/core/index/remote.py
+            self.root = remote.normalize(root)
+        else:
+            self.root = Path(root).expanduser().resolve()
+            make_private_dir(self.root)
         self.read_only = read_only is True
         if not self.read_only:
             try:
-                key = folio_lock.acquire(self.root)
+                key = lock.acquire(self.root)
             except folio_lock.LibraryInUse as exc:
                 if read_only is not None:
                     raise LibraryLocked(exc) from None
                 log.info("%s", exc)
                 self.read_only = True
             else:
-                self._release = weakref.finalize(self, folio_lock.release, key)
+                self._release = weakref.finalize(self, lock.release, key)
         self._embedder = embedder
         self._lock = threading.RLock()
-        make_private_dir(self.root / "lancedb")
-        self._db = lancedb.connect(str(self.root / "lancedb"),
-                                   read_consistency_interval=timedelta(0))
+        if self.remote:
+            self._db = lancedb.connect(f"{self.root}/lancedb",
+                                       read_consistency_interval=timedelta(0),
+                                       storage_options=remote.storage_options())
+        else:
+            make_private_dir(self.root / "lancedb")
+            self._db = lancedb.connect(str(self.root / "lancedb"),
+                                       read_consistency_interval=timedelta(0))
         self.repaired: str | None = None  # why library.json was rebuilt on this open, if it was
         self.meta = self._load_meta()
         source = embedder_name
@@ -338,7 +349,8 @@ class Library:
     @classmethod
     def open(cls, root: Path | str, embedder=None, *, embedder_name: str | None = None,
              read_only: bool | None = False, new_embedder: str | None = None) -> Library:
-        lib = cls(Path(root), embedder, embedder_name=embedder_name, read_only=read_only,
+        lib = cls(root if remote.is_remote(root) else Path(root), embedder,
+                  embedder_name=embedder_name, read_only=read_only,
                   new_embedder=new_embedder)
         if not lib.read_only:  # only the lock holder may repair: others could race a writer
             lib.recover()
@@ -362,9 +374,11 @@ class Library:
     def _load_meta(self) -> dict:
         """library.json, or, when it is empty or damaged (a power cut before it was written
         durably, a bad copy), what it said rebuilt from the tables (see `_rebuild_meta`)."""
-        path = self.root / META_FILE
+        path = self._meta_path()
         try:
-            raw = path.read_bytes()
+            raw = remote.read_bytes(path) if self.remote else path.read_bytes()
+            if raw is None:
+                raise FileNotFoundError(path)
         except FileNotFoundError:
             return {"schema_version": SCHEMA_VERSION, "created_at": time.time()}
         except OSError as exc:
@@ -408,22 +422,25 @@ class Library:
         except Exception as exc:  # noqa: BLE001 - whatever LanceDB raises, say what to do
             raise LibraryError(
                 f"The library file {path} is damaged ({problem}) and the library's tables "
-                f"could not be read to rebuild it ({exc}). Restore {path.name} from a backup, "
+                f"could not be read to rebuild it ({exc}). Restore {META_FILE} from a backup, "
                 f"or move the folder {self.root} aside and add your documents again."
             ) from exc
         if embedders:  # a known name loads by itself; a model folder is recorded when the
             # library is next opened with it (`embedder_name`), as the name cannot find it
             meta["embedder"] = max(embedders, key=lambda n: embedders[n])
         self.repaired = (
-            f"The library file {path.name} was damaged ({problem}); it was rebuilt from the "
+            f"The library file {META_FILE} was damaged ({problem}); it was rebuilt from the "
             f"library's tables (embedder {meta.get('embedder') or 'not yet chosen'}"
             + (f", {meta['dims']} dimensions" if "dims" in meta else "") + ")"
         )
         if not self.read_only:
-            bad = path.with_name(path.name + ".bad")
+            bad = f"{path}.bad" if self.remote else path.with_name(path.name + ".bad")
             try:
-                os.replace(path, bad)
-                self.repaired += f"; the damaged file was kept as {bad.name}"
+                if self.remote:
+                    remote.filesystem().move(path[len(remote.SCHEME):], bad[len(remote.SCHEME):])
+                else:
+                    os.replace(path, bad)
+                self.repaired += f"; the damaged file was kept as {META_FILE}.bad"
             except OSError as exc:
                 log.warning("could not set %s aside: %s", path, exc)
             self.meta = meta
@@ -431,8 +448,15 @@ class Library:
         log.warning("%s: %s", self.root, self.repaired)
         return meta
 
+    def _meta_path(self):
+        return f"{self.root}/{META_FILE}" if self.remote else self.root / META_FILE
+
     def _save_meta(self) -> None:
-        write_atomically(self.root / META_FILE, json.dumps(self.meta, indent=2, sort_keys=True))
+        text = json.dumps(self.meta, indent=2, sort_keys=True)
+        if self.remote:
+            remote.write_bytes(self._meta_path(), text.encode("utf-8"))
+        else:
+            write_atomically(self._meta_path(), text)
 
     def _open_or_create(self, name: str, schema: pa.Schema):
         try:
