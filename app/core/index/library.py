@@ -124,11 +124,37 @@ def reading_again(what: str):
     def wrap(fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            return read_again(lambda: fn(*args, **kwargs), what)
+            try:
+                return read_again(lambda: fn(*args, **kwargs), what)
+            except LibraryError:
+                raise
+            except Exception as exc:
+                root = getattr(args[0], "root", None) if args else None
+                if root is None or not is_storage_error(exc):
+                    raise
+                raise LibraryUnreachable(root, what, exc) from exc
 
         return wrapper
 
     return wrap
+
+
+def is_storage_error(exc: BaseException) -> bool:
+    """Whether LanceDB failed talking to object storage (an s3:// library's server is down,
+    unreachable or timing out); it says so only in its message."""
+    text = str(exc)
+    return "LanceError(IO)" in text or "S3 error" in text or "Error performing" in text
+
+
+class LibraryUnreachable(LibraryError):
+    """The storage of an s3:// library did not answer (timeouts bound every request)."""
+
+    def __init__(self, root, what: str, exc: BaseException):
+        reason = str(exc).split(", /")[0].removeprefix("lance error: ")
+        super().__init__(
+            f"Folio could not reach the library {root} while {what}: {reason[:300]}. Check the "
+            f"network and the storage server (AWS_ENDPOINT_URL), then try again."
+        )
 
 
 class LibraryLocked(LibraryError):
@@ -306,6 +332,7 @@ class Library:
                 self.read_only = True
             else:
                 self._release = weakref.finalize(self, lock.release, key)
+                self._lease_key = key if self.remote else None
         self._embedder = embedder
         self._lock = threading.RLock()
         if self.remote:
@@ -365,6 +392,12 @@ class Library:
             self.read_only = True
 
     def _writable(self) -> None:
+        if self.remote and getattr(self, "_lease_key", None) and remote.lost(self._lease_key):
+            self.read_only = True  # another writer took the lease over: stop writing at once
+            raise ReadOnlyLibrary(
+                f"This process lost the write lease on the library {self.root} (it could not "
+                f"renew it in time and another Folio took it over); open the library again."
+            )
         if self.read_only:
             raise ReadOnlyLibrary(
                 f"The library {self.root} is open read-only here (another Folio process is "

@@ -24,6 +24,7 @@ between machines break it.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -179,6 +180,8 @@ def acquire(root: str) -> str:
         lease.thread = threading.Thread(target=_renew, args=(lease,), daemon=True,
                                         name="folio-s3-lease")
         lease.thread.start()
+        if not _held:  # registered after pyarrow's own S3 finalizer, so it runs before it
+            atexit.register(_release_all)
         _held[root] = (lease, 1)
         return root
 
@@ -223,6 +226,14 @@ def release(key: str) -> None:
             delete(lease.uri)
     except Exception as exc:  # noqa: BLE001 - it expires by itself
         log.warning("%s: could not drop the write lease (it expires by itself): %s", key, exc)
+
+
+def _release_all() -> None:
+    """At exit, drop the leases still held (their libraries were never closed)."""
+    while _held:
+        key = next(iter(_held))
+        _held[key] = (_held[key][0], 1)
+        release(key)
 
 
 def lost(key: str) -> bool:
