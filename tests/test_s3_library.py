@@ -3,6 +3,7 @@ on loopback: real LanceDB, the real embedder, real processes for the write lease
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -228,3 +229,27 @@ def test_the_server_going_away_mid_search_gives_an_error_not_a_hang(s3, tmp_path
     assert "could not reach the library s3://folio/gone while searching" in message
     assert "AWS_ENDPOINT_URL" in message
     lib.close()  # the lease cannot be dropped with the server gone: a warning, not a hang
+
+
+def test_the_cli_takes_an_s3_library_and_keeps_chats_locally(s3, tmp_path, capsys,
+                                                            monkeypatch):
+    from app.cli import main
+    from app.core.base.paths import local_library_dir
+    from app.core.chat.history import ChatStore
+
+    monkeypatch.setenv("FOLIO_HOME", str(tmp_path / "home"))
+    folder = _docs(tmp_path / "docs", 3)
+    uri = "s3://folio/cli"
+    assert main(["--library", uri, "ingest", str(folder)]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("FOLIO_LIBRARY", uri)
+    assert main(["search", "pruning apple trees", "--json"]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert Path(hits[0]["path"]).name == "doc2.pdf"  # the one about apple trees
+    local = local_library_dir(uri)
+    assert local == tmp_path / "home" / "remote-libraries" / local.name
+    store = ChatStore.for_library(local)
+    store.create_chat("kept here")
+    store.close()
+    assert main(["chats", "list"]) == 0
+    assert "kept here" in capsys.readouterr().out
