@@ -246,6 +246,7 @@ def test_the_cli_takes_an_s3_library_and_keeps_chats_locally(s3, tmp_path, capsy
     assert main(["search", "pruning apple trees", "--json"]) == 0
     hits = json.loads(capsys.readouterr().out)
     assert Path(hits[0]["path"]).name == "doc2.pdf"  # the one about apple trees
+    assert remote.holder(uri) is None  # searching took no lease: writers are not held off
     local = local_library_dir(uri)
     assert local == tmp_path / "home" / "remote-libraries" / local.name
     store = ChatStore.for_library(local)

@@ -41,7 +41,9 @@ def note_read_only(root) -> None:
     from app.core.index import remote
     from app.core.index.lock import holder
 
-    pid = ((remote.holder(root) if remote.is_remote(root) else holder(root)) or {}).get("pid")
+    if remote.is_remote(root):  # reads of a shared library never take its lease
+        return
+    pid = (holder(root) or {}).get("pid")
     who = f" (pid {pid})" if pid else ""
     print(f"folio: the library is open in another Folio window or command{who}; reading it "
           f"as it is now, without changes.", file=sys.stderr)

@@ -321,7 +321,9 @@ class Library:
         else:
             self.root = Path(root).expanduser().resolve()
             make_private_dir(self.root)
-        self.read_only = read_only is True
+        # Reads on a shared s3:// library take no lease: searching machines would otherwise
+        # hold writers off (and pay the lease's round trips) whenever none was writing.
+        self.read_only = read_only is True or (self.remote and read_only is None)
         if not self.read_only:
             try:
                 key = lock.acquire(self.root)
