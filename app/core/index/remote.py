@@ -14,12 +14,14 @@ renews it every third of its lifetime (FOLIO_S3_LEASE seconds, default 60). A wr
 crashes stops renewing; once its lease has expired the next writer takes it over and
 `Library.recover()` repairs what the crash left, as for a local library. Taking the lease is
 write-then-read-back: pyarrow cannot send a conditional put (If-None-Match), so two writers
-that both find the lease free within the same moment both write, and the read-back after a
-settle delay (FOLIO_S3_SETTLE, default 1 s) lets only the one whose token was written last go
-on. That is a real race only when both writes land within the settle delay of each other and
-the store's read-after-write is slower than it; S3 itself has been strongly consistent since
-2020. Expiry compares the holder's clock with the taker's: clocks more than a lease apart
-between machines break it.
+that both find the lease free both write it, and after a settle delay (FOLIO_S3_SETTLE, default
+1 s) each reads it back: only the one whose token is there goes on. The race this leaves: a
+writer stalled for longer than the settle delay between finding the lease free and writing it
+overwrites a lease the other has already verified, and both go on. The first one's renewal
+then finds the foreign token and refuses every further write (`lost`, within a third of the
+lease), but commits the two made in between may interleave. (The read-back also needs
+read-after-write consistency, which S3 has had since 2020.) Expiry compares the holder's clock
+with the taker's: clocks more than a lease apart between machines break it.
 """
 
 from __future__ import annotations
