@@ -254,3 +254,23 @@ def test_the_cli_takes_an_s3_library_and_keeps_chats_locally(s3, tmp_path, capsy
     store.close()
     assert main(["chats", "list"]) == 0
     assert "kept here" in capsys.readouterr().out
+
+
+def test_a_writer_whose_lease_was_taken_over_stops_writing(s3, tmp_path, monkeypatch):
+    from app.core.index.library import DocumentRecord, ReadOnlyLibrary
+
+    monkeypatch.setenv("FOLIO_S3_LEASE", "3")  # renewed (and checked) every second
+    uri = "s3://folio/stolen"
+    lib = Library.open(uri, embedder_name="all-MiniLM-L6-v2")
+    other = {"pid": 4242, "host": "elsewhere", "started": time.time(), "token": "theirs",
+             "expires": time.time() + 60}
+    remote.write_bytes(f"{uri}/{remote.LEASE_FILE}", json.dumps(other).encode())
+    deadline = time.monotonic() + 60
+    while not remote.lost(uri):
+        assert time.monotonic() < deadline, "the renewal never noticed the lease was taken"
+        time.sleep(0.2)
+    doc = DocumentRecord(doc_id="x", path="/x.txt", name="x.txt")
+    with pytest.raises(ReadOnlyLibrary, match="lost the write lease"):
+        lib.put_documents([doc])
+    lib.close()
+    assert remote.holder(uri)["pid"] == 4242  # closing left the new holder's lease alone
