@@ -8,6 +8,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
+from app.core.base.paths import local_library_dir
 from app.cli.common import (
     chat_scope,
     clear_line,
@@ -212,7 +213,7 @@ def cmd_summarize(args) -> int:
 def cmd_chats(args) -> int:
     from app.core.chat.history import ChatStore
 
-    store = ChatStore.for_library(library_path(args))
+    store = ChatStore.for_library(local_library_dir(library_path(args)))
     try:
         if args.chats_command == "list":
             chats = store.list_chats(args.search)

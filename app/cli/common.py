@@ -11,11 +11,12 @@ import sys
 import threading
 from pathlib import Path
 
-from app.core.base.paths import default_library
+from app.core.base.paths import default_library, library_location
 
 
-def library_path(args) -> Path:
-    return Path(args.library).expanduser() if args.library else default_library()
+def library_path(args) -> Path | str:
+    """The --library folder (or s3:// URI), else the default."""
+    return library_location(args.library) if args.library else default_library()
 
 
 def file_time_limit() -> float:
@@ -39,8 +40,11 @@ def open_library(args, embedder_name: str | None = None, read_only: bool | None 
 
 
 def note_read_only(root) -> None:
+    from app.core.index import remote
     from app.core.index.lock import holder
 
+    if remote.is_remote(root):  # reads of a shared library never take its lease
+        return
     pid = (holder(root) or {}).get("pid")
     who = f" (pid {pid})" if pid else ""
     print(f"folio: the library is open in another Folio window or command{who}; reading it "

@@ -17,9 +17,10 @@ def _model_manager(args):
 
     store = None
     if getattr(args, "models_command", None) in ("list", "remove"):
+        from app.core.base.paths import local_library_dir
         from app.core.chat.history import ChatStore
 
-        root = library_path(args)
+        root = local_library_dir(library_path(args))
         if (root / "folio.sqlite").exists():
             store = ChatStore.for_library(root)
     return ModelManager(history=store), store

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from pathlib import Path
 
 from app.cli.common import library_path, note_read_only
 
@@ -61,7 +62,7 @@ def cmd_serve(args) -> int:
         host, port = sock.getsockname()[:2]
         shown = "(the one you gave)" if args.api_key else key
         print(f"folio serve: ready at http://{_url_host(host)}:{port}/v1 for the library "
-              f"{folio.library_path.name}; model 'folio' answers from it. API key: "
+              f"{Path(str(folio.library_path)).name}; model 'folio' answers from it. API key: "
               f"{shown}. Ctrl+C stops.", file=sys.stderr, flush=True)
         serve_on(app, sock)
         return 0

@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 
 from app.core.base.memory import limit_malloc_arenas
-from app.core.base.paths import default_library
+from app.core.base.paths import default_library, library_location, local_library_dir
 from app.core.models.fit import DEFAULT_CONTEXT
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class Folio:
         # Before the embedder, LanceDB and the model start their threads: with glibc's default
         # arenas RSS climbed with every answer that searched (see app/core/base/memory.py).
         limit_malloc_arenas()
-        self.library_path = Path(library_path) if library_path else default_library()
+        self.library_path = library_location(library_path) if library_path else default_library()
         self.model_path = Path(model_path).expanduser() if model_path else None
         self.n_ctx = n_ctx
         self.n_gpu_layers = n_gpu_layers
@@ -136,7 +136,7 @@ class Folio:
             if self._store is None:
                 from app.core.chat.history import ChatStore
 
-                self._store = ChatStore.for_library(self.library_path)
+                self._store = ChatStore.for_library(local_library_dir(self.library_path))
             return self._store
 
     @property

@@ -655,7 +655,9 @@ class MainWindow(QMainWindow):
     # -- persistence --------------------------------------------------------------------
 
     def _last_chat_key(self) -> str:
-        digest = hashlib.sha1(str(self.folio.library_path.resolve()).encode()).hexdigest()[:12]
+        where = self.folio.library_path  # a folder, or an s3:// URI kept as a string
+        where = where if isinstance(where, str) else where.resolve()
+        digest = hashlib.sha1(str(where).encode()).hexdigest()[:12]
         return f"chat/last_{digest}"
 
     def _restore(self) -> None:

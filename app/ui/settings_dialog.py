@@ -257,6 +257,10 @@ class SettingsDialog(QDialog):
         self.library_edit = QLineEdit()
         self.library_edit.setAccessibleName("Library folder")
         self.library_edit.setClearButtonEnabled(True)
+        self.library_edit.setPlaceholderText("a folder, or s3://bucket/prefix for a shared one")
+        self.library_edit.setToolTip(
+            "A library folder on this computer, or an S3 bucket shared with other machines "
+            "(s3://bucket/prefix; credentials and endpoint from the AWS_* variables)")
         browse = self.browse_button = QPushButton("Browse…")
         browse.setAccessibleName("Choose the library folder")
         browse.clicked.connect(self._browse_library)

@@ -44,10 +44,29 @@ def data_dir() -> Path:
     return Path(os.environ.get("FOLIO_HOME") or _dirs.user_data_dir)
 
 
-def default_library() -> Path:
+def default_library() -> Path | str:
     """The library folder: --library beats FOLIO_LIBRARY beats the platform data folder."""
     env = os.environ.get("FOLIO_LIBRARY")
-    return Path(env).expanduser() if env else data_dir() / "library"
+    return library_location(env) if env else data_dir() / "library"
+
+
+def library_location(value: Path | str) -> Path | str:
+    """A library folder as a Path, or an `s3://bucket/prefix` URI kept as a string (a Path
+    would fold its "//")."""
+    if isinstance(value, str) and value.startswith("s3://"):
+        return value.rstrip("/")
+    return Path(value).expanduser()
+
+
+def local_library_dir(library: Path | str) -> Path:
+    """Where a library's local files (chat history) live: the folder itself, or for an
+    s3:// library a folder in the app data folder named by a hash of the URI."""
+    if isinstance(library, str) and library.startswith("s3://"):
+        import hashlib
+
+        digest = hashlib.sha256(library.rstrip("/").encode("utf-8")).hexdigest()[:16]
+        return data_dir() / "remote-libraries" / digest
+    return Path(library)
 
 
 def models_dir() -> Path:

@@ -41,6 +41,7 @@ from app.core.index.indexes import (  # noqa: F401 - also Library's public names
     SearchIndexes,
     ann_threshold,
 )
+from app.core.index import remote
 
 log = logging.getLogger(__name__)
 # LanceDB's Rust side logs deprecation chatter to stderr unless told otherwise.
@@ -132,11 +133,37 @@ def reading_again(what: str):
     def wrap(fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
-            return read_again(lambda: fn(*args, **kwargs), what)
+            try:
+                return read_again(lambda: fn(*args, **kwargs), what)
+            except LibraryError:
+                raise
+            except Exception as exc:
+                root = getattr(args[0], "root", None) if args else None
+                if root is None or not is_storage_error(exc):
+                    raise
+                raise LibraryUnreachable(root, what, exc) from exc
 
         return wrapper
 
     return wrap
+
+
+def is_storage_error(exc: BaseException) -> bool:
+    """Whether LanceDB failed talking to object storage (an s3:// library's server is down,
+    unreachable or timing out); it says so only in its message."""
+    text = str(exc)
+    return "LanceError(IO)" in text or "S3 error" in text or "Error performing" in text
+
+
+class LibraryUnreachable(LibraryError):
+    """The storage of an s3:// library did not answer (timeouts bound every request)."""
+
+    def __init__(self, root, what: str, exc: BaseException):
+        reason = str(exc).split(", /")[0].removeprefix("lance error: ")
+        super().__init__(
+            f"Folio could not reach the library {root} while {what}: {reason[:300]}. Check the "
+            f"network and the storage server (AWS_ENDPOINT_URL), then try again."
+        )
 
 
 class LibraryLocked(LibraryError):
@@ -296,24 +323,37 @@ class Library(SearchIndexes):
         """
         import lancedb
 
-        self.root = Path(root).expanduser().resolve()
-        make_private_dir(self.root)
-        self.read_only = read_only is True
+        self.remote = remote.is_remote(root)
+        lock = remote if self.remote else folio_lock
+        if self.remote:  # s3://bucket/prefix: see app/core/index/remote.py
+            self.root = remote.normalize(root)
+        else:
+            self.root = Path(root).expanduser().resolve()
+            make_private_dir(self.root)
+        # Reads on a shared s3:// library take no lease: searching machines would otherwise
+        # hold writers off (and pay the lease's round trips) whenever none was writing.
+        self.read_only = read_only is True or (self.remote and read_only is None)
         if not self.read_only:
             try:
-                key = folio_lock.acquire(self.root)
+                key = lock.acquire(self.root)
             except folio_lock.LibraryInUse as exc:
                 if read_only is not None:
                     raise LibraryLocked(exc) from None
                 log.info("%s", exc)
                 self.read_only = True
             else:
-                self._release = weakref.finalize(self, folio_lock.release, key)
+                self._release = weakref.finalize(self, lock.release, key)
+                self._lease_key = key if self.remote else None
         self._embedder = embedder
         self._lock = threading.RLock()
-        make_private_dir(self.root / "lancedb")
-        self._db = lancedb.connect(str(self.root / "lancedb"),
-                                   read_consistency_interval=timedelta(0))
+        if self.remote:
+            self._db = lancedb.connect(f"{self.root}/lancedb",
+                                       read_consistency_interval=timedelta(0),
+                                       storage_options=remote.storage_options())
+        else:
+            make_private_dir(self.root / "lancedb")
+            self._db = lancedb.connect(str(self.root / "lancedb"),
+                                       read_consistency_interval=timedelta(0))
         self.repaired: str | None = None  # why library.json was rebuilt on this open, if it was
         self.meta = self._load_meta()
         source = embedder_name
@@ -350,7 +390,8 @@ class Library(SearchIndexes):
     @classmethod
     def open(cls, root: Path | str, embedder=None, *, embedder_name: str | None = None,
              read_only: bool | None = False, new_embedder: str | None = None) -> Library:
-        lib = cls(Path(root), embedder, embedder_name=embedder_name, read_only=read_only,
+        lib = cls(root if remote.is_remote(root) else Path(root), embedder,
+                  embedder_name=embedder_name, read_only=read_only,
                   new_embedder=new_embedder)
         if not lib.read_only:  # only the lock holder may repair: others could race a writer
             lib.recover()
@@ -372,6 +413,12 @@ class Library(SearchIndexes):
             self.read_only = True
 
     def _writable(self) -> None:
+        if self.remote and getattr(self, "_lease_key", None) and remote.lost(self._lease_key):
+            self.read_only = True  # another writer took the lease over: stop writing at once
+            raise ReadOnlyLibrary(
+                f"This process lost the write lease on the library {self.root} (it could not "
+                f"renew it in time and another Folio took it over); open the library again."
+            )
         if self.read_only:
             raise ReadOnlyLibrary(
                 f"The library {self.root} is open read-only here (another Folio process is "
@@ -381,9 +428,11 @@ class Library(SearchIndexes):
     def _load_meta(self) -> dict:
         """library.json, or, when it is empty or damaged (a power cut before it was written
         durably, a bad copy), what it said rebuilt from the tables (see `_rebuild_meta`)."""
-        path = self.root / META_FILE
+        path = self._meta_path()
         try:
-            raw = path.read_bytes()
+            raw = remote.read_bytes(path) if self.remote else path.read_bytes()
+            if raw is None:
+                raise FileNotFoundError(path)
         except FileNotFoundError:
             return {"schema_version": SCHEMA_VERSION, "created_at": time.time()}
         except OSError as exc:
@@ -427,22 +476,25 @@ class Library(SearchIndexes):
         except Exception as exc:  # noqa: BLE001 - whatever LanceDB raises, say what to do
             raise LibraryError(
                 f"The library file {path} is damaged ({problem}) and the library's tables "
-                f"could not be read to rebuild it ({exc}). Restore {path.name} from a backup, "
+                f"could not be read to rebuild it ({exc}). Restore {META_FILE} from a backup, "
                 f"or move the folder {self.root} aside and add your documents again."
             ) from exc
         if embedders:  # a known name loads by itself; a model folder is recorded when the
             # library is next opened with it (`embedder_name`), as the name cannot find it
             meta["embedder"] = max(embedders, key=lambda n: embedders[n])
         self.repaired = (
-            f"The library file {path.name} was damaged ({problem}); it was rebuilt from the "
+            f"The library file {META_FILE} was damaged ({problem}); it was rebuilt from the "
             f"library's tables (embedder {meta.get('embedder') or 'not yet chosen'}"
             + (f", {meta['dims']} dimensions" if "dims" in meta else "") + ")"
         )
         if not self.read_only:
-            bad = path.with_name(path.name + ".bad")
+            bad = f"{path}.bad" if self.remote else path.with_name(path.name + ".bad")
             try:
-                os.replace(path, bad)
-                self.repaired += f"; the damaged file was kept as {bad.name}"
+                if self.remote:
+                    remote.filesystem().move(path[len(remote.SCHEME):], bad[len(remote.SCHEME):])
+                else:
+                    os.replace(path, bad)
+                self.repaired += f"; the damaged file was kept as {META_FILE}.bad"
             except OSError as exc:
                 log.warning("could not set %s aside: %s", path, exc)
             self.meta = meta
@@ -450,8 +502,15 @@ class Library(SearchIndexes):
         log.warning("%s: %s", self.root, self.repaired)
         return meta
 
+    def _meta_path(self):
+        return f"{self.root}/{META_FILE}" if self.remote else self.root / META_FILE
+
     def _save_meta(self) -> None:
-        write_atomically(self.root / META_FILE, json.dumps(self.meta, indent=2, sort_keys=True))
+        text = json.dumps(self.meta, indent=2, sort_keys=True)
+        if self.remote:
+            remote.write_bytes(self._meta_path(), text.encode("utf-8"))
+        else:
+            write_atomically(self._meta_path(), text)
 
     def _open_or_create(self, name: str, schema: pa.Schema):
         try:
