@@ -251,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("server", nargs=argparse.REMAINDER, metavar="[--env K=V]... -- COMMAND ARGS",
                    help="--env K=V: an environment variable for the server (repeatable)")
     p = tsub.add_parser("remove", help="remove an MCP server")
+    p.add_argument("name", metavar="NAME")
     providers = sub.add_parser("providers", help="remote OpenAI-compatible providers: add, "
                                "list, remove (their keys live in the system keyring)")
     psub = providers.add_subparsers(dest="providers_command", metavar="ACTION")

@@ -650,7 +650,7 @@ class ChatPanel(QWidget):
         if request is not None:
             request.decide(allowed)
         if self.stream is not None:
-            for t in self.stream["tools"]:
+            for t in self.stream.get("tools", ()):
                 if t.get("waiting"):
                     t["waiting"] = False
                     t["decision"] = "allowed" if allowed else "denied"

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import os
 import re
 import sys
 import threading
@@ -45,6 +46,19 @@ TIME_LIMIT = 60.0  # seconds per call
 MAX_DESCRIPTION = 1000
 MAX_RESULT_TEXT = 8000  # characters of a result's text the model gets back
 MAX_TOOLS = 64  # per server: a server offering hundreds would drown the prompt
+
+
+def _server_errlog():
+    """Where MCP servers' stderr goes: the process's own stderr when it is a real file
+    (a terminal, the log a desktop launcher keeps), else nowhere."""
+    for stream in (sys.__stderr__, sys.stderr):
+        try:
+            if stream is not None:
+                stream.fileno()
+                return stream
+        except (AttributeError, OSError, ValueError):
+            continue
+    return open(os.devnull, "w")  # noqa: SIM115 - lives as long as the server
 
 
 class McpSourceError(Exception):
@@ -112,13 +126,16 @@ class McpSource:
 
     async def _serve(self, ready: concurrent.futures.Future[Any]) -> None:
         from mcp import Client
-        from mcp.client.stdio import StdioServerParameters
+        from mcp.client.stdio import StdioServerParameters, stdio_client
 
         params = StdioServerParameters(command=self.config.command, args=list(self.config.args),
                                        env=dict(self.config.env) or None, cwd=self.cwd)
         self._stop = anyio.Event()
         try:
-            async with Client(params, read_timeout_seconds=self.start_timeout) as client:
+            # The server's stderr goes to a real file: the SDK's default is whatever sys.stderr
+            # was when it was imported, which in a windowed app (or under capture) has no fd.
+            transport = stdio_client(params, errlog=_server_errlog())
+            async with Client(transport, read_timeout_seconds=self.start_timeout) as client:
                 listing = await client.list_tools()
                 self._client = client
                 ready.set_result((client.server_info, listing.tools))
