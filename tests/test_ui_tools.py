@@ -90,13 +90,21 @@ def test_tool_calls_and_results_are_shown_and_kept_in_history(qtbot, tool_window
     assert "Error: division by zero" in reopened and "Six times seven is 42." in reopened
 
 
-def test_a_tool_that_needs_approval_runs_when_allowed(qtbot, tool_window):
+def _waiting_for_approval(qtbot, tool_window, replies, extra=()):
+    """A window whose model asks to save a note (a tool that needs approval), with the chat
+    waiting on the user: (window, llm, chat, the notes written)."""
     wrote: list = []
-    window, llm = tool_window([_call("save_note", text="buy rope"), "Saved your note."],
-                              tools=[_writer(wrote), CALCULATOR])
+    window, llm = tool_window(replies, tools=[_writer(wrote), *extra])
     chat = window.chat
     chat.ask("Note: buy rope")
     qtbot.waitUntil(lambda: chat.approval_box.isVisible(), timeout=ANSWER_TIMEOUT)
+    return window, llm, chat, wrote
+
+
+def test_a_tool_that_needs_approval_runs_when_allowed(qtbot, tool_window):
+    window, llm, chat, wrote = _waiting_for_approval(
+        qtbot, tool_window, [_call("save_note", text="buy rope"), "Saved your note."],
+        [CALCULATOR])
     # The exact call is shown, in the approval bar and in the conversation.
     assert "save_note" in chat.approval_label.text()
     assert html.escape('{"text": "buy rope"}') in chat.approval_label.text()
@@ -114,13 +122,9 @@ def test_a_tool_that_needs_approval_runs_when_allowed(qtbot, tool_window):
 
 
 def test_a_denied_tool_call_is_an_error_and_the_chat_goes_on(qtbot, tool_window):
-    wrote: list = []
-    window, llm = tool_window([_call("save_note", text="buy rope"),
-                               "I could not save it: you did not allow it."],
-                              tools=[_writer(wrote)])
-    chat = window.chat
-    chat.ask("Note: buy rope")
-    qtbot.waitUntil(lambda: chat.approval_box.isVisible(), timeout=ANSWER_TIMEOUT)
+    window, llm, chat, wrote = _waiting_for_approval(
+        qtbot, tool_window, [_call("save_note", text="buy rope"),
+                             "I could not save it: you did not allow it."])
     qtbot.mouseClick(chat.deny_btn, Qt.MouseButton.LeftButton)
     _idle(qtbot, chat)
     assert wrote == []
@@ -133,12 +137,9 @@ def test_a_denied_tool_call_is_an_error_and_the_chat_goes_on(qtbot, tool_window)
 
 
 def test_stop_while_waiting_for_approval_releases_the_answer(qtbot, tool_window):
-    wrote: list = []
-    window, llm = tool_window([_call("save_note", text="buy rope"), "A second answer."],
-                              tools=[_writer(wrote), CALCULATOR])
-    chat = window.chat
-    chat.ask("Note: buy rope")
-    qtbot.waitUntil(lambda: chat.approval_box.isVisible(), timeout=ANSWER_TIMEOUT)
+    window, llm, chat, wrote = _waiting_for_approval(
+        qtbot, tool_window, [_call("save_note", text="buy rope"), "A second answer."],
+        [CALCULATOR])
     request = chat.approval
     qtbot.mouseClick(chat.stop_btn, Qt.MouseButton.LeftButton)
     _idle(qtbot, chat)
