@@ -277,19 +277,27 @@ class FolderWatcher:
         fingerprint = splitter_fingerprint(self.options.splitter, self.lib.embedder_name)
         prefixes = tuple(str(p) + os.sep for p in gone)
         gone_names = {str(p) for p in gone}
-        candidates = [d for d in docs.values()
-                      if (d.path in gone_names or d.path.startswith(prefixes))
-                      and not Path(d.path).exists()]
-        candidates = [d for d in candidates if d.status == READY and d.sha256
-                      and d.version == version_for(d.doc_id, d.sha256, fingerprint)]
         moved: list[tuple[str, str]] = []
-        if not candidates:
-            return moved
         # A renamed folder (or a file renamed into a folder made in the same batch) arrives
         # as the folder: its files are candidates too.
         files = [p for p in to_ingest if p.is_file()]
         files += discover([p for p in to_ingest if p.is_dir()])[0]
-        for path in [p for p in files if str(p) not in docs]:
+        files = [p for p in files if str(p) not in docs]
+        if not files:
+            return moved
+        # The old name's event may not have arrived yet: a file renamed into a folder made
+        # a moment before is seen by watchdog as created there, and the old name's unpaired
+        # "moved from" comes half a second later, perhaps in the next batch. What is on disk
+        # decides: any document under a watched folder whose file is gone may be the source.
+        candidates = [d for d in docs.values()
+                      if (d.path in gone_names or d.path.startswith(prefixes)
+                          or self._root_of(Path(d.path)) is not None)
+                      and not Path(d.path).exists()]
+        candidates = [d for d in candidates if d.status == READY and d.sha256
+                      and d.version == version_for(d.doc_id, d.sha256, fingerprint)]
+        if not candidates:
+            return moved
+        for path in files:
             sha = None
             for doc in candidates:
                 try:
