@@ -596,6 +596,11 @@ def test_a_shared_prompt_prefix_is_reused_from_the_cache(runtime):
     _, _, first = run(runtime, prompt, replace(GREEDY, seed=None, max_tokens=2))
     _, _, second = run(runtime, prompt + " And one more line.",
                        replace(GREEDY, seed=None, max_tokens=2))
-    assert first.finish_reason == second.finish_reason == "length"
+    # Whether the model stops or runs to the limit on these random words does not matter
+    # here (CI once saw it end on its first token); what matters is that the second
+    # prompt evaluated only what it added to the first.
+    assert first.error is None and second.error is None
+    assert second.prompt_tokens > first.prompt_tokens > 250
     assert second.cached_tokens >= first.prompt_tokens - 1
+    assert second.prompt_tokens - second.cached_tokens < 20
     assert second.prefill_seconds < first.prefill_seconds
