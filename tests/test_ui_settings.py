@@ -198,3 +198,24 @@ def test_mcp_servers_are_added_and_removed_in_the_tools_tab(qtbot):
     assert AppSettings.load().mcp_servers == [
         {"name": "docs", "command": "npx", "args": ["-y", "docs server", "--flag"],
          "env": {"TOKEN": "abc"}}]
+
+
+def test_a_providers_embedder_model_is_offered_and_says_what_it_sends(qtbot):
+    from app.core.llm.remote import ProviderConfig
+
+    settings = AppSettings()
+    settings.add_provider(ProviderConfig("gpubox", "http://127.0.0.1:9/v1", "qwen",
+                                         embedder_model="nomic-embed"))
+    settings.add_provider(ProviderConfig("chatonly", "http://127.0.0.1:9/v1", "qwen"))
+    settings.save()
+    dialog = make_dialog(qtbot)
+    combo = dialog.embedder_combo
+    at = combo.findData("provider:gpubox")
+    assert at >= 0 and combo.itemText(at) == "nomic-embed from gpubox (remote)"
+    assert combo.findData("provider:chatonly") < 0  # no embedder model, nothing to offer
+    combo.setCurrentIndex(at)
+    assert dialog.embedder_note.isVisible()
+    assert "sent to that provider" in dialog.embedder_note.text()
+    assert dialog.embedder_install_btn.isHidden()
+    dialog.accept()
+    assert AppSettings.load().embedder == "provider:gpubox"

@@ -208,7 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("reindex", help="rebuild every vector, e.g. with another embedder")
     _library_arg(p)
     p.add_argument("--embedder", metavar="NAME_OR_DIR",
-                   help="all-MiniLM-L6-v2 (default), all-mpnet-base-v2, or a model folder")
+                   help="all-MiniLM-L6-v2 (default), all-mpnet-base-v2, a model folder, or "
+                        "provider:NAME (a provider's embedder model, over HTTP)")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("watch", help="keep folders indexed: files added, changed, renamed or "
@@ -330,12 +331,12 @@ def main(argv: list[str] | None = None) -> int:
         "watch": cmd_watch,
     }[args.command]
     from app.core.index.library import LibraryError
-    from app.core.llm.remote import UnknownProvider
+    from app.core.llm.remote import RemoteError, UnknownProvider
     from app.core.models.files import ModelError
 
     try:
         return handler(args)
-    except (LibraryError, ModelError, UnknownProvider) as exc:
+    except (LibraryError, ModelError, UnknownProvider, RemoteError) as exc:
         print(f"folio: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

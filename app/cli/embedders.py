@@ -37,11 +37,15 @@ def _embedders_list(args) -> int:
             "downloadable": download is not None,
             "download_bytes": download.download_size if download else None,
         })
+    rows += _provider_rows()
     if args.json:
         print_json({"embedders_dir": str(embedders_dir()), "embedders": rows})
         return 0
     print(f"embedders folder: {embedders_dir()}")
     for r in rows:
+        if r.get("provider"):
+            print(f"  {r['name']}  remote  {r['model']} at {r['url']}")
+            continue
         dims = f"{r['dims']} dims" if r["dims"] else "? dims"
         if r["installed"]:
             print(f"  {r['name']}  installed  {dims}  {human_bytes(r['size_bytes'])}  "
@@ -114,3 +118,17 @@ def _embedders_install(args) -> int:
         print(f"installed {name} ({human_bytes(size)}) in {human_duration(seconds)}: {path}\n"
               f"use it with: folio reindex --embedder {name}")
     return 0
+
+
+def _provider_rows() -> list[dict]:
+    """Providers with an embedder model: `--embedder provider:NAME` embeds through them.
+    Nothing is sent to list them."""
+    from app.core.settings import AppSettings
+
+    try:
+        configs = AppSettings.load().provider_configs()
+    except (ValueError, TypeError):
+        return []
+    return [{"name": f"provider:{c.name}", "provider": c.name, "model": c.embedder_model,
+             "url": c.base_url, "installed": True, "remote": True}
+            for c in configs if c.embedder_model]

@@ -209,16 +209,17 @@ def _llama_build() -> dict:
 
 
 def cmd_reindex(args) -> int:
-    from app.core.index.embedder import resolve_spec
+    from app.core.index.embedder import ready_embedder_name
     from app.core.index.ingest import IngestOptions
+    from app.core.llm.remote import RemoteError
     from app.core.index.library import Library
 
     root = library_path(args)
     current = Library(root)  # no embedder check: switching embedders is the point
     source = args.embedder or current.meta.get("embedder_source") or current.embedder_name
     try:
-        name = resolve_spec(source).name
-    except ValueError as exc:
+        name = ready_embedder_name(source)  # before the library's vectors are dropped
+    except (ValueError, FileNotFoundError, RemoteError) as exc:
         print(f"folio reindex: {exc}", file=sys.stderr)
         return 2
     paths = current.reset_for_embedder(source)

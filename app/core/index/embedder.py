@@ -275,8 +275,43 @@ _cache: dict[tuple[str, str], SentenceTransformerEmbedder] = {}
 _cache_lock = threading.Lock()
 
 
-def get_embedder(name_or_path: str | None = None) -> SentenceTransformerEmbedder:
-    """One shared instance per model, so the weights load once per process."""
+def embedder_name(source: str | None) -> str:
+    """The name a library records for an embedder chosen as `source`: a known name, a model
+    folder, or `provider:NAME` (a remote provider's embedder model, remote_embedder.py)."""
+    from app.core.index import remote_embedder
+
+    if remote_embedder.is_provider_embedder(source):
+        return remote_embedder.recorded_name(source)
+    return resolve_spec(source).name
+
+
+def ready_embedder_name(source: str | None) -> str:
+    """`embedder_name(source)` once the embedder can embed: ValueError for an unknown name,
+    FileNotFoundError for one not installed, RemoteError for a provider that does not answer
+    with vectors. Asked before a re-index drops the library's vectors."""
+    from app.core.index import remote_embedder
+
+    if remote_embedder.is_provider_embedder(source):
+        embedder = remote_embedder.remote_embedder(source)
+        try:
+            embedder.dims  # one small request: the server is there and embeds
+        finally:
+            embedder.close()
+        return embedder.name
+    spec = resolve_spec(source)
+    if not looks_like_model(spec.path):
+        raise FileNotFoundError(
+            f"The embedder {spec.name} is not installed (expected at {spec.path})")
+    return spec.name
+
+
+def get_embedder(name_or_path: str | None = None):
+    """One shared instance per model, so the weights load once per process; `provider:NAME`
+    is the provider's embedder over HTTP (a new client each time: its key may change)."""
+    from app.core.index import remote_embedder
+
+    if remote_embedder.is_provider_embedder(name_or_path):
+        return remote_embedder.remote_embedder(name_or_path)
     spec = resolve_spec(name_or_path)
     key = (spec.name, str(spec.path))
     with _cache_lock:

@@ -26,6 +26,7 @@ from app.core.base.files import sha256_file
 from app.core.documents.base import DEFAULT_FILE_TIME_LIMIT, Chunk, Deadline, LoadError
 from app.core.documents.formats import BAD_NAME_REASON, displayable_path, is_supported, load
 from app.core.documents.splitter import Splitter, SplitterConfig
+from app.core.llm.provider import RemoteError
 from app.core.index.library import (
     FAILED,
     INDEXING,
@@ -450,6 +451,7 @@ def ingest(
     pending: list[_Work] = []  # files whose chunks are being embedded, in order
     finished_producing = False
     disk_full: BaseException | None = None
+    embed_failed: RemoteError | None = None
 
     def take(item) -> Iterator[IngestEvent]:
         nonlocal finished_producing
@@ -502,6 +504,8 @@ def ingest(
             pending = [w for w in pending if not w.published]
     except _Cancelled:
         summary.cancelled = True
+    except RemoteError as exc:  # a provider's embedder stopped answering: nothing more embeds
+        embed_failed = exc
     except Exception as exc:
         if not is_disk_full(exc):
             raise
@@ -519,19 +523,28 @@ def ingest(
                     raise
                 log.warning("disk full: the library was not compacted: %s", exc)
     if disk_full is not None:
-        yield from _stop_for_full_disk(lib, pending, summary, state, event)
+        yield from _stop_unfinished(lib, pending, summary, state, event, DISK_FULL_REASON)
         name = Path(pending[0].doc.path).name if pending else "the library"
         raise DiskFull(lib.root, f"indexing {name}") from disk_full
+    if embed_failed is not None:
+        yield from _stop_unfinished(lib, pending, summary, state, event,
+                                    f"{embed_failed} Add it again once the embedder answers; "
+                                    f"it continues from where it stopped.")
+        raise embed_failed
     yield event("cancelled" if summary.cancelled else "done")
 
 
-def _stop_for_full_disk(lib, pending: list[_Work], summary, state, event) -> Iterator[IngestEvent]:
-    """The disk filled up: the batch being written never committed, so every document still
-    in flight keeps what it had staged (not live) and its pending version, and shows failed with
-    the reason. Recording that may itself fail on the full disk: then the rows still say
-    "indexing", which a later run resumes just the same."""
-    reason = ("the disk is full: free some space and add it again; it continues from "
-              "where it stopped")
+DISK_FULL_REASON = ("the disk is full: free some space and add it again; it continues from "
+                    "where it stopped")
+
+
+def _stop_unfinished(lib, pending: list[_Work], summary, state, event,
+                     reason: str) -> Iterator[IngestEvent]:
+    """The run stops (the disk filled up, the embedder stopped answering): the batch being
+    written never committed, so every document still in flight keeps what it had staged (not
+    live) and its pending version, and shows failed with the reason. Recording that may itself
+    fail on a full disk: then the rows still say "indexing", which a later run resumes just
+    the same."""
     unfinished = [w for w in pending if not w.published]
     for w in unfinished:
         w.doc.status, w.doc.error = FAILED, reason

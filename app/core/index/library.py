@@ -524,7 +524,10 @@ class Library(SearchIndexes):
         if self._embedder is None:
             from app.core.index.embedder import get_embedder
 
-            self._embedder = get_embedder(self.meta.get("embedder_source") or self.embedder_name)
+            embedder = get_embedder(self.meta.get("embedder_source") or self.embedder_name)
+            if embedder.name != self.embedder_name:  # e.g. a provider's embedder model changed
+                raise EmbedderMismatch(self.embedder_name, embedder.name)
+            self._embedder = embedder
         return self._embedder
 
     def _chunks(self):
@@ -931,9 +934,9 @@ def _embedder_name(source: str | None) -> str | None:
     """The name an embedder is recorded under, from a known name or a model folder."""
     if not source:
         return None
-    from app.core.index.embedder import resolve_spec
+    from app.core.index.embedder import embedder_name
 
-    return resolve_spec(source).name
+    return embedder_name(source)
 
 
 def _default_embedder_name() -> str:

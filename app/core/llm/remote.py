@@ -36,7 +36,14 @@ from typing import Any
 import httpx2
 
 from app.core.llm.prompt_parts import Prompt
-from app.core.llm.provider import Done, GenerationSettings, LoadSettings, ModelInfo, Token
+from app.core.llm.provider import (  # noqa: F401 - RemoteError is this module's too
+    Done,
+    GenerationSettings,
+    LoadSettings,
+    ModelInfo,
+    RemoteError,
+    Token,
+)
 
 log = logging.getLogger(__name__)
 
@@ -183,10 +190,6 @@ def _plain(content: Any) -> str:
 
 class UnknownProvider(ValueError):
     """No provider of that name is in Settings."""
-
-
-class RemoteError(Exception):
-    """A remote failure with a message a user can act on."""
 
 
 def retry_after_words(value: str | None, now: float | None = None) -> str:
