@@ -407,3 +407,55 @@ def test_folio_serve_as_a_provider_with_its_key(tmp_path_factory, starter_model)
         assert done.finish_reason == "error" and "refused the API key (HTTP 401" in done.error
     finally:
         server.stop()
+
+
+def test_each_chat_answers_with_its_own_model_or_provider(fake, memory_keyring, folio_home,
+                                                          tmp_path, starter_model):
+    """The chat's model picker: a chat that chose a provider answers through it, one that
+    chose a model file answers locally, and a chat that chose nothing answers with the
+    default (Settings' provider) and then keeps it."""
+    from app.core.service import Folio
+    from app.core.settings import AppSettings
+
+    settings = AppSettings()
+    work = ProviderConfig("work", fake.url("ok"), "gpt-work")
+    other = ProviderConfig("other", fake.url("ok"), "gpt-other")
+    settings.add_provider(work)
+    settings.add_provider(other)
+    remote.store_key("other", "other-key-" + "o" * 20)
+    folio = Folio(tmp_path / "lib", settings=settings)
+    try:
+        folio.use_provider(work, SECRET)  # Settings > Providers: new chats answer with work
+        store = folio.store
+        plain = store.create_chat(scope={"mode": "none"})
+        chosen = store.create_chat(scope={"mode": "none"})
+        store.update_chat(chosen.id, model="provider:other")
+        local = store.create_chat(scope={"mode": "none"})
+        store.update_chat(local.id, model=starter_model.name)
+
+        def ask(chat_id):
+            events = list(folio.chat.ask(chat_id, "How often?",
+                                         overrides={"max_tokens": 4, "seed": 1}))
+            assert events[-1].kind == "done", events[-1]
+            return store.messages(chat_id)[-1].meta
+
+        meta = ask(chosen.id)
+        assert meta["remote"] is True and meta["provider"] == "other"
+        sent = fake.requests[-1]
+        assert sent["body"]["model"] == "gpt-other"
+        assert sent["headers"]["Authorization"] == "Bearer other-key-" + "o" * 20
+
+        meta = ask(plain.id)
+        assert meta["provider"] == "work" and fake.requests[-1]["body"]["model"] == "gpt-work"
+        assert fake.requests[-1]["headers"]["Authorization"] == f"Bearer {SECRET}"
+        assert store.get_chat(plain.id).model == "provider:work"  # the chat keeps its model
+
+        before = len(fake.requests)
+        meta = ask(local.id)
+        assert not meta.get("remote") and len(fake.requests) == before
+        assert folio.provider is None and folio.model_name == starter_model.name
+
+        meta = ask(chosen.id)  # and back to the remote one, without a restart
+        assert meta["provider"] == "other" and folio.default_provider == work
+    finally:
+        folio.close()

@@ -98,3 +98,48 @@ def test_the_window_answers_with_the_chosen_provider(qtbot, folio_home, tmp_path
         window.close()
         keyring.set_keyring(previous)
         remote._session_keys.clear()
+
+
+def test_the_chats_model_list_offers_providers_and_answers_through_the_chosen_one(
+        qtbot, ring, folio_home, tmp_path, monkeypatch):
+    """The Model tab's "Model" list (this chat's model) holds the providers beside the model
+    files; choosing one makes this chat answer through it, marked remote, and another chat
+    keeps the default."""
+    from app.ui.main_window import MainWindow
+
+    monkeypatch.setenv("FOLIO_QSETTINGS", str(tmp_path / "folio.ini"))
+    window = MainWindow(load_model=False)
+    qtbot.addWidget(window)
+    try:
+        with FakeOpenAI() as server:
+            settings = AppSettings()
+            settings.add_provider(remote.ProviderConfig("work", server.url("ok"), "gpt-x"))
+            remote.store_key("work", SECRET)
+            window.apply_settings(settings)
+            first = window.chat.new_chat()
+            combo = window.model.chat_model
+            at = combo.findData("provider:work")
+            assert at > 0 and combo.itemText(at) == "work · gpt-x (remote)"
+            assert combo.itemText(0).startswith("Default")  # the local default model
+            combo.setCurrentIndex(at)
+            qtbot.waitUntil(lambda: window.folio.provider is not None
+                            and window.model.loading_name is None, timeout=10000)
+            assert window.folio.provider.name == "work"
+            assert window.model.info is not None and window.model.info.device == "remote"
+            assert not server.requests  # choosing sends nothing
+            assert window.chat.store.get_chat(first).model == "provider:work"
+
+            window.chat.store.update_chat(first, scope={"mode": "none"})  # no documents here
+            window.chat.open_chat(first)
+            window.chat.ask("How often should I water?")
+            qtbot.waitUntil(lambda: window.chat.job is None, timeout=20000)
+            saved = window.chat.store.messages(first)[-1]
+            assert saved.content == "Water twice a week [1]." and saved.meta["remote"] is True
+            assert server.requests[-1]["headers"]["Authorization"] == f"Bearer {SECRET}"
+            assert "gpt-x via work (remote)" in window.chat.view.toPlainText()
+
+            window.chat.new_chat()  # another chat: its list shows the default again
+            assert window.model.chat_model.currentIndex() == 0
+            assert window.chat.store.get_chat(window.chat.chat_id).model is None
+    finally:
+        window.close()

@@ -73,6 +73,11 @@ class Folio:
         # model when set; provider_key None: the key from the keyring (or this session's).
         self.provider = provider
         self.provider_key = provider_key
+        # The provider chats answer with unless they chose a model of their own (Settings'
+        # "New chats answer with", or --provider: `provider_pinned` then beats every chat's).
+        self.default_provider = provider
+        self.default_provider_key = provider_key
+        self.provider_pinned = provider is not None
 
     @property
     def library(self):
@@ -99,10 +104,10 @@ class Folio:
         wanted = self.wanted_embedder()
         if not wanted:
             return None
-        from app.core.index.embedder import resolve_spec
+        from app.core.index.embedder import embedder_name
 
         try:
-            name = resolve_spec(wanted).name
+            name = embedder_name(wanted)
         except ValueError:
             name = wanted
         built = self.library.embedder_name
@@ -113,16 +118,13 @@ class Folio:
         """Embed every document again, with `embedder_source` (a name or a folder; default:
         the one Settings choose, else the library's own): the library's vectors are dropped
         and each file is read again. A generator of ingest events, like `ingest`."""
-        from app.core.index.embedder import looks_like_model, resolve_spec
+        from app.core.index.embedder import ready_embedder_name
         from app.core.index.ingest import IngestOptions, ingest
 
         lib = self.library
         source = (embedder_source or self.wanted_embedder()
                   or lib.meta.get("embedder_source") or lib.embedder_name)
-        spec = resolve_spec(source)  # ValueError: unknown name, before anything is dropped
-        if not looks_like_model(spec.path):
-            raise FileNotFoundError(
-                f"The embedder {spec.name} is not installed (expected at {spec.path})")
+        ready_embedder_name(source)  # unknown, missing or unreachable: before anything drops
         paths = lib.reset_for_embedder(source)
         opts = options or IngestOptions()
         opts.force = True
@@ -170,8 +172,34 @@ class Folio:
 
     def use_provider(self, provider, key: str | None = None):
         """Answer with this remote provider (a ProviderConfig) from the next question on, or
-        with the local model again (None). Nothing is sent until a question is asked."""
+        with the local model again (None): chats that chose a model of their own keep it
+        (`_prepare_for_chat`). Nothing is sent until a question is asked."""
         with self._lock:
+            self.default_provider, self.default_provider_key = provider, key
+            return self._switch_provider(provider, key)
+
+    def use_chat_provider(self, name: str):
+        """Answer with the provider called `name` (Settings), its key from the keyring or this
+        session; for a chat that chose it. UnknownProvider when Settings have no such one."""
+        from app.core.llm.remote import get_key
+        from app.core.settings import AppSettings
+
+        with self._lock:
+            if self.provider is not None and self.provider.name == name:
+                return self._remote().info
+            settings = self.settings if self.settings is not None else AppSettings.load()
+            config = settings.find_provider(name)
+            if self.default_provider is not None and self.default_provider.name == name:
+                key = self.default_provider_key
+            else:
+                key = get_key(name)
+            return self._switch_provider(config, key)
+
+    def _switch_provider(self, provider, key: str | None):
+        with self._lock:
+            if provider is not None and provider == self.provider \
+                    and key == self.provider_key and self._runtime is not None:
+                return self._remote().info
             if self._runtime is not None:
                 self._runtime.close()
                 self._runtime = None
@@ -191,6 +219,8 @@ class Folio:
             key = self.provider_key if self.provider_key is not None else get_key(
                 self.provider.name)
             self._runtime = RemoteProvider(self.provider, key)
+            if self._engine is not None:  # the chat answers through the new one
+                self._engine.llm = self._runtime
         if self._runtime.info is None:
             info = self._runtime.load()
             if self._engine is not None:
@@ -264,6 +294,8 @@ class Folio:
                 self._model_path = None
             raise
         self._runtime = runtime
+        if self._engine is not None:  # after a provider, the chat answers locally again
+            self._engine.llm = runtime
         self._model_path = path
         self._model_settings = ms
         if self._engine is not None:
@@ -293,7 +325,7 @@ class Folio:
         allow_oversize=True loads it even when the memory estimate says it will not fit."""
         with self._lock:
             if self.provider is not None:  # back to a local model
-                self.use_provider(None)
+                self._switch_provider(None, None)
             if name_or_path is None:
                 path = self.models.default_path()
             elif isinstance(name_or_path, Path) or "/" in str(name_or_path):
@@ -331,12 +363,26 @@ class Folio:
         self.models.remove(name)
 
     def _prepare_for_chat(self, chat) -> None:
-        """Before answering in a chat: load the chat's model (or the default model), and
-        remember on the chat which model it uses."""
-        if self.provider is not None:
-            with self._lock:
+        """Before answering in a chat: load the chat's model (a model file, or a provider as
+        `provider:NAME`), else the default one (Settings' provider, else the default model
+        file), and remember on the chat which model it uses. --provider and --model (the
+        command line's) beat the chat's choice."""
+        from app.core.index.remote_embedder import PREFIX
+
+        chosen = chat.model or ""
+        with self._lock:
+            if self.provider_pinned:
                 self._remote()
-            return
+                return
+            if chosen.startswith(PREFIX):
+                self.use_chat_provider(chosen[len(PREFIX):])
+                return
+            if not chosen and self.default_provider is not None:
+                self._switch_provider(self.default_provider, self.default_provider_key)
+                self.store.update_chat(chat.id, model=PREFIX + self.default_provider.name)
+                return
+            if self.provider is not None:  # this chat answers with a model file
+                self._switch_provider(None, None)
         if self.model_path is not None:
             return
         with self._lock:

@@ -174,6 +174,11 @@ class ChecklistDialog(QDialog):
                 if self.list.item(i).checkState() == Qt.CheckState.Checked]
 
 
+def _remote_marker(model, provider) -> str:
+    """Said beside an answer a remote provider's model gave: where it was answered."""
+    return html.escape(f" · {model or 'remote model'} via {provider or 'a provider'} (remote)")
+
+
 class ChatPanel(QWidget):
     open_source = Signal(dict)  # path, page, page_end, section, text, n (+ char offsets if known)
     chat_changed = Signal(object)  # chat id or None
@@ -911,7 +916,10 @@ class ChatPanel(QWidget):
         body = to_html(s["text"], "src:live:", len(s["sources"])) if s["text"] else \
             "<p class='muted'>…</p>"
         body = _tools_html(s.get("tools", []), user_bg) + body
-        parts.append(self._answer_block("Folio", body, s["sources"], "live", muted))
+        provider = getattr(self.folio, "provider", None)  # the one answering now
+        remote = _remote_marker(provider.model, provider.name) if provider is not None else ""
+        parts.append(self._answer_block("Folio", body, s["sources"], "live", muted,
+                                        f"<span class='muted'>{remote}</span>"))
         return "".join(parts)
 
     def _bubble(self, who: str, body: str, bg: str, extra: str = "") -> str:
@@ -939,6 +947,9 @@ class ChatPanel(QWidget):
                                 user_bg, f"<span class='muted'> {edit}</span>")
         marker = {"cancelled": " (stopped)", "interrupted": " (interrupted)",
                   "error": " (cut off)" if m.content else " (error)"}.get(m.status, "")
+        meta = m.meta or {}
+        if meta.get("remote"):  # answered by a provider's model, not on this machine
+            marker = _remote_marker(meta.get("model"), meta.get("provider")) + marker
         body = to_html(m.content, f"src:{m.id}:", len(m.sources)) if m.content else ""
         body = _tools_html((m.meta or {}).get("tool_calls", []), user_bg) + body
         if m.status == "error" and m.error:

@@ -279,6 +279,7 @@ class MainWindow(QMainWindow):
         self.model.settings_edited.connect(self._settings_edited)
         self.model.error.connect(self.show_error)
         self.model.model_changed.connect(self._model_switched)
+        self.model.ask_key = lambda name: self.ask_provider_key(name)
         self.watched.batch_applied.connect(self._watched_batch)
         self.watched.failed.connect(lambda t: self.statusBar().showMessage(t, 10000))
         # Drops onto text widgets would otherwise paste the file name.
@@ -458,6 +459,7 @@ class MainWindow(QMainWindow):
         old, self.app_settings = self.app_settings, new
         self.watched.app_settings = new
         self._use_settings(new)
+        self.model.set_chat(self.chat.chat_id)  # the chat's model list: providers, default
         from app.ui import settings_dialog  # looked up at call time, so tests can watch it
 
         settings_dialog.apply_theme(new.theme)
@@ -554,7 +556,7 @@ class MainWindow(QMainWindow):
         from app.core.llm import remote
 
         name = settings.chat_provider
-        current = self.folio.provider
+        current = self.folio.default_provider
         try:
             config = settings.find_provider(name) if name else None
         except (remote.UnknownProvider, TypeError, ValueError, KeyError):

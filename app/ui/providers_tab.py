@@ -59,6 +59,8 @@ class ProvidersTab(QWidget):
         self.chat_combo = QComboBox()
         self.chat_combo.setAccessibleName("Chat with")
         row.itemAt(0).widget().setBuddy(self.chat_combo)
+        self.chat_combo.setToolTip("The model new chats answer with. Each chat can choose "
+                                   "another in the Model tab's \"Model\" list.")
         row.addWidget(self.chat_combo, 1)
         layout.addLayout(row)
         self.note = QLabel()

@@ -33,6 +33,8 @@ from app.ui.workers import Job
 
 log = logging.getLogger(__name__)
 
+PROVIDER = "provider:"  # a chat's model that is a remote provider (app/core/service.py)
+
 
 class ModelPanel(QWidget):
     """The "Model" tab: the loaded model and where it runs, this chat's model and settings,
@@ -57,6 +59,7 @@ class ModelPanel(QWidget):
         self._load_job: Job | None = None
         self._window_load = False  # the window's own start-up load is in progress
         self._oversize_name: str | None = None  # the model that "will not fit", to load anyway
+        self.ask_key = None  # (provider name) -> its API key, typed for this session
         self.setAcceptDrops(True)
         if folio is not None and hasattr(folio, "model_listeners"):
             # Loads also happen inside an answer (a chat with another model): hear of them all.
@@ -340,6 +343,31 @@ class ModelPanel(QWidget):
                 self.view.refresh()
         self._refresh_view_state()
 
+    def use_provider(self, name: str) -> None:
+        """Answer with the remote provider `name` (this chat chose it). Without a keyring, its
+        key is asked for once this session (`ask_key`, the window's dialog)."""
+        if self.workers is None or self.loading_name is not None:
+            return
+        from app.core.llm import remote
+
+        if not remote.keyring_available() and remote.get_key(name) is None \
+                and self.ask_key is not None:
+            remote.session_key(name, self.ask_key(name))
+        folio = self.folio
+        self.loading_name = name
+        self.show_loading(name)
+
+        def work(job):
+            return folio.use_chat_provider(name)
+
+        self._load_job = job = self.workers.submit(work, pool="llm", name=f"use {name}")
+        job.finished.connect(self._provider_ready)
+        job.failed.connect(lambda m, name=name, job=job: self._load_error(name, m, job))
+
+    def _provider_ready(self, info) -> None:
+        self.loading_name = None
+        self._loaded(info)
+
     def _load_error(self, name: str, message: str, job: Job) -> None:
         self._load_job = None
         self.show_error(message, name)
@@ -404,16 +432,29 @@ class ModelPanel(QWidget):
         self.chat_model.clear()
         listing = self.view.listing if self.view is not None else Listing()
         default = listing.default_name
-        self.chat_model.addItem(f"Default ({model_stem(default)})" if default else "Default model",
-                                None)
-        self.chat_model.setItemData(0, f"The default model: {default or 'the starter model'}",
-                                    Qt.ItemDataRole.ToolTipRole)
+        remote_default = getattr(self.folio, "default_provider", None)
+        if remote_default is not None:
+            label = f"Default ({remote_default.name} · {remote_default.model}, remote)"
+            tip = (f"The default: {remote_default.model} at {remote_default.base_url}, "
+                   f"as Settings > Providers choose")
+        else:
+            label = f"Default ({model_stem(default)})" if default else "Default model"
+            tip = f"The default model: {default or 'the starter model'}"
+        self.chat_model.addItem(label, None)
+        self.chat_model.setItemData(0, tip, Qt.ItemDataRole.ToolTipRole)
         names = [e.name for e in listing.entries if e.info is not None]
-        if current and current not in names:
+        providers = {PROVIDER + c.name: c for c in self._providers()}
+        if current and current not in names and current not in providers:
             names.append(current)  # a chat's model that is gone still shows what it was
         for n in names:
             self.chat_model.addItem(model_stem(n), n)
             self.chat_model.setItemData(self.chat_model.count() - 1, n,
+                                        Qt.ItemDataRole.ToolTipRole)
+        for key, c in providers.items():  # remote models: nothing is sent until one answers
+            self.chat_model.addItem(f"{c.name} · {c.model} (remote)", key)
+            self.chat_model.setItemData(self.chat_model.count() - 1,
+                                        f"{c.model} at {c.base_url}: questions and the "
+                                        f"passages they find are sent there",
                                         Qt.ItemDataRole.ToolTipRole)
         idx = self.chat_model.findData(current) if current else 0
         self.chat_model.setCurrentIndex(max(0, idx))
@@ -425,12 +466,30 @@ class ModelPanel(QWidget):
              for i in range(self.chat_model.count())]))
         self._loading = False
 
+    def _providers(self) -> list:
+        """The remote providers Settings keep (none when they cannot be read)."""
+        from app.core.settings import AppSettings
+
+        settings = getattr(self.folio, "settings", None)
+        try:
+            return (settings if settings is not None else AppSettings.load()).provider_configs()
+        except Exception as exc:  # noqa: BLE001 - a bad entry: Settings > Providers says so
+            log.warning("providers: %s", exc)
+            return []
+
     def _chat_model_chosen(self, _index: int) -> None:
         if self._loading or self.chat_id is None or self.folio is None:
             return
         name = self.chat_model.currentData()
         self.folio.store.update_chat(self.chat_id, model=name)
         self.chat_model_changed.emit(name)
+        remote_default = getattr(self.folio, "default_provider", None)
+        if name and name.startswith(PROVIDER):
+            self.use_provider(name[len(PROVIDER):])
+            return
+        if name is None and remote_default is not None:
+            self.use_provider(remote_default.name)
+            return
         target = name or (self.view.listing.default_name if self.view is not None else None)
         entry = self.view.entry(target) if self.view is not None and target else None
         loaded = self.loaded_path()
