@@ -324,7 +324,9 @@ def test_drop_gguf_on_window_adds_it_and_a_non_gguf_is_refused(qtbot, window, tm
     assert item.text(COL_CTX) == "8,192"
     assert item.text(COL_TEMPLATE) == "Yes"
     assert item.text(COL_LICENSE) == "mit"
-    assert view.selected_name() == "tiny-chat.gguf"  # the new model is shown
+    # The new model is shown (a listing the folder watcher started may have had its row
+    # before the add finished: wait on the selection, not only on the row).
+    qtbot.waitUntil(lambda: view.selected_name() == "tiny-chat.gguf", timeout=LIST_TIMEOUT)
 
     # Set as default: remembered by the manager, shown in the table and the chat's choice.
     with qtbot.waitSignal(view.default_changed, timeout=LIST_TIMEOUT):

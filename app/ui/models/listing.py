@@ -543,6 +543,9 @@ class ListPart:
         self.refresh()
         self.tabs.setCurrentIndex(0)
         self._select_after_refresh = getattr(entry, "name", name)
+        # A listing the folder watcher started may have shown it already: select it now, and
+        # again after the refresh (which keeps the selection).
+        self.select(self._select_after_refresh)
         if not self._select_waiting:
             self._select_waiting = True
             self.listed.connect(self._select_pending)
