@@ -283,3 +283,54 @@ def test_install_a_downloadable_embedder_from_settings(qtbot, window_on, tmp_pat
     banner = window.banner
     qtbot.waitUntil(lambda: banner.action_btn.isVisible(), timeout=30_000)
     assert banner.action_btn.text() == f"Re-index with {spec.name}"
+
+
+def test_the_filter_box_finds_documents_by_name_type_and_status(qtbot, window_on, tmp_path):
+    import time as _time
+
+    window = window_on(tmp_path / "library")
+    lib = window.library
+    bad = tmp_path / "broken.pdf"
+    bad.write_bytes(b"%PDF-1.7\nthis is not really a PDF\n")
+    paths = write(tmp_path, {"harbour notes.md": "# Harbour\n\nBoats moor here.\n",
+                             "garden.txt": "Water the tomatoes twice a week.\n"})
+    lib.ingest([str(bad), *paths], None)
+    qtbot.waitUntil(lambda: not lib.indexing and lib.status_of(str(bad)) == "failed"
+                    and all(lib.status_of(p) == "ready" for p in paths), timeout=120_000)
+    qtbot.waitUntil(lambda: all(p in lib._items for p in [str(bad), *paths]))
+
+    def visible() -> set[str]:
+        return {Path(p).name for p, items in lib._items.items()
+                if any(not i.isHidden() for i in items)}
+
+    qtbot.keyClicks(lib.filter_edit, "failed")
+    assert visible() == {"broken.pdf"}
+    lib.filter_edit.clear()
+    qtbot.keyClicks(lib.filter_edit, "txt")
+    assert visible() == {"garden.txt"}
+    lib.filter_edit.clear()
+    qtbot.keyClicks(lib.filter_edit, "NOTES harbour")  # every word, any case
+    assert visible() == {"harbour notes.md"}
+    top = lib.tree.topLevelItem(0)
+    assert not top.isHidden() and "(1 of 3)" in top.text(0)
+    qtbot.keyClicks(lib.filter_edit, " nothing")
+    assert visible() == set() and top.isHidden()
+    lib.filter_edit.clear()
+    assert visible() == {"broken.pdf", "garden.txt", "harbour notes.md"}
+    assert "(3)" in top.text(0)
+
+    # A document added while a filter is set is filtered too.
+    qtbot.keyClicks(lib.filter_edit, "ready")
+    (later,) = write(tmp_path, {"later.md": "# Later\n\nOne more.\n"})
+    lib.ingest([later], None)
+    qtbot.waitUntil(lambda: lib.status_of(later) == "ready" and later in lib._items,
+                    timeout=120_000)
+    qtbot.waitUntil(lambda: "later.md" in visible())
+    assert "broken.pdf" not in visible()
+    # The date reads as a date, with the full one in the tooltip.
+    from app.core.base.units import human_date
+
+    item = doc_item(lib, later)
+    added = lib._all_rows()[later]["added"]
+    assert item.text(3) == human_date(added) and item.text(3)[:5] in ("today", "yeste")
+    assert item.toolTip(3) == _time.strftime("Added %Y-%m-%d %H:%M", _time.localtime(added))

@@ -31,3 +31,17 @@ def test_human_bytes(n, text):
 ])
 def test_human_duration(seconds, text):
     assert human_duration(seconds) == text
+
+
+def test_human_date_reads_as_a_date():
+    import time
+
+    from app.core.base.units import human_date
+
+    now = time.mktime((2026, 12, 6, 15, 30, 0, 0, 0, -1))
+    at = lambda *t: time.mktime((*t, 0, 0, -1))  # noqa: E731
+    assert human_date(at(2026, 12, 6, 14, 2, 0), now) == "today 14:02"
+    assert human_date(at(2026, 12, 5, 9, 15, 0), now) == "yesterday 09:15"
+    assert human_date(at(2026, 12, 3, 23, 59, 0), now) == "3 Dec"
+    assert human_date(at(2025, 12, 3, 8, 0, 0), now) == "3 Dec 2025"
+    assert human_date(None, now) == "" and human_date(0, now) == ""

@@ -18,6 +18,7 @@ from PySide6.QtWidgets import (
     QApplication,
     QFileDialog,
     QHBoxLayout,
+    QLineEdit,
     QHeaderView,
     QInputDialog,
     QLabel,
@@ -39,7 +40,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.core.base.opening import desktop_may_open
-from app.core.base.units import human_duration
+from app.core.base.units import human_date, human_duration
 from app.ui.widgets import ElidedLabel
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ class LibraryPanel(QWidget):
         self._rebuild_timer = QTimer(self, singleShot=True, interval=REBUILD_INTERVAL_MS)
         self._rebuild_timer.timeout.connect(self._sync)
         self._shown: dict[str, tuple] = {}  # path -> the signature its rows show
+        self._filtered = False  # some rows are hidden by the filter box
         self._build()
 
     # -- layout -------------------------------------------------------------------------
@@ -145,6 +147,14 @@ class LibraryPanel(QWidget):
         header.addWidget(self.add_files_btn)
         header.addWidget(self.add_folder_btn)
         layout.addLayout(header)
+        self.filter_edit = QLineEdit()
+        self.filter_edit.setPlaceholderText("Filter by name, type or status")
+        self.filter_edit.setAccessibleName("Filter documents")
+        self.filter_edit.setToolTip("Shows the documents whose title, file name, type (pdf, "
+                                    "docx…) or status (ready, failed…) hold every word typed.")
+        self.filter_edit.setClearButtonEnabled(True)
+        self.filter_edit.textChanged.connect(lambda _t: self.apply_filter())
+        layout.addWidget(self.filter_edit)
 
         self.stack = QStackedWidget()
         empty = QWidget()
@@ -372,6 +382,7 @@ class LibraryPanel(QWidget):
         for name, items in new.items():
             self._insert_sorted(groups[name], items)
         self._fit_columns(new=[i for items in new.values() for i in items])
+        self.apply_filter()
         self.tree.setUpdatesEnabled(True)
         self.stack.setCurrentIndex(1 if rows else 0)
         if self.tree.currentItem() is not None:
@@ -413,6 +424,31 @@ class LibraryPanel(QWidget):
         name = top.data(0, COLLECTION_ROLE)
         top.setText(0, f"{name or NO_COLLECTION}  ({top.childCount()})")
 
+    def apply_filter(self) -> None:
+        """Hide the documents that do not hold every word of the filter box in their title,
+        file name, type or status, and the collections left with none; the count beside a
+        collection says how many are shown. Cheap when the box is empty."""
+        words = self.filter_edit.text().casefold().split()
+        if not words and not self._filtered:
+            return
+        self._filtered = bool(words)
+        for i in range(self.tree.topLevelItemCount()):
+            top = self.tree.topLevelItem(i)
+            shown = 0
+            for j in range(top.childCount()):
+                item = top.child(j)
+                path = self._doc_path(item) or ""
+                name = Path(path).name
+                haystack = " ".join((item.text(0), name, Path(path).suffix.lstrip("."),
+                                     item.text(STATUS_COLUMN))).casefold()
+                hide = any(w not in haystack for w in words)
+                item.setHidden(hide)
+                shown += not hide
+            top.setHidden(bool(words) and shown == 0)
+            name = top.data(0, COLLECTION_ROLE)
+            count = f"{shown} of {top.childCount()}" if words else f"{top.childCount()}"
+            top.setText(0, f"{name or NO_COLLECTION}  ({count})")
+
     def _signature(self, row: dict) -> tuple:
         """What a row shows: when it is unchanged, the row is not redrawn."""
         path = row["path"]
@@ -449,6 +485,7 @@ class LibraryPanel(QWidget):
             if name == (current or "") and not selected:
                 self.tree.setCurrentItem(top)
         self._fit_columns()
+        self.apply_filter()
         self.tree.setUpdatesEnabled(True)
         self.stack.setCurrentIndex(1 if rows else 0)
         self._show_details()
@@ -509,8 +546,9 @@ class LibraryPanel(QWidget):
         item.setText(0, row["title"])
         item.setText(1, str(row["pages"]) if row["pages"] else "")
         item.setText(2, STATUS_LABELS.get(status, status))
-        item.setText(3, time.strftime("%Y-%m-%d", time.localtime(row["added"]))
-                     if row["added"] else "")
+        item.setText(3, human_date(row["added"]))
+        item.setToolTip(3, time.strftime("Added %Y-%m-%d %H:%M", time.localtime(row["added"]))
+                        if row["added"] else "")
         item.setToolTip(0, path)
         item.setIcon(2, QIcon())
         item.setToolTip(2, "")

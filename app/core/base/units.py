@@ -33,3 +33,25 @@ def page_label(page: int | None, page_end: int | None = None) -> str:
     if not page:
         return ""
     return f"pp. {page}–{page_end}" if page_end and page_end != page else f"p. {page}"
+
+
+def human_date(timestamp: float | None, now: float | None = None) -> str:
+    """A date as people read it in a list: "today 14:02", "yesterday 09:15", "3 Dec" this
+    year, "3 Dec 2025" before; "" for none. Local time."""
+    import time
+
+    if not timestamp:
+        return ""
+    now = time.time() if now is None else now
+    when, today = time.localtime(timestamp), time.localtime(now)
+    days = (time.mktime(today[:3] + (0, 0, 0, 0, 0, -1))
+            - time.mktime(when[:3] + (0, 0, 0, 0, 0, -1)))
+    days = round(days / 86400)
+    if days == 0:
+        return f"today {when.tm_hour:02d}:{when.tm_min:02d}"
+    if days == 1:
+        return f"yesterday {when.tm_hour:02d}:{when.tm_min:02d}"
+    month = ("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split())[when.tm_mon - 1]
+    if when.tm_year == today.tm_year:
+        return f"{when.tm_mday} {month}"
+    return f"{when.tm_mday} {month} {when.tm_year}"
