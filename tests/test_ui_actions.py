@@ -390,6 +390,14 @@ def test_keyboard_shortcuts(qtbot, monkeypatch, shared):
 
     qtbot.keyClick(chat.input, Qt.Key.Key_F, Qt.KeyboardModifier.ControlModifier)
     assert chat.search.hasFocus()
+    qtbot.keyClick(chat.search, Qt.Key.Key_L, Qt.KeyboardModifier.ControlModifier)
+    assert chat.input.hasFocus()  # Ctrl+L: back to the question, wherever the focus was
+    qtbot.keyClick(chat.input, Qt.Key.Key_F,
+                   Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    assert shared.library.filter_edit.hasFocus()
+    qtbot.keyClick(shared.library.filter_edit, Qt.Key.Key_L,
+                   Qt.KeyboardModifier.ControlModifier)
+    assert chat.input.hasFocus()
 
     added = shared.docs_dir / "ctrl_o.md"
     added.write_text("# Ferry\n\nThe ferry to the island leaves at nine.\n", "utf-8")

@@ -224,6 +224,11 @@ class MainWindow(QMainWindow):
         new.setShortcut(QKeySequence.StandardKey.New)
         search = chat.addAction("Search chats", self.focus_search)
         search.setShortcut(QKeySequence.StandardKey.Find)
+        self.ask_action = ask = chat.addAction("Type a question", self.focus_question)
+        ask.setShortcut(QKeySequence(Qt.KeyboardModifier.ControlModifier | Qt.Key.Key_L))
+        self.filter_action = found = chat.addAction("Filter the library", self.focus_filter)
+        found.setShortcut(QKeySequence(Qt.KeyboardModifier.ControlModifier
+                                       | Qt.KeyboardModifier.ShiftModifier | Qt.Key.Key_F))
         chat.addSeparator()
         chat.addAction("Regenerate answer", self.chat.regenerate)
         chat.addAction("Copy last answer", self.chat.copy_last_answer)
@@ -370,6 +375,15 @@ class MainWindow(QMainWindow):
         log.warning("%s", message)
         self.banner.show_message(message, details, action)
         self.statusBar().showMessage(message, 8000)
+
+    def focus_question(self) -> None:
+        """Ctrl+L: the cursor in the question box, whatever had the focus."""
+        self.chat.input.setFocus(Qt.FocusReason.ShortcutFocusReason)
+
+    def focus_filter(self) -> None:
+        """Ctrl+Shift+F: the library's filter box."""
+        self.library.filter_edit.setFocus(Qt.FocusReason.ShortcutFocusReason)
+        self.library.filter_edit.selectAll()
 
     def focus_search(self) -> None:
         self.chat.search.setFocus()
