@@ -98,3 +98,35 @@ def test_a_marker_in_an_answer_opens_the_viewer_at_the_cited_page(qtbot, window_
     assert hit.page() == 2
     assert "337" in viewer.search_model.searchString()
     assert "manual.pdf" in window.right.tabText(window.right.currentIndex())
+
+
+def test_code_blocks_copy_and_an_answer_says_when_it_cites_nothing(qtbot, window_on, tmp_path):
+    from PySide6.QtGui import QGuiApplication
+
+    from app.core.chat.history import Source
+
+    window = window_on(tmp_path / "library")
+    chat = window.chat
+    chat_id = chat.new_chat()
+    store = window.folio.store
+    src = Source(n=1, path=str(tmp_path / "cranes.pdf"), page=4, text="Crane 41: forty tonnes.")
+    store.add_message(chat_id, "user", "How do I lift it?")
+    code = "crane.lift(41)  # x[1] is an index, not a citation\n" + "y = 2 " * 60
+    store.add_message(chat_id, "assistant",
+                      f"Call it like this [1]:\n\n```python\n{code}\n```\n", sources=[src])
+    store.add_message(chat_id, "user", "And the wind?")
+    store.add_message(chat_id, "assistant", "Less in wind.", sources=[src])
+    store.add_message(chat_id, "user", "Tell me a joke.")
+    store.add_message(chat_id, "assistant", "A crane walks into a bar.")
+    chat.reload_messages()
+    shown = chat.view.toPlainText()
+    assert shown.count("Copy code") == 1
+    assert shown.count("cites none of the passages") == 1  # the second answer only
+    assert "Answered without your documents." in shown
+    answer = chat.messages[1]
+    chat.view.anchorClicked.emit(QUrl(f"code:{answer.id}:0"))
+    assert QGuiApplication.clipboard().text() == code + "\n"
+    # The long line wraps: nothing scrolls the conversation sideways.
+    assert chat.view.horizontalScrollBar().maximum() == 0
+    chat.view.anchorClicked.emit(QUrl(f"code:{answer.id}:7"))  # no such block: nothing
+    assert QGuiApplication.clipboard().text() == code + "\n"

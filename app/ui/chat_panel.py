@@ -49,7 +49,7 @@ from app.core.base.units import page_label
 from app.core.chat.answers import ChatEvent
 from app.core.tools.calls import supports_tools
 from app.core.tools.runner import ApprovalRequest
-from app.ui.markdown import to_html
+from app.ui.markdown import code_blocks, cited_numbers, to_html
 from app.ui.widgets import ElidingComboBox
 
 log = logging.getLogger(__name__)
@@ -880,7 +880,9 @@ class ChatPanel(QWidget):
 
     def _style(self) -> str:
         muted, user_bg = self._colors()
-        return f".muted{{color:{muted};}} td,th{{padding:2px 6px;}} pre{{background:{user_bg};}}"
+        # Code wraps rather than scrolling the whole conversation sideways.
+        return (f".muted{{color:{muted};}} td,th{{padding:2px 6px;}} "
+                f"pre{{background:{user_bg}; white-space:pre-wrap;}}")
 
     def _head_html(self) -> str:
         """Everything above the answer being streamed: the stored messages (each rendered
@@ -950,10 +952,17 @@ class ChatPanel(QWidget):
         meta = m.meta or {}
         if meta.get("remote"):  # answered by a provider's model, not on this machine
             marker = _remote_marker(meta.get("model"), meta.get("provider")) + marker
-        body = to_html(m.content, f"src:{m.id}:", len(m.sources)) if m.content else ""
+        body = to_html(m.content, f"src:{m.id}:", len(m.sources),
+                       code_prefix=f"code:{m.id}:") if m.content else ""
         body = _tools_html((m.meta or {}).get("tool_calls", []), user_bg) + body
         if m.status == "error" and m.error:
             body += f"<p class='muted'>Error: {html.escape(m.error)}</p>"
+        elif m.content and not meta.get("no_sources") and not meta.get("tool_calls"):
+            if not m.sources:
+                body += "<p class='muted'>Answered without your documents.</p>"
+            elif not cited_numbers(m.content, len(m.sources)):
+                body += ("<p class='muted'>This answer cites none of the passages below: "
+                         "check them before relying on it.</p>")
         actions = f"<a href='copy:{m.id}'>Copy</a>"
         return self._answer_block("Folio", body, m.sources, m.id, muted,
                                   f"<span class='muted'>{marker}</span>", actions)
@@ -970,6 +979,13 @@ class ChatPanel(QWidget):
             if msg is not None:
                 QGuiApplication.clipboard().setText(msg.content)
                 self.status.emit("Answer copied")
+        elif scheme == "code":
+            key, _, index = rest.partition(":")
+            msg = next((m for m in self.messages if str(m.id) == key), None)
+            blocks = code_blocks(msg.content) if msg is not None else []
+            if index.isdigit() and int(index) < len(blocks):
+                QGuiApplication.clipboard().setText(blocks[int(index)])
+                self.status.emit("Code copied")
         elif scheme == "edit":
             self.edit(int(rest))
 

@@ -34,13 +34,34 @@ def _renderer():
     return _md
 
 
-def to_html(text: str, cite_prefix: str | None = None, max_n: int = 0) -> str:
-    """Markdown -> HTML; with `cite_prefix`, [n] (1 <= n <= max_n) links to cite_prefix + n."""
+_PRE_END = re.compile(r"</pre>", re.IGNORECASE)
+
+
+def code_blocks(text: str) -> list[str]:
+    """The code blocks of a message (fenced or indented), in order, as written: what each
+    block's "Copy code" link copies."""
+    md = _renderer()
+    if not md:
+        return []
+    return [t.content for t in md.parse(escape_markdown_content(text))
+            if t.type in ("fence", "code_block")]
+
+
+def to_html(text: str, cite_prefix: str | None = None, max_n: int = 0,
+            code_prefix: str | None = None) -> str:
+    """Markdown -> HTML; with `cite_prefix`, [n] (1 <= n <= max_n) links to cite_prefix + n;
+    with `code_prefix`, each code block is followed by a "Copy code" link to code_prefix + its
+    index (`code_blocks`)."""
     md = _renderer()
     if md:
         out = md.render(escape_markdown_content(text))
     else:
         out = f"<p style='white-space:pre-wrap'>{html.escape(text)}</p>"
+    if md and code_prefix:
+        count = iter(range(1 << 30))
+        out = _PRE_END.sub(lambda _m: f"</pre><p class='muted' align='right'>"
+                                      f"<a href='{code_prefix}{next(count)}'>Copy code</a></p>",
+                           out)
     if cite_prefix:
         def link(m: re.Match) -> str:
             n = int(m.group(1))
@@ -50,6 +71,20 @@ def to_html(text: str, cite_prefix: str | None = None, max_n: int = 0) -> str:
 
         out = _link_citations(out, link)
     return out
+
+
+def cited_numbers(text: str, max_n: int) -> set[int]:
+    """The source numbers (1..max_n) an answer cites in its prose, as `to_html` links them."""
+    found: set[int] = set()
+
+    def note(m: re.Match) -> str:
+        n = int(m.group(1))
+        if 1 <= n <= max_n:
+            found.add(n)
+        return m.group(0)
+
+    _link_citations(to_html(text), note)
+    return found
 
 
 def _link_citations(out: str, link) -> str:
