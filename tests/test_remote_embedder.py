@@ -1,5 +1,5 @@
 """A provider's embedder model as the library's embedder (`provider:NAME`,
-app/core/index/remote_embedder.py), against a real OpenAI-compatible server: Folio's own
+app/core/llm/remote_embedder.py, registered by app/core/settings.py), against a real OpenAI-compatible server: Folio's own
 `folio serve`, whose /v1/embeddings answers with the packaged MiniLM."""
 
 from __future__ import annotations

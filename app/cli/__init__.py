@@ -330,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
         "tools": cmd_tools,
         "watch": cmd_watch,
     }[args.command]
+    import app.core.settings  # noqa: F401 - registers providers' embedders (provider:NAME)
     from app.core.index.library import LibraryError
     from app.core.llm.remote import RemoteError, UnknownProvider
     from app.core.models.files import ModelError

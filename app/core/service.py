@@ -181,14 +181,15 @@ class Folio:
     def use_chat_provider(self, name: str):
         """Answer with the provider called `name` (Settings), its key from the keyring or this
         session; for a chat that chose it. UnknownProvider when Settings have no such one."""
-        from app.core.llm.remote import get_key
-        from app.core.settings import AppSettings
+        from app.core.llm.remote import UnknownProvider, get_key
 
         with self._lock:
             if self.provider is not None and self.provider.name == name:
                 return self._remote().info
-            settings = self.settings if self.settings is not None else AppSettings.load()
-            config = settings.find_provider(name)
+            if self.settings is None:  # the command line: its --provider says which
+                raise UnknownProvider(f"This chat answers with the provider {name}: choose "
+                                      f"it with --provider {name}.")
+            config = self.settings.find_provider(name)
             if self.default_provider is not None and self.default_provider.name == name:
                 key = self.default_provider_key
             else:
@@ -367,7 +368,7 @@ class Folio:
         `provider:NAME`), else the default one (Settings' provider, else the default model
         file), and remember on the chat which model it uses. --provider and --model (the
         command line's) beat the chat's choice."""
-        from app.core.index.remote_embedder import PREFIX
+        from app.core.llm.remote_embedder import PREFIX
 
         chosen = chat.model or ""
         with self._lock:

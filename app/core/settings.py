@@ -341,3 +341,50 @@ def load(path: Path | str | None = None) -> AppSettings:
 
 def save(settings: AppSettings, path: Path | str | None = None) -> Path:
     return settings.save(path)
+
+
+# -- a provider's embedder model as the library's embedder (`provider:NAME`) ------------------
+
+
+def _provider_for_embedding(source: str):
+    """The ProviderConfig `provider:NAME` names; ValueError saying what to do when there is
+    no such provider or it has no embedder model."""
+    from app.core.llm.remote import UnknownProvider
+    from app.core.llm.remote_embedder import PREFIX
+
+    name = source[len(PREFIX):].split("/", 1)[0]
+    try:
+        config = AppSettings.load().find_provider(name)
+    except UnknownProvider as exc:
+        raise ValueError(str(exc)) from None
+    if not config.embedder_model:
+        raise ValueError(f"The provider {name} has no embedder model: set one in Settings > "
+                         f"Providers, or: folio providers add {name} --url {config.base_url} "
+                         f"--model {config.model} --embedder-model MODEL")
+    return config
+
+
+def _provider_embedder_name(source: str) -> str:
+    """What a library built with `provider:NAME` records: `provider:NAME/MODEL`."""
+    from app.core.llm.remote_embedder import PREFIX
+
+    config = _provider_for_embedding(source)
+    return f"{PREFIX}{config.name}/{config.embedder_model}"
+
+
+def _provider_embedder(source: str):
+    """The provider's embedder, its key from the keyring (or this session)."""
+    from app.core.llm.remote import get_key
+    from app.core.llm.remote_embedder import RemoteEmbedder
+
+    config = _provider_for_embedding(source)
+    return RemoteEmbedder(config, get_key(config.name))
+
+
+def _register_provider_embedders() -> None:
+    from app.core.base import embedder_sources
+
+    embedder_sources.register("provider:", _provider_embedder_name, _provider_embedder)
+
+
+_register_provider_embedders()

@@ -1,4 +1,5 @@
-"""The chat: a list of chats on the left, the conversation and the question box on the right.
+"""The chat: a list of chats on the left, the conversation and the question box on the right
+(its HTML pieces that need no widget are in app/ui/chat_html.py).
 
 The conversation is one QTextBrowser holding HTML built from the stored messages (cached per
 message) plus the answer being streamed. Tokens arrive already coalesced by the worker; the
@@ -16,7 +17,6 @@ pool, and streamed answers are written there.
 from __future__ import annotations
 
 import html
-import json
 import logging
 import time
 from pathlib import Path
@@ -45,10 +45,17 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.core.base.units import page_label
 from app.core.chat.answers import ChatEvent
 from app.core.tools.calls import supports_tools
 from app.core.tools.runner import ApprovalRequest
+from app.ui.chat_html import (  # noqa: F401 - SECTION_IN_LINK, source_link_text: tests
+    SECTION_IN_LINK,
+    _call_html,
+    _field,
+    _remote_marker,
+    _tools_html,
+    source_link_text,
+)
 from app.ui.markdown import code_blocks, cited_numbers, to_html
 from app.ui.widgets import ElidingComboBox
 
@@ -61,69 +68,7 @@ SCOPE_LABELS = [("all", "All documents"), ("collections", "Some collections…")
 
 
 
-SECTION_IN_LINK = 40  # characters of a section title shown in a source link
-TOOL_TEXT_CHARS = 400  # of a tool call's arguments or result shown in the conversation
 NO_TOOLS_NOTICE = "This model can't use tools (no tool-call format in its chat template)."
-
-
-def _field(source, name: str, default=None):
-    """A source is a history.Source or, while an answer streams, a dict of the same fields."""
-    if isinstance(source, dict):
-        return source.get(name, default)
-    return getattr(source, name, default)
-
-
-def source_link_text(source) -> str:
-    """'[2] guide.pdf, p. 3' or, for a file without pages (DOCX, text, HTML), the section it
-    sits in: '[4] notes.docx, “Winter timetable”', so two passages of one file are told
-    apart."""
-    n, name = _field(source, "n"), Path(_field(source, "path") or "").name
-    where = page_label(_field(source, "page"), _field(source, "page_end"))
-    if not where:
-        section = " ".join((_field(source, "section") or "").split())
-        section = section.rsplit(" > ", 1)[-1]  # the innermost heading of a heading path
-        if len(section) > SECTION_IN_LINK:
-            section = section[:SECTION_IN_LINK - 1].rstrip() + "…"
-        where = f"“{section}”" if section else ""
-    return f"[{n}] {name}" + (f", {where}" if where else "")
-
-def _short_json(value) -> str:
-    text = json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= TOOL_TEXT_CHARS else text[:TOOL_TEXT_CHARS] + "…"
-
-
-def _call_html(call: dict) -> str:
-    """A tool call as shown: its name and exact JSON arguments (or why it is malformed)."""
-    if "error" in call:
-        return (f"<b>malformed tool call</b>: {html.escape(str(call['error']))} "
-                f"<code>{html.escape(str(call.get('raw', ''))[:TOOL_TEXT_CHARS])}</code>")
-    return (f"<b>{html.escape(str(call.get('name')))}</b> "
-            f"<code>{html.escape(_short_json(call.get('arguments')))}</code>")
-
-
-def _tools_html(tools: list, bg: str) -> str:
-    """Tool calls and their results as compact blocks above an answer (the stored record
-    `{"call", "result"}`, or the live one with its approval state)."""
-    rows = []
-    for t in tools:
-        call, result = t.get("call") or {}, t.get("result")
-        line = "Tool call: " + _call_html(call)
-        if t.get("waiting"):
-            line += "<br><i>Waiting for your approval (Allow / Deny below).</i>"
-        elif t.get("decision") == "denied" and result is None:
-            line += "<br><i>Denied.</i>"
-        if isinstance(result, dict):
-            if result.get("ok"):
-                line += "<br>Result: <code>" + html.escape(_short_json(result.get("result"))) \
-                    + "</code>"
-            else:
-                line += "<br>Error: " + html.escape(str(result.get("error")))
-        elif not t.get("waiting") and t.get("decision") is None:
-            line += "<br><i>Running…</i>"
-        rows.append(f"<tr><td bgcolor='{bg}'><small>{line}</small></td></tr>")
-    if not rows:
-        return ""
-    return f"<table width='100%' cellpadding='4' style='margin:4px 0'>{''.join(rows)}</table>"
 
 
 class QuestionEdit(QPlainTextEdit):
@@ -172,11 +117,6 @@ class ChecklistDialog(QDialog):
     def chosen(self) -> list[str]:
         return [self.list.item(i).data(Qt.ItemDataRole.UserRole) for i in range(self.list.count())
                 if self.list.item(i).checkState() == Qt.CheckState.Checked]
-
-
-def _remote_marker(model, provider) -> str:
-    """Said beside an answer a remote provider's model gave: where it was answered."""
-    return html.escape(f" · {model or 'remote model'} via {provider or 'a provider'} (remote)")
 
 
 class ChatPanel(QWidget):

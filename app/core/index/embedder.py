@@ -17,6 +17,8 @@ from typing import Protocol
 
 import numpy as np
 
+from app.core.base import embedder_sources
+
 log = logging.getLogger(__name__)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -277,11 +279,10 @@ _cache_lock = threading.Lock()
 
 def embedder_name(source: str | None) -> str:
     """The name a library records for an embedder chosen as `source`: a known name, a model
-    folder, or `provider:NAME` (a remote provider's embedder model, remote_embedder.py)."""
-    from app.core.index import remote_embedder
-
-    if remote_embedder.is_provider_embedder(source):
-        return remote_embedder.recorded_name(source)
+    folder, or a registered source such as `provider:NAME` (app/core/base/embedder_sources.py)."""
+    supplied = embedder_sources.find(source)
+    if supplied is not None:
+        return supplied[0](source)
     return resolve_spec(source).name
 
 
@@ -289,14 +290,13 @@ def ready_embedder_name(source: str | None) -> str:
     """`embedder_name(source)` once the embedder can embed: ValueError for an unknown name,
     FileNotFoundError for one not installed, RemoteError for a provider that does not answer
     with vectors. Asked before a re-index drops the library's vectors."""
-    from app.core.index import remote_embedder
-
-    if remote_embedder.is_provider_embedder(source):
-        embedder = remote_embedder.remote_embedder(source)
+    supplied = embedder_sources.find(source)
+    if supplied is not None:
+        embedder = supplied[1](source)
         try:
-            embedder.dims  # one small request: the server is there and embeds
+            embedder.dims  # noqa: B018 - one small request: the server is there and embeds
         finally:
-            embedder.close()
+            getattr(embedder, "close", lambda: None)()
         return embedder.name
     spec = resolve_spec(source)
     if not looks_like_model(spec.path):
@@ -306,12 +306,11 @@ def ready_embedder_name(source: str | None) -> str:
 
 
 def get_embedder(name_or_path: str | None = None):
-    """One shared instance per model, so the weights load once per process; `provider:NAME`
-    is the provider's embedder over HTTP (a new client each time: its key may change)."""
-    from app.core.index import remote_embedder
-
-    if remote_embedder.is_provider_embedder(name_or_path):
-        return remote_embedder.remote_embedder(name_or_path)
+    """One shared instance per model, so the weights load once per process; a registered
+    source (a provider's embedder over HTTP) is built anew each time: its key may change."""
+    supplied = embedder_sources.find(name_or_path)
+    if supplied is not None:
+        return supplied[1](name_or_path)
     spec = resolve_spec(name_or_path)
     key = (spec.name, str(spec.path))
     with _cache_lock:

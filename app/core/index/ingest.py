@@ -22,11 +22,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from app.core.base.errors import RemoteError
 from app.core.base.files import sha256_file
 from app.core.documents.base import DEFAULT_FILE_TIME_LIMIT, Chunk, Deadline, LoadError
 from app.core.documents.formats import BAD_NAME_REASON, displayable_path, is_supported, load
 from app.core.documents.splitter import Splitter, SplitterConfig
-from app.core.llm.provider import RemoteError
 from app.core.index.library import (
     FAILED,
     INDEXING,

@@ -17,13 +17,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from app.core.base.errors import RemoteError  # noqa: F401 - a provider's failure
 from app.core.llm.prompt_parts import Prompt
-
-
-class RemoteError(Exception):
-    """A remote provider's failure (app/core/llm/remote.py), with a message a user can act
-    on. Here so that the index can catch a remote embedder's failure without loading HTTP."""
-
 
 log = logging.getLogger(__name__)
 

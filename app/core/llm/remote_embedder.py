@@ -1,4 +1,5 @@
-"""A remote provider's embedder model as the library's embedder (`provider:NAME`).
+"""A remote provider's embedder model as the library's embedder (`provider:NAME`; Settings
+register the name with the index, app/core/settings.py, since they know the providers).
 
 A provider in Settings may name an embedder model besides its chat model
 (app/core/llm/remote.py, `ProviderConfig.embedder_model`). Choosing `provider:NAME` as the
@@ -21,6 +22,8 @@ import threading
 
 import numpy as np
 
+from app.core.base.errors import RemoteError
+
 PREFIX = "provider:"
 WINDOW = 512  # tokens a passage may take (after the counting margin)
 BATCH = 64  # passages per request
@@ -30,32 +33,8 @@ def is_provider_embedder(source: str | None) -> bool:
     return isinstance(source, str) and source.startswith(PREFIX)
 
 
-def provider_config(source: str):
-    """The ProviderConfig `provider:NAME` names, from Settings; ValueError with what to do
-    when there is no such provider or it has no embedder model."""
-    from app.core.llm.remote import UnknownProvider
-    from app.core.settings import AppSettings
-
-    name = source[len(PREFIX):].split("/", 1)[0]
-    try:
-        config = AppSettings.load().find_provider(name)
-    except UnknownProvider as exc:
-        raise ValueError(str(exc)) from None
-    if not config.embedder_model:
-        raise ValueError(f"The provider {name} has no embedder model: set one in Settings > "
-                         f"Providers, or: folio providers add {name} --url {config.base_url} "
-                         f"--model {config.model} --embedder-model MODEL")
-    return config
-
-
-def recorded_name(source: str) -> str:
-    """What a library built with `source` records: `provider:NAME/MODEL`."""
-    config = provider_config(source)
-    return f"{PREFIX}{config.name}/{config.embedder_model}"
-
-
 class RemoteEmbedder:
-    """`Embedder` over a provider's `/embeddings` (the index's protocol, app/core/index/embedder.py)."""
+    """`Embedder` over a provider's `/embeddings` (the protocol of app/core/index/embedder.py)."""
 
     max_tokens = WINDOW
 
@@ -88,8 +67,6 @@ class RemoteEmbedder:
                 for t in texts]
 
     def _embed(self, texts: list[str]) -> np.ndarray:
-        from app.core.llm.remote import RemoteError
-
         parts = []
         for i in range(0, len(texts), BATCH):
             batch = texts[i:i + BATCH]
@@ -120,11 +97,3 @@ class RemoteEmbedder:
 
     def close(self) -> None:
         self._provider.close()
-
-
-def remote_embedder(source: str) -> RemoteEmbedder:
-    """The embedder `provider:NAME` names, with its key from the keyring (or this session)."""
-    from app.core.llm.remote import get_key
-
-    config = provider_config(source)
-    return RemoteEmbedder(config, get_key(config.name))
