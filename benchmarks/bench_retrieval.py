@@ -50,6 +50,9 @@ CONFIGS = [
     ("folio bm25", dict(mode="fts")),
 ]
 
+MMR = ("folio chat (hybrid + MMR)", dict(mode="hybrid", mmr=True))  # what the chat retrieves
+SET_CONFIGS = [CONFIGS[0], MMR, *CONFIGS[1:]]
+
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -147,10 +150,10 @@ def question_sets(args, config: SplitterConfig) -> int:
     for qset in chosen:
         questions = qset.load()
         locations = [gold_locations(q, qset.documents[0]) for q in questions]
-        rows, details = _evaluate(lib, questions, locations, CONFIGS)
+        rows, details = _evaluate(lib, questions, locations, SET_CONFIGS)
         out["sets"][qset.name] = {"kind": qset.kind, "questions": len(questions), "results": rows}
         all_details[qset.name] = details
-    for label, _ in CONFIGS:
+    for label, _ in SET_CONFIGS:
         per_set = [s["results"][label] for s in out["sets"].values()]
         out["mean"][label] = {key: round(sum(r[key] for r in per_set) / len(per_set), 3)
                               for key in per_set[0]}
@@ -203,7 +206,7 @@ def single_pdf(args, config: SplitterConfig) -> int:
     lib, build_s, _ = _build(lib_dir, [pdf], config, args.fresh)
     local = build_localdocs_index(pdf, lib.embedder, cache_dir=args.work)
 
-    configs = [CONFIGS[0], ("folio hybrid+mmr", dict(mode="hybrid", mmr=True)), *CONFIGS[1:]]
+    configs = SET_CONFIGS
     rows, details = _evaluate(lib, questions, locations, configs)
     ranks, spent = [], 0.0
     for q, locs, row in zip(questions, locations, details, strict=True):

@@ -61,11 +61,17 @@ class SearchResult:
         }
 
 RRF_K = 60
-# Users paraphrase; shared words are weaker evidence than shared meaning. On the Octave
-# question set (benchmarks/bench_retrieval.py) BM25 at 0.5-0.7 of the vector weight beat
-# both equal weights and either list alone.
-VECTOR_WEIGHT = 1.0
-FTS_WEIGHT = 0.6
+# How the vector and BM25 lists become one (issue 13, benchmarks/bench_fusion.py on three
+# question sets of different kinds of documentation, in one library): by their scores, each
+# list min-max scaled, BM25 at a third of the vector's weight ("relative score fusion" at
+# Weaviate's default alpha of 0.75, taken as it is rather than tuned here). Every BM25 weight
+# from 0.2 to 0.5 beat plain vector search on every set, at hit@1 and hit@5; reciprocal-rank
+# fusion, the default before (BM25 at 0.6, chosen on the Octave manual alone), lost hit@1 to
+# vector search on the Python docs, and rank fusion at any weight lost hit@5 on two sets.
+# Shared words are weaker evidence than shared meaning, but how far ahead a passage is in
+# either list counts, which ranks throw away.
+FUSION = "relative"
+FTS_WEIGHT = 1 / 3
 _COLUMNS = [
     "id", "doc_id", "chunk_index", "text", "section", "page", "page_end",
     "char_start", "char_end", "vector",
@@ -84,6 +90,59 @@ def rrf(ranked_lists: Sequence[Sequence[str]], weights: Sequence[float], k: int 
         for rank, key in enumerate(ids):
             scores[key] = scores.get(key, 0.0) + weight / (k + rank + 1)
     return scores
+
+
+def fuse(vector: Sequence[tuple[str, float]], bm25: Sequence[tuple[str, float]],
+         method: str = FUSION, *, weight: float = FTS_WEIGHT, k: int = RRF_K,
+         margin: float = 0.0) -> list[tuple[str, float]]:
+    """Two ranked lists of (id, score), best first (vector: cosine similarity; BM25: its
+    score), fused into one: (id, fused score), best first.
+
+    "rrf": reciprocal-rank fusion, BM25's ranks at `weight`. "relative": each list's scores
+    min-max scaled to 0..1 (absent: 0), BM25's at `weight`; unlike ranks, how far ahead the
+    best passage is counts. "zscore": each list's scores as standard deviations from its
+    mean (absent: the list's lowest), BM25's at `weight`. `margin` > 0: a vector first place
+    that leads the second by at least that much similarity stays first (a confident vector
+    hit is not outvoted by shared words)."""
+    scores: dict[str, float] = {}
+    if method == "rrf":
+        scores = rrf([[i for i, _ in vector], [i for i, _ in bm25]], [1.0, weight], k)
+    elif method in ("relative", "zscore"):
+        for pairs, w in ((vector, 1.0), (bm25, weight)):
+            if not pairs:
+                continue
+            values = np.array([v for _, v in pairs], dtype=np.float64)
+            if method == "relative":  # one result, or all alike: each is the list's best
+                span = float(values.max() - values.min())
+                scaled = (values - values.min()) / span if span > 0 else np.ones_like(values)
+                floor = 0.0
+            else:
+                std = float(values.std()) or 1.0
+                scaled = (values - values.mean()) / std
+                floor = float(scaled.min())
+            for (key, _), v in zip(pairs, scaled, strict=True):
+                scores[key] = scores.get(key, 0.0) + w * (float(v) - floor)
+    else:
+        raise ValueError(f"unknown fusion {method!r}")
+    order = sorted(scores, key=lambda key: scores[key], reverse=True)
+    if margin > 0 and len(vector) > 1 and vector[0][1] - vector[1][1] >= margin:
+        order.remove(vector[0][0])
+        order.insert(0, vector[0][0])
+    return [(key, scores[key]) for key in order]
+
+
+# The fusions bench_fusion.py compares (name -> fuse() keywords), the default first.
+FUSIONS: dict[str, dict] = {
+    "folio default (relative, bm25 1/3)": {},
+    **{f"rrf bm25 {w}": {"method": "rrf", "weight": w} for w in (0.3, 0.45, 0.6, 1.0)},
+    **{f"rrf bm25 0.6, vector lead {m}": {"method": "rrf", "weight": 0.6, "margin": m}
+       for m in (0.03, 0.05, 0.08)},
+    **{f"relative bm25 {w}": {"method": "relative", "weight": w}
+       for w in (0.2, 0.25, 0.333, 0.4, 0.5, 0.75)},
+    **{f"relative bm25 0.333, vector lead {m}": {"method": "relative", "weight": 0.333,
+                                                 "margin": m} for m in (0.03, 0.05)},
+    **{f"zscore bm25 {w}": {"method": "zscore", "weight": w} for w in (0.2, 0.333, 0.5)},
+}
 
 
 def mmr_order(
@@ -138,8 +197,8 @@ def hybrid_search(
     qvec = query_vector if query_vector is not None else lib.embedder.embed_query(query)
 
     rows: dict[str, dict] = {}
-    ranked: list[list[str]] = []
-    weights: list[float] = []
+    vector: list[tuple[str, float]] = []
+    bm25: list[tuple[str, float]] = []
     if mode in ("hybrid", "vector"):
         hits = (
             table.search(qvec, vector_column_name="vector")
@@ -151,20 +210,21 @@ def hybrid_search(
             .select([*_COLUMNS, "_distance"])
             .to_list()
         )
-        ranked.append([h["id"] for h in hits])
-        weights.append(VECTOR_WEIGHT)
+        vector = [(h["id"], 1.0 - float(h["_distance"])) for h in hits]
         rows.update({h["id"]: h for h in hits})
     words = fts_query(query)
     if mode in ("hybrid", "fts") and words:
         hits = _fts(lib, words, where, pool)
-        ranked.append([h["id"] for h in hits])
-        weights.append(FTS_WEIGHT if mode == "hybrid" else 1.0)
+        bm25 = [(h["id"], float(h["_score"])) for h in hits]
         for h in hits:
             rows.setdefault(h["id"], h)
     if not rows:
         return []
 
-    fused = rrf(ranked, weights)
+    if mode == "hybrid":
+        fused = dict(fuse(vector, bm25))
+    else:  # one list: its own order, its own scores
+        fused = dict(vector or bm25)
     order = sorted(fused, key=lambda key: fused[key], reverse=True)
     vectors = np.array([rows[key]["vector"] for key in order], dtype=np.float32)
     similarity = vectors @ np.asarray(qvec, dtype=np.float32)
