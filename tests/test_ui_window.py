@@ -137,11 +137,17 @@ def test_drop_index_ask_stream_sources_and_open(qtbot, make_window, tmp_path):
     reason = lib.error_of(str(corrupt))
     assert reason
     assert window.banner.isVisible() and "broken.pdf" in window.banner.text.text()
-    qtbot.waitUntil(lambda: any(d.path == str(pdf) for d in lib.docs), timeout=30_000)
-    rows = {lib.tree.topLevelItem(0).child(i).data(0, Qt.ItemDataRole.UserRole):
-            lib.tree.topLevelItem(0).child(i) for i in range(lib.tree.topLevelItem(0).childCount())}
-    assert reason in rows[str(corrupt)].toolTip(2)
-    assert rows[str(pdf)].text(1) == "2"  # pages
+    def rows():
+        top = lib.tree.topLevelItem(0)
+        if top is None:
+            return {}
+        return {top.child(i).data(0, Qt.ItemDataRole.UserRole): top.child(i)
+                for i in range(top.childCount())}
+
+    # The rows fill in as the library's listing catches up: wait on what they show.
+    qtbot.waitUntil(lambda: str(pdf) in rows() and rows()[str(pdf)].text(1) == "2"
+                    and str(corrupt) in rows() and reason in rows()[str(corrupt)].toolTip(2),
+                    timeout=30_000)  # pages, and why the broken one failed
     assert not lib.progress_box.isVisible()
     qtbot.waitUntil(lambda: "3 documents" in window.library_status.text())
 

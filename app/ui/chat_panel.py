@@ -25,10 +25,12 @@ from PySide6.QtCore import QEvent, QPoint, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QGuiApplication, QKeyEvent, QPalette, QTextCursor
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QComboBox,
     QDialog,
     QDialogButtonBox,
     QFileDialog,
     QFrame,
+    QGridLayout,
     QHBoxLayout,
     QInputDialog,
     QLabel,
@@ -165,6 +167,19 @@ class ChatPanel(QWidget):
         runtime = getattr(folio, "_runtime", None)  # no lock: a load may be holding it
         self.show_tools_notice(getattr(runtime, "info", None))
 
+    def place_model_picker(self, combo: QWidget) -> None:
+        """Put this chat's model choice (the Model tab's list of model files and providers)
+        at the top of the conversation, before the scope: where people look for it."""
+        label = QLabel("&Model:")
+        label.setBuddy(combo)
+        if isinstance(combo, QComboBox):
+            combo.setMinimumContentsLength(8)  # it elides; the open list shows all
+        self.top_grid.addWidget(label, 0, 0)
+        self.top_grid.addWidget(combo, 0, 1)
+        self.model_label = label
+        QWidget.setTabOrder(self.delete_btn, combo)  # in the focus chain where it is shown
+        QWidget.setTabOrder(combo, self.scope)
+
     @property
     def store(self):
         """The chat store, looked up once: `Folio`'s properties share one lock, which a
@@ -224,19 +239,22 @@ class ChatPanel(QWidget):
         main = QWidget()
         ml = QVBoxLayout(main)
         ml.setContentsMargins(0, 6, 6, 6)
-        top = QHBoxLayout()
-        top.addWidget(QLabel("Answer from:"))
+        # Above the conversation: which model answers (place_model_picker) and from what.
+        self.top_grid = top = QGridLayout()
+        top.setColumnStretch(1, 1)
+        scope_label = QLabel("&Answer from:")
+        top.addWidget(scope_label, 1, 0)
         self.scope = ElidingComboBox()
+        self.scope.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.scope.setMinimumContentsLength(8)  # it elides; the open list shows all
+        scope_label.setBuddy(self.scope)
         self.scope.setAccessibleName("Answer from")
         for mode, label in SCOPE_LABELS:
             self.scope.addItem(label, mode)
         self.scope.activated.connect(self._scope_chosen)
-        top.addWidget(self.scope, 1)
-        self.export_btn = QPushButton("Export…")
-        self.export_btn.setAccessibleName("Export chat to Markdown")
-        self.export_btn.clicked.connect(self.export_markdown)
-        top.addWidget(self.export_btn)
-        ml.addLayout(top)
+        top.addWidget(self.scope, 1, 1)
+        ml.addLayout(top)  # (Export to Markdown is in the Chat menu)
 
         self.view = QTextBrowser()
         self.view.setAccessibleName("Conversation")
@@ -710,7 +728,6 @@ class ChatPanel(QWidget):
         self.stop_btn.setVisible(busy)
         has_q = any(m.role == "user" for m in self.messages)
         self.regen_btn.setEnabled(not busy and has_q)
-        self.export_btn.setEnabled(self.chat_id is not None)
         self.rename_btn.setEnabled(self.chat_id is not None)
         self.delete_btn.setEnabled(self.chat_id is not None)
 

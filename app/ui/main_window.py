@@ -163,6 +163,7 @@ class MainWindow(QMainWindow):
             documents=lambda: [(d.path, d.title or d.name) for d in self.library.docs
                                if d.status == "ready"])
         self.model = ModelPanel(self.folio, self.workers)
+        self.chat.place_model_picker(self.model.take_chat_model())
         self.watched = WatchedFolders(self.folio, self.app_settings, self)
         self.right = QTabWidget()
         self.right.setAccessibleName("Model and sources")

@@ -140,7 +140,8 @@ class ModelPanel(QWidget):
         self.top_p.setRange(0.01, 1.0)
         self.top_p.setSingleStep(0.05)
         self.top_p.setAccessibleName("Top p")
-        gform.addRow("Model:", self.chat_model)
+        gform.addRow("Model:", self.chat_model)  # until the window moves it (take_chat_model)
+        self._gform = gform
         gform.addRow("Temperature:", self.temperature)
         gform.addRow("Longest answer:", self.max_tokens)
         gform.addRow("Top p:", self.top_p)
@@ -402,6 +403,15 @@ class ModelPanel(QWidget):
         self.unload_btn.setEnabled(False)
         self._refresh_view_state()
         self.model_changed.emit(None)
+
+    def take_chat_model(self) -> QComboBox:
+        """This chat's model list, taken out of the tab for the window to show above the
+        conversation; the tab keeps the chat's generation settings."""
+        row = self._gform.getWidgetPosition(self.chat_model)[0]
+        taken = self._gform.takeRow(row)
+        if taken.labelItem is not None and taken.labelItem.widget() is not None:
+            taken.labelItem.widget().deleteLater()
+        return self.chat_model
 
     # -- this chat -------------------------------------------------------------------------
 
