@@ -334,7 +334,7 @@ class LibraryPanel(QWidget):
         row = self._row(path, self._doc_by_path.get(path))
         for item in items:
             self._show_status(item, row)
-        self._grow_status(items[0].text(STATUS_COLUMN))
+        self._fit_columns(new=items[:1])
         if self.tree.currentItem() in items:
             self._show_details()
 
@@ -378,7 +378,9 @@ class LibraryPanel(QWidget):
                 for item in self._items[path]:
                     if item.treeWidget() is not None:
                         self._show_status(item, row)
-                        self._grow_status(item.text(STATUS_COLUMN))
+                        # Pages and the date arrive once a queued file is read: widen for them
+                        # too, not only for the status (the date column showed "2…2").
+                        self._fit_columns(new=[item])
         for name, items in new.items():
             self._insert_sorted(groups[name], items)
         self._fit_columns(new=[i for items in new.values() for i in items])
