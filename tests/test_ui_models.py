@@ -440,10 +440,13 @@ def test_partial_download_found_at_start_is_resumable_and_cancel_deletes_it(
     assert manager.partial_downloads()
 
     view = open_view(qtbot, window)
-    qtbot.waitUntil(lambda: url in view.downloads, timeout=LIST_TIMEOUT)
+    # The window's first listing may have caught the partial file while it was being written
+    # (0 B); the one opening the view brings the row up to date: wait on what it shows.
+    qtbot.waitUntil(lambda: url in view.downloads and view.downloads[url].bar.value() > 0,
+                    timeout=LIST_TIMEOUT)
     dl = view.downloads[url]
     assert dl.state == "paused" and dl.pause_btn.text() == "Resume"
-    assert "Paused" in dl.status.text() and dl.bar.value() > 0
+    assert "Paused" in dl.status.text() and "of 3.0 MB downloaded" in dl.status.text()
 
     click(qtbot, dl.cancel_btn)
     qtbot.waitUntil(lambda: url not in view.downloads, timeout=LIST_TIMEOUT)
@@ -524,7 +527,8 @@ def test_load_settings_reload_unload_and_the_chats_model(qtbot, window, models_d
     # Load: progress while it loads, then where it runs.
     with qtbot.waitSignal(panel.model_changed, timeout=LOAD_TIMEOUT) as loaded:
         click(qtbot, view.load_btn)
-        assert panel.load_progress.isVisible() or panel.info is not None
+        # (the Model tab may be closed: its progress bar is shown within it all the same)
+        assert not panel.load_progress.isHidden() or panel.info is not None
     info = loaded.args[0]
     assert info is not None and Path(info.path).name == STARTER_MODEL_FILE
     assert panel.device.text().startswith(info.device.upper())

@@ -339,3 +339,22 @@ def test_a_model_that_crashes_llama_cpp_on_load_leaves_a_usable_window(qtbot, ma
         ask(qtbot, window, "Say hello.")
     assert done.args[0] is not None and done.args[0].kind == "done"
     assert window.chat.messages[-1].status == "complete"
+
+
+def test_the_side_panel_opens_when_asked_and_closes_again(qtbot, make_window):
+    window = make_window()
+    assert window.right.isHidden()  # a new window gives the conversation the width
+    window.activateWindow()  # shortcuts reach the active window only
+    qtbot.waitUntil(window.isActiveWindow)
+    qtbot.keyClick(window.chat.input, Qt.Key.Key_M,
+                   Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier)
+    assert not window.right.isHidden() and window.right.currentWidget() is window.model
+    assert window.side_action.isChecked()
+    qtbot.mouseClick(window.close_side_btn, Qt.MouseButton.LeftButton)
+    assert window.right.isHidden() and not window.side_action.isChecked()
+    window.toggle_model_panel()
+    window.close()
+
+    again = make_window()  # left open: open again
+    assert not again.right.isHidden()
+    again.show_side_panel(False)

@@ -165,9 +165,19 @@ class MainWindow(QMainWindow):
         self.model = ModelPanel(self.folio, self.workers)
         self.chat.place_model_picker(self.model.take_chat_model())
         self.watched = WatchedFolders(self.folio, self.app_settings, self)
+        # The side panel opens for a source, the model and this chat's settings, and closes
+        # again: the conversation keeps the width when nothing is asked of it.
         self.right = QTabWidget()
         self.right.setAccessibleName("Model and sources")
         self.right.addTab(self.model, "Model")
+        close_side = QToolButton()
+        close_side.setText("×")
+        close_side.setAutoRaise(True)
+        close_side.setToolTip("Close the side panel (Ctrl+Shift+M opens it again)")
+        close_side.setAccessibleName("Close the side panel")
+        close_side.clicked.connect(lambda: self.show_side_panel(False))
+        self.right.setCornerWidget(close_side, Qt.Corner.TopRightCorner)
+        self.close_side_btn = close_side
 
         self.banner = Banner()
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
@@ -239,6 +249,14 @@ class MainWindow(QMainWindow):
         stop.triggered.connect(self.chat.stop)
         chat.addAction(stop)
         self.stop_shortcut = stop
+
+        view = self.menuBar().addMenu("&View")
+        self.side_action = side = view.addAction("Model and chat settings",
+                                                 self.toggle_model_panel)
+        side.setCheckable(True)
+        side.setChecked(True)
+        side.setShortcut(QKeySequence(Qt.KeyboardModifier.ControlModifier
+                                      | Qt.KeyboardModifier.ShiftModifier | Qt.Key.Key_M))
         self.menuBar().setAccessibleName("Menu bar")
 
         self.toolbar = bar = self.addToolBar("Toolbar")
@@ -344,6 +362,8 @@ class MainWindow(QMainWindow):
         detail = self.model_job.error_detail if self.model_job else message
         self.model_job = None
         self.model.show_error(message)  # offers "Load anyway" for a model that will not fit
+        self.right.setCurrentWidget(self.model)
+        self.show_side_panel(True)  # where the model's details and "Load anyway" are
         self.model_status.setText("No model")
         anyway = ("Load anyway", self.model.load_anyway) \
             if not self.model.load_anyway_btn.isHidden() else None
@@ -376,6 +396,20 @@ class MainWindow(QMainWindow):
         log.warning("%s", message)
         self.banner.show_message(message, details, action)
         self.statusBar().showMessage(message, 8000)
+
+    def show_side_panel(self, visible: bool | None = None) -> None:
+        """Open or close the side panel (None: toggle). Ctrl+Shift+M opens it at the model
+        and this chat's settings."""
+        visible = self.right.isHidden() if visible is None else visible
+        self.right.setVisible(visible)
+        self.side_action.setChecked(visible)
+
+    def toggle_model_panel(self) -> None:
+        if self.right.isHidden() or self.right.currentWidget() is not self.model:
+            self.right.setCurrentWidget(self.model)
+            self.show_side_panel(True)
+        else:
+            self.show_side_panel(False)
 
     def focus_question(self) -> None:
         """Ctrl+L: the cursor in the question box, whatever had the focus."""
@@ -441,6 +475,7 @@ class MainWindow(QMainWindow):
                 self.right.addTab(self.viewer, "Source")
             self.viewer.show_source(source)
             self.right.setCurrentWidget(self.viewer)
+            self.show_side_panel(True)
         except Exception as exc:  # ImportError (no QtPdf) too: say so, never run the file
             log.exception("viewer failed")
             self.show_error(f"Could not show the source {source.get('path', '')}: {exc}",
@@ -687,6 +722,8 @@ class MainWindow(QMainWindow):
             self.restoreState(state)
         sizes = _ints(s.value("window/splitter"))
         self.splitter.setSizes(sizes if len(sizes) == 3 else [380, 700, 280])
+        # Closed until asked for, unless it was left open (a source, the model's settings).
+        self.show_side_panel(str(s.value("window/side_panel", "false")).lower() == "true")
         chat_sizes = _ints(s.value("window/chat_splitter"))
         if len(chat_sizes) == 2:
             self.chat.splitter.setSizes(chat_sizes)
@@ -707,6 +744,7 @@ class MainWindow(QMainWindow):
         s.setValue("window/state", self.saveState())
         s.setValue("window/splitter", self.splitter.sizes())
         s.setValue("window/chat_splitter", self.chat.splitter.sizes())
+        s.setValue("window/side_panel", not self.right.isHidden())
         if self.chat.chat_id is not None:
             s.setValue(self._last_chat_key(), self.chat.chat_id)
         s.sync()
