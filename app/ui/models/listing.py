@@ -197,17 +197,24 @@ class ListPart:
         self._rebuild_catalog()
         for p in listing.partials:
             f = partial_fields(p)
-            if f["url"] and f["url"] not in self.downloads:
+            if not f["url"]:
+                continue
+            row = self.downloads.get(f["url"])
+            if row is None:
                 row = self._download_row(f["url"], f["filename"], f["sha256"])
-                total = f["total_bytes"]
-                done = f["done_bytes"]
-                if total:
-                    row.bar.setValue(int(1000 * min(done, total) / total))
-                    row.bar.setFormat(f"{100 * done / total:.0f}%")
-                why = f"Stopped: {f['error']}. " if f["error"] else "Paused. "
-                row.set_state("paused", f"{why}{human_bytes(done)}"
-                              + (f" of {human_bytes(total)}" if total else "")
-                              + " downloaded — Resume to continue.")
+            elif row.state != "paused":  # running here: its own events say how far it is
+                continue
+            # A paused row shows what the latest listing found on disk (the first listing
+            # may have run while the partial file was still being written).
+            total = f["total_bytes"]
+            done = f["done_bytes"]
+            if total:
+                row.bar.setValue(int(1000 * min(done, total) / total))
+                row.bar.setFormat(f"{100 * done / total:.0f}%")
+            why = f"Stopped: {f['error']}. " if f["error"] else "Paused. "
+            row.set_state("paused", f"{why}{human_bytes(done)}"
+                          + (f" of {human_bytes(total)}" if total else "")
+                          + " downloaded — Resume to continue.")
         if self._refresh_again:
             self._refresh_again = False
             self.refresh()
