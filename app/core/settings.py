@@ -384,6 +384,8 @@ def _provider_embedder(source: str):
 def _register_provider_embedders() -> None:
     from app.core.base import embedder_sources
 
+    # "provider:" is remote_embedder.PREFIX, written out: importing it here would load numpy
+    # with the settings, which the window reads before anything else.
     embedder_sources.register("provider:", _provider_embedder_name, _provider_embedder)
 
 

@@ -29,10 +29,6 @@ WINDOW = 512  # tokens a passage may take (after the counting margin)
 BATCH = 64  # passages per request
 
 
-def is_provider_embedder(source: str | None) -> bool:
-    return isinstance(source, str) and source.startswith(PREFIX)
-
-
 class RemoteEmbedder:
     """`Embedder` over a provider's `/embeddings` (the protocol of app/core/index/embedder.py)."""
 
