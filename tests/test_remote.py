@@ -454,6 +454,9 @@ def test_each_chat_answers_with_its_own_model_or_provider(fake, memory_keyring, 
         meta = ask(local.id)
         assert not meta.get("remote") and len(fake.requests) == before
         assert folio.provider is None and folio.model_name == starter_model.name
+        folio.use_provider(None)  # Settings drop their provider: the loaded model stays
+        assert folio.default_provider is None and folio.model_name == starter_model.name
+        folio.use_provider(work, SECRET)
 
         meta = ask(chosen.id)  # and back to the remote one, without a restart
         assert meta["provider"] == "other" and folio.default_provider == work

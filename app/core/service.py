@@ -198,6 +198,8 @@ class Folio:
 
     def _switch_provider(self, provider, key: str | None):
         with self._lock:
+            if provider is None and self.provider is None:  # local already: keep the model
+                return None
             if provider is not None and provider == self.provider \
                     and key == self.provider_key and self._runtime is not None:
                 return self._remote().info
