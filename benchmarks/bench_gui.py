@@ -18,6 +18,9 @@ between two ticks beyond the interval, i.e. how long the loop could not run. Pha
   `--pages N` ingests a PDF of its first N pages instead (made with PyMuPDF) for quick runs;
 - folder (`--phases folder`): a dropped folder of `--folder-files` (1,000) small notes: the
   library tree while thousands of file events arrive;
+- watch (`--phases watch`): a watched folder (File > Watched folders) into which a burst of
+  `--folder-files` (1,000) notes is written at once by another thread, until every one is
+  indexed: the folder watcher's events, batches and the tree's updates (issue 16);
 - long-chat (`--phases long-chat`): an answer streamed into a chat of `--chat-turns` (50)
   earlier turns with lists, code and tables;
 - answer: a question sent through the chat panel's box and `send()` with "Longest answer" set
@@ -278,6 +281,26 @@ def run_stalls(args, tmp: Path) -> dict:
                              "chunks": s.chunks, "failed": len(s.failed),
                              "rows": len(lib.docs)}
 
+        if "watch" in args.phases:  # a burst of file events in a watched folder
+            lib = window.library
+            watched = tmp / "watched"
+            watched.mkdir()
+            window.watched.set_watched(watched, True)
+            await until(lambda: getattr(window.watched.watcher, "_observer", None) is not None,
+                        120, "the folder watcher")  # watching (its start runs in a thread)
+            before = len(lib.docs)
+            t0 = time.perf_counter()
+            ticker.begin("watch")
+            writer = threading.Thread(target=many_files, args=(watched, args.folder_files))
+            writer.start()  # written off the GUI thread, as an editor or a sync tool would
+            await until(lambda: len([d for d in lib.docs if d.status == "ready"])
+                        >= before + args.folder_files, 3600, "the watched files")
+            writer.join()
+            await until(lambda: not lib._refreshing, 60, "the listing after the batches")
+            ticker.end("watch")
+            out["watch"] = {"wall_s": round(time.perf_counter() - t0, 1),
+                            "files": args.folder_files, "rows": len(lib.docs)}
+
         if "long-chat" in args.phases:  # an answer streamed below many earlier turns
             chat = window.chat
             chat_id = chat.new_chat()
@@ -428,6 +451,10 @@ def print_tables(result: dict, why: bool) -> None:
             f = st["folder"]
             print(f"  folder: {f['files']} files, {f['chunks']} chunks, {f['failed']} failed, "
                   f"{f['rows']} rows, {f['wall_s']} s")
+        if "watch" in st:
+            w = st["watch"]
+            print(f"  watch: {w['files']} files written at once into a watched folder, "
+                  f"{w['rows']} rows, {w['wall_s']} s until all were indexed")
         if "long_chat" in st:
             c = st["long_chat"]
             print(f"  long chat: {c['turns']} earlier turns, {c['completion_tokens']} tokens, "
@@ -471,7 +498,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--only", choices=["stalls", "startup"], help="run one of the two")
     ap.add_argument("--phases", nargs="+", default=["ingest", "answer"],
-                    choices=["ingest", "answer", "folder", "long-chat"],
+                    choices=["ingest", "answer", "folder", "watch", "long-chat"],
                     help="folder: a dropped folder of --folder-files small files; long-chat: "
                     "an answer streamed into a chat of --chat-turns earlier turns")
     ap.add_argument("--folder-files", type=int, default=1000)
