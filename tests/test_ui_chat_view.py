@@ -130,3 +130,40 @@ def test_code_blocks_copy_and_an_answer_says_when_it_cites_nothing(qtbot, window
     assert chat.view.horizontalScrollBar().maximum() == 0
     chat.view.anchorClicked.emit(QUrl(f"code:{answer.id}:7"))  # no such block: nothing
     assert QGuiApplication.clipboard().text() == code + "\n"
+
+
+def test_hovering_a_source_or_a_marker_shows_its_passage(qtbot, window_on, tmp_path):
+    from PySide6.QtCore import QEvent, QPoint
+    from PySide6.QtGui import QHelpEvent
+    from PySide6.QtWidgets import QApplication, QToolTip
+
+    from app.core.chat.history import Source
+
+    window = window_on(tmp_path / "library")
+    chat = window.chat
+    chat_id = chat.new_chat()
+    store = window.folio.store
+    src = Source(n=1, path=str(tmp_path / "cranes.pdf"), page=4, section="Port > Cranes",
+                 text="Crane 41 lifts <b>forty</b> tonnes on a calm day. " * 30)
+    store.add_message(chat_id, "user", "How heavy?")
+    store.add_message(chat_id, "assistant", "Forty tonnes [1].", sources=[src])
+    chat.reload_messages()
+    answer = chat.messages[1]
+    text = chat.source_preview(f"src:{answer.id}:1")
+    assert "cranes.pdf, p. 4" in text and "Port › Cranes" in text
+    assert "&lt;b&gt;forty&lt;/b&gt;" in text  # the passage stays text
+    assert text.count("Crane 41") < 30 and "…" in text  # a long passage is cut
+    assert chat.source_preview(f"src:{answer.id}:9") == ""  # no such source
+    assert chat.source_preview(f"code:{answer.id}:0") == ""
+    # Hovering the [1] marker in the answer: the tooltip shows the passage.
+    doc = chat.view.document()
+    at = doc.toPlainText().index("[1]")
+    cursor = chat.view.textCursor()
+    cursor.setPosition(at + 1)
+    rect = chat.view.cursorRect(cursor)
+    pos = QPoint(rect.x() + 1, rect.center().y())
+    assert chat.view.anchorAt(pos) == f"src:{answer.id}:1"
+    viewport = chat.view.viewport()
+    event = QHelpEvent(QEvent.Type.ToolTip, pos, viewport.mapToGlobal(pos))
+    QApplication.sendEvent(viewport, event)
+    qtbot.waitUntil(lambda: "Crane 41" in QToolTip.text())

@@ -11,6 +11,7 @@ from pathlib import Path
 from app.core.base.units import page_label
 
 SECTION_IN_LINK = 40  # characters of a section title shown in a source link
+PREVIEW_CHARS = 600  # of a passage shown when its source link is hovered
 TOOL_TEXT_CHARS = 400  # of a tool call's arguments or result shown in the conversation
 
 
@@ -77,3 +78,15 @@ def _tools_html(tools: list, bg: str) -> str:
 def _remote_marker(model, provider) -> str:
     """Said beside an answer a remote provider's model gave: where it was answered."""
     return html.escape(f" · {model or 'remote model'} via {provider or 'a provider'} (remote)")
+
+
+def source_preview_html(src: dict) -> str:
+    """What hovering a source shows: where it is and the passage (escaped; a long one cut)."""
+    passage = " ".join((src.get("text") or "").split())
+    if len(passage) > PREVIEW_CHARS:
+        passage = passage[:PREVIEW_CHARS].rsplit(" ", 1)[0] + " …"
+    where = html.escape(source_link_text(src))
+    section = html.escape((src.get("section") or "").replace(" > ", " › "))
+    return (f"<p><b>{where}</b>" + (f"<br><i>{section}</i>" if section else "") + "</p>"
+            f"<p style='white-space:pre-wrap'>{html.escape(passage)}</p>"
+            "<p><i>Click to open it at the passage.</i></p>")

@@ -43,6 +43,7 @@ from PySide6.QtWidgets import (
     QPushButton,
     QSplitter,
     QTextBrowser,
+    QToolTip,
     QVBoxLayout,
     QWidget,
 )
@@ -57,6 +58,7 @@ from app.ui.chat_html import (  # noqa: F401 - SECTION_IN_LINK, source_link_text
     _remote_marker,
     _tools_html,
     source_link_text,
+    source_preview_html,
 )
 from app.ui.markdown import code_blocks, cited_numbers, to_html
 from app.ui.widgets import ElidingComboBox
@@ -260,6 +262,7 @@ class ChatPanel(QWidget):
         self.view.setAccessibleName("Conversation")
         self.view.setOpenLinks(False)
         self.view.anchorClicked.connect(self._on_link)
+        self.view.viewport().installEventFilter(self)  # a source's passage on hover
         self.view.setPlaceholderText("")
         self.view.document().setUndoRedoEnabled(False)  # live edits must not pile up
         ml.addWidget(self.view, 1)
@@ -890,9 +893,11 @@ class ChatPanel(QWidget):
         out = [f"<div style='margin:8px'><b>{who}</b>{extra}{body}"]
         if sources:
             links = []
-            for s in sources:
-                links.append(f"<a href='src:{key}:{_field(s, 'n')}'>"
-                             f"{html.escape(source_link_text(s))}</a>")
+            _muted, chip = self._colors()
+            for s in sources:  # compact chips; hovering one shows its passage
+                links.append(f"<a href='src:{key}:{_field(s, 'n')}' "
+                             f"style='text-decoration:none'><span style='background-color:"
+                             f"{chip}'>&nbsp;{html.escape(source_link_text(s))}&nbsp;</span></a>")
             out.append("<p class='muted'>Sources: " + " &nbsp; ".join(links) + "</p>")
         if actions:
             out.append(f"<p>{actions}</p>")
@@ -959,6 +964,27 @@ class ChatPanel(QWidget):
             return None
         return {"n": s.n, "path": s.path, "page": s.page, "page_end": s.page_end,
                 "section": s.section, "text": s.text, "score": s.score, "chunk_id": s.chunk_id}
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt's name
+        """Hovering a source link or an [n] marker shows the passage it points to."""
+        if event.type() == QEvent.Type.ToolTip and watched is self.view.viewport():
+            text = self.source_preview(self.view.anchorAt(event.pos()))
+            if text:
+                QToolTip.showText(event.globalPos(), text, self.view)
+            else:
+                QToolTip.hideText()
+            return True
+        return super().eventFilter(watched, event)
+
+    def source_preview(self, anchor: str) -> str:
+        """The tooltip for a link in the conversation: for a source, where it is and the
+        passage (rich text, escaped; long ones cut), else ""."""
+        scheme, _, rest = anchor.partition(":")
+        key, _, n = rest.partition(":")
+        if scheme != "src" or not n.isdigit():
+            return ""
+        src = self.source_for(key, int(n))
+        return source_preview_html(src) if src is not None else ""
 
     def show_source(self, key: str, n: int) -> None:
         src = self.source_for(str(key), n)
