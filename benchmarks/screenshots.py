@@ -26,6 +26,9 @@ own process, "all" takes all six. Without `--only`, the four main-window shots a
 `--theme dark` (or light) applies that theme as the Settings dialog does (apply_theme: Folio's
 own palette where the platform ignores the request, as Xvfb does) and names the files
 `<shot>-dark.png`; docs/screenshots/dark.png is the answer shot taken that way.
+docs/screenshots/scale-200.png is the answer shot at 200 % scale:
+`QT_SCALE_FACTOR=2 xvfb-run -a -s "-screen 0 3200x2000x24" .venv/bin/python
+benchmarks/screenshots.py --platform xcb --only answer --out DIR`, DIR/answer.png.
 """
 
 from __future__ import annotations
