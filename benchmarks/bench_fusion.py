@@ -23,9 +23,22 @@ from question_sets import SETS, first_hit_rank, gold_locations, scores
 
 from app.core.index.embedder import get_embedder
 from app.core.index.library import Library
-from app.core.index.search import FUSIONS, _fts, fts_query, fuse
+from app.core.index.search import _fts, fts_query, fuse
 
 HERE = Path(__file__).resolve().parent
+
+# The fusions compared (name -> fuse() keywords), Folio's default first.
+FUSIONS: dict[str, dict] = {
+    "folio default (relative, bm25 1/3)": {},
+    **{f"rrf bm25 {w}": {"method": "rrf", "weight": w} for w in (0.3, 0.45, 0.6, 1.0)},
+    **{f"rrf bm25 0.6, vector lead {m}": {"method": "rrf", "weight": 0.6, "margin": m}
+       for m in (0.03, 0.05, 0.08)},
+    **{f"relative bm25 {w}": {"method": "relative", "weight": w}
+       for w in (0.2, 0.25, 0.333, 0.4, 0.5, 0.75)},
+    **{f"relative bm25 0.333, vector lead {m}": {"method": "relative", "weight": 0.333,
+                                                 "margin": m} for m in (0.03, 0.05)},
+    **{f"zscore bm25 {w}": {"method": "zscore", "weight": w} for w in (0.2, 0.333, 0.5)},
+}
 
 
 class Hit:

@@ -131,20 +131,6 @@ def fuse(vector: Sequence[tuple[str, float]], bm25: Sequence[tuple[str, float]],
     return [(key, scores[key]) for key in order]
 
 
-# The fusions bench_fusion.py compares (name -> fuse() keywords), the default first.
-FUSIONS: dict[str, dict] = {
-    "folio default (relative, bm25 1/3)": {},
-    **{f"rrf bm25 {w}": {"method": "rrf", "weight": w} for w in (0.3, 0.45, 0.6, 1.0)},
-    **{f"rrf bm25 0.6, vector lead {m}": {"method": "rrf", "weight": 0.6, "margin": m}
-       for m in (0.03, 0.05, 0.08)},
-    **{f"relative bm25 {w}": {"method": "relative", "weight": w}
-       for w in (0.2, 0.25, 0.333, 0.4, 0.5, 0.75)},
-    **{f"relative bm25 0.333, vector lead {m}": {"method": "relative", "weight": 0.333,
-                                                 "margin": m} for m in (0.03, 0.05)},
-    **{f"zscore bm25 {w}": {"method": "zscore", "weight": w} for w in (0.2, 0.333, 0.5)},
-}
-
-
 def mmr_order(
     query: np.ndarray, vectors: np.ndarray, relevance: np.ndarray, k: int, lam: float
 ) -> list[int]:

@@ -17,7 +17,6 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from app.core.base.errors import RemoteError  # noqa: F401 - a provider's failure
 from app.core.llm.prompt_parts import Prompt
 
 log = logging.getLogger(__name__)

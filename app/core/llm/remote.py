@@ -35,15 +35,9 @@ from typing import Any
 
 import httpx2
 
+from app.core.base.errors import RemoteError  # noqa: F401 - callers import it from here too
 from app.core.llm.prompt_parts import Prompt
-from app.core.llm.provider import (  # noqa: F401 - RemoteError is this module's too
-    Done,
-    GenerationSettings,
-    LoadSettings,
-    ModelInfo,
-    RemoteError,
-    Token,
-)
+from app.core.llm.provider import Done, GenerationSettings, LoadSettings, ModelInfo, Token
 
 log = logging.getLogger(__name__)
 
