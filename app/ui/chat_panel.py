@@ -60,7 +60,7 @@ from app.ui.chat_html import (  # noqa: F401 - SECTION_IN_LINK, source_link_text
     source_link_text,
     source_preview_html,
 )
-from app.ui.markdown import code_blocks, cited_numbers, to_html
+from app.ui.markdown import code_blocks, to_html
 from app.ui.widgets import ElidingComboBox
 
 log = logging.getLogger(__name__)
@@ -922,7 +922,7 @@ class ChatPanel(QWidget):
         elif m.content and not meta.get("no_sources") and not meta.get("tool_calls"):
             if not m.sources:
                 body += "<p class='muted'>Answered without your documents.</p>"
-            elif not cited_numbers(m.content, len(m.sources)):
+            elif f"href='src:{m.id}:" not in body:  # to_html linked no [n] it cites
                 body += ("<p class='muted'>This answer cites none of the passages below: "
                          "check them before relying on it.</p>")
         actions = f"<a href='copy:{m.id}'>Copy</a>"

@@ -73,20 +73,6 @@ def to_html(text: str, cite_prefix: str | None = None, max_n: int = 0,
     return out
 
 
-def cited_numbers(text: str, max_n: int) -> set[int]:
-    """The source numbers (1..max_n) an answer cites in its prose, as `to_html` links them."""
-    found: set[int] = set()
-
-    def note(m: re.Match) -> str:
-        n = int(m.group(1))
-        if 1 <= n <= max_n:
-            found.add(n)
-        return m.group(0)
-
-    _link_citations(to_html(text), note)
-    return found
-
-
 def _link_citations(out: str, link) -> str:
     parts, at = [], 0
     for m in _NOT_PROSE.finditer(out):
