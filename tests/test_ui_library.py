@@ -327,10 +327,20 @@ def test_the_filter_box_finds_documents_by_name_type_and_status(qtbot, window_on
                     timeout=120_000)
     qtbot.waitUntil(lambda: "later.md" in visible())
     assert "broken.pdf" not in visible()
+    # A status that comes to match the filter while it is set shows its row.
+    lib.filter_edit.clear()
+    qtbot.keyClicks(lib.filter_edit, "failed")
+    worse = tmp_path / "worse.pdf"
+    worse.write_bytes(b"%PDF-1.7\nnot a PDF either\n")
+    lib.ingest([str(worse)], None)
+    qtbot.waitUntil(lambda: lib.status_of(str(worse)) == "failed"
+                    and visible() == {"broken.pdf", "worse.pdf"}, timeout=120_000)
+    lib.filter_edit.clear()
     # The date reads as a date, with the full one in the tooltip.
     from app.core.base.units import human_date
 
-    item = doc_item(lib, later)
     added = lib._all_rows()[later]["added"]
-    assert item.text(3) == human_date(added) and item.text(3)[:5] in ("today", "yeste")
+    qtbot.waitUntil(lambda: doc_item(lib, later).text(3) == human_date(added))  # the listing
+    item = doc_item(lib, later)
+    assert item.text(3)[:5] in ("today", "yeste")
     assert item.toolTip(3) == _time.strftime("Added %Y-%m-%d %H:%M", _time.localtime(added))

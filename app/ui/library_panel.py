@@ -335,6 +335,8 @@ class LibraryPanel(QWidget):
         for item in items:
             self._show_status(item, row)
         self._fit_columns(new=items[:1])
+        if self._filtered:  # a new status may match the filter, or stop matching it
+            self.apply_filter()
         if self.tree.currentItem() in items:
             self._show_details()
 
@@ -372,18 +374,19 @@ class LibraryPanel(QWidget):
             new.setdefault(name, []).append(self._doc_item(rows[path]))
         if len(missing) > SYNC_ROWS:  # the rest on the next turns of the event loop
             QTimer.singleShot(0, self._sync)
+        changed: list[QTreeWidgetItem] = []
         for path, row in rows.items():
             sig = self._signature(row)
             if self._shown.get(path) != sig and path in self._items:
                 for item in self._items[path]:
                     if item.treeWidget() is not None:
                         self._show_status(item, row)
-                        # Pages and the date arrive once a queued file is read: widen for them
-                        # too, not only for the status (the date column showed "2…2").
-                        self._fit_columns(new=[item])
+                        changed.append(item)
         for name, items in new.items():
             self._insert_sorted(groups[name], items)
-        self._fit_columns(new=[i for items in new.values() for i in items])
+        # Pages and the date arrive once a queued file is read: the columns widen for changed
+        # rows too, not only new ones (the date column showed "2…2").
+        self._fit_columns(new=changed + [i for items in new.values() for i in items])
         self.apply_filter()
         self.tree.setUpdatesEnabled(True)
         self.stack.setCurrentIndex(1 if rows else 0)
