@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QPoint, Qt
 from PySide6.QtWidgets import QFileDialog
 from test_ui_actions import doc_item, listed
 from test_ui_progress import harbour_text, wait_idle, window_on  # noqa: F401  (fixture)
@@ -21,7 +21,7 @@ from app.core.index.ingest import IngestEvent, ingest
 from app.core.index.library import Library
 from app.core.settings import AppSettings
 from app.ui.icons import file_type_icon, file_type_of
-from app.ui.library_panel import COLLECTION_ROLE, STATUS_COLUMN
+from app.ui.library_panel import COLLECTION_ROLE, MIN_TITLE, STATUS_COLUMN, TYPE_COLUMN
 from app.ui.main_window import MainWindow
 from app.core.index.search import hybrid_search
 
@@ -34,6 +34,21 @@ def write(folder: Path, files: dict[str, str]) -> list[str]:
         path.write_text(text, "utf-8")
         out.append(str(path))
     return out
+
+
+def broken_and_two(qtbot, window_on, tmp_path, md: str, txt: str):
+    """A window whose library holds a PDF that failed and two documents that are ready."""
+    window = window_on(tmp_path / "library")
+    lib = window.library
+    bad = tmp_path / "broken.pdf"
+    bad.write_bytes(b"%PDF-1.7\nthis is not really a PDF\n")
+    paths = write(tmp_path, {md: f"# {md.split()[0].capitalize()}\n\nBoats moor here.\n",
+                             txt: "Water the tomatoes twice a week.\n"})
+    lib.ingest([str(bad), *paths], None)
+    qtbot.waitUntil(lambda: not lib.indexing and lib.status_of(str(bad)) == "failed"
+                    and all(lib.status_of(p) == "ready" for p in paths), timeout=120_000)
+    qtbot.waitUntil(lambda: all(p in lib._items for p in [str(bad), *paths]))
+    return window, lib, bad, paths
 
 
 def top_item(lib, collection: str):
@@ -288,16 +303,8 @@ def test_install_a_downloadable_embedder_from_settings(qtbot, window_on, tmp_pat
 def test_the_filter_box_finds_documents_by_name_type_and_status(qtbot, window_on, tmp_path):
     import time as _time
 
-    window = window_on(tmp_path / "library")
-    lib = window.library
-    bad = tmp_path / "broken.pdf"
-    bad.write_bytes(b"%PDF-1.7\nthis is not really a PDF\n")
-    paths = write(tmp_path, {"harbour notes.md": "# Harbour\n\nBoats moor here.\n",
-                             "garden.txt": "Water the tomatoes twice a week.\n"})
-    lib.ingest([str(bad), *paths], None)
-    qtbot.waitUntil(lambda: not lib.indexing and lib.status_of(str(bad)) == "failed"
-                    and all(lib.status_of(p) == "ready" for p in paths), timeout=120_000)
-    qtbot.waitUntil(lambda: all(p in lib._items for p in [str(bad), *paths]))
+    window, lib, bad, paths = broken_and_two(qtbot, window_on, tmp_path, "harbour notes.md",
+                                             "garden.txt")
 
     def visible() -> set[str]:
         return {Path(p).name for p, items in lib._items.items()
@@ -344,3 +351,68 @@ def test_the_filter_box_finds_documents_by_name_type_and_status(qtbot, window_on
     item = doc_item(lib, later)
     assert item.text(3)[:5] in ("today", "yeste")
     assert item.toolTip(3) == _time.strftime("Added %Y-%m-%d %H:%M", _time.localtime(added))
+
+
+def test_sorting_by_a_column_orders_each_collection_and_follows_new_rows(qtbot, window_on,
+                                                                         tmp_path):
+    window, lib, bad, paths = broken_and_two(qtbot, window_on, tmp_path, "beta notes.md",
+                                             "alpha.txt")
+
+    def order() -> list[str]:  # (a rebuild makes new rows: read the tree each time)
+        top = lib.tree.topLevelItem(0)
+        return [Path(lib._doc_path(top.child(i))).name for i in range(top.childCount())]
+
+    header = lib.tree.header()
+    assert header.sortIndicatorSection() == 0  # by title, A to Z
+    top = lib.tree.topLevelItem(0)
+    titles = [top.child(i).text(0).casefold() for i in range(top.childCount())]
+    assert titles == sorted(titles)
+
+    # A click on a header sorts by it; Status puts what needs the user first.
+    status_x = header.sectionViewportPosition(STATUS_COLUMN) + 5
+    qtbot.mouseClick(header.viewport(), Qt.MouseButton.LeftButton,
+                     pos=header.viewport().rect().topLeft() + QPoint(status_x, 5))
+    assert header.sortIndicatorSection() == STATUS_COLUMN
+    assert order()[0] == "broken.pdf"
+    lib.sort_by(STATUS_COLUMN, Qt.SortOrder.DescendingOrder)  # a second click: reversed
+    assert order()[-1] == "broken.pdf"
+
+    # By type (the column shows once asked for): md, pdf, txt.
+    window.resize(1400, 900)
+    window.splitter.setSizes([700, 700, 0])  # a wide sidebar: room for more columns
+    lib.show_column(TYPE_COLUMN)
+    qtbot.waitUntil(lambda: not header.isSectionHidden(TYPE_COLUMN))
+    assert doc_item(lib, paths[1]).text(TYPE_COLUMN) == "TXT"
+    lib.sort_by(TYPE_COLUMN)
+    assert order() == ["beta notes.md", "broken.pdf", "alpha.txt"]
+
+    # By date added, newest first: a document added now goes to the top; and a row whose
+    # status changes moves to its place while sorted by status.
+    lib.sort_by(3, Qt.SortOrder.DescendingOrder)
+    (later,) = write(tmp_path, {"zulu.md": "# Zulu\n\nOne more.\n"})
+    lib.ingest([later], None)
+    qtbot.waitUntil(lambda: lib.status_of(later) == "ready" and later in lib._items,
+                    timeout=120_000)
+    qtbot.waitUntil(lambda: order()[0] == "zulu.md")
+    # From the keyboard: View > Sort library by > Status.
+    view_menu = next(a.menu() for a in window.menuBar().actions() if a.text() == "&View")
+    by = next(a.menu() for a in view_menu.actions() if a.text() == "Sort library by")
+    next(a for a in by.actions() if a.text() == "Status").trigger()
+    assert header.sortIndicatorSection() == STATUS_COLUMN and not lib._descending()
+    (new,) = write(tmp_path, {"aardvark.md": "# Aardvark\n\nThe last one.\n"})
+    lib.ingest([new], None)
+    qtbot.waitUntil(lambda: lib.status_of(new) == "ready" and new in lib._items,
+                    timeout=120_000)
+    # Failed first; the ready ones by title (the tie-break), the new one among them.
+    qtbot.waitUntil(lambda: order() == ["broken.pdf", "aardvark.md", "alpha.txt",
+                                        "beta notes.md", "zulu.md"])
+
+    # A narrow sidebar keeps the title readable: the optional columns give way (Pages, Type,
+    # then the date) and come back when it is wide again; Status always shows.
+    window.splitter.setSizes([260, 1140, 0])
+    qtbot.waitUntil(lambda: header.isSectionHidden(TYPE_COLUMN) and header.isSectionHidden(3))
+    assert not header.isSectionHidden(STATUS_COLUMN)
+    assert lib.tree.columnWidth(0) >= MIN_TITLE - 40  # (the stretch gives what is left)
+    window.splitter.setSizes([700, 700, 0])
+    qtbot.waitUntil(lambda: not header.isSectionHidden(TYPE_COLUMN)
+                    and not header.isSectionHidden(3))

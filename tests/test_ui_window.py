@@ -221,8 +221,12 @@ def test_chats_and_layout_persist_across_restart(qtbot, make_window, qsettings):
     first.resize(width, 700)
     qtbot.waitUntil(lambda: first.width() == width)
     first.splitter.setSizes([300, width - 560, 260])
-    first.chat.splitter.setSizes([150, 350])
-    saved, saved_chat = first.splitter.sizes(), first.chat.splitter.sizes()
+    first.sidebar.splitter.setSizes([200, 300, 120])
+    first.sidebar.section("Models").set_expanded(False)  # folds; its height goes to Library
+    first.library.sort_by(3, Qt.SortOrder.DescendingOrder)  # newest first
+    first.library.show_column(1)  # Pages, hidden until asked for
+    saved, saved_side = first.splitter.sizes(), first.sidebar.splitter.sizes()
+    assert saved_side[2] < 60 and saved_side[1] > 300
     first.close()
     assert qsettings.exists()
     stored = QSettings(str(qsettings), QSettings.Format.IniFormat)
@@ -241,8 +245,16 @@ def test_chats_and_layout_persist_across_restart(qtbot, make_window, qsettings):
     assert second.chat.scope.currentData() == "none"
     qtbot.waitUntil(lambda: second.isVisible())
     # Same proportions (the small offscreen screen may shrink the restored window a little).
-    for now, before in ((second.splitter.sizes(), saved),
-                        (second.chat.splitter.sizes(), saved_chat)):
+    assert not second.sidebar.section("Models").expanded()
+    assert second.sidebar.section("Library").expanded()
+    header = second.library.tree.header()
+    assert header.sortIndicatorSection() == 3
+    assert header.sortIndicatorOrder() == Qt.SortOrder.DescendingOrder
+    assert 1 in second.library.wanted_columns  # shown where the sidebar has room for it
+    side_now = second.sidebar.splitter.sizes()
+    second.sidebar.section("Models").set_expanded(True)  # unfolds at the height it had
+    assert second.sidebar.splitter.sizes()[2] > 60
+    for now, before in ((second.splitter.sizes(), saved), (side_now[:2], saved_side[:2])):
         for a, b in zip(now, before, strict=True):
             assert abs(a / sum(now) - b / sum(before)) < 0.08, (now, before)
 
@@ -358,3 +370,54 @@ def test_the_side_panel_opens_when_asked_and_closes_again(qtbot, make_window):
     again = make_window()  # left open: open again
     assert not again.right.isHidden()
     again.show_side_panel(False)
+
+
+def test_the_sidebar_holds_chats_library_and_models_and_each_folds(qtbot, make_window):
+    window = make_window(load_model=False)
+    sidebar = window.sidebar
+    assert [s.title for s in sidebar.sections] == ["Chats", "Library", "Models"]
+    chats, library, models = sidebar.sections
+    assert window.chat.chat_list.isVisibleTo(window) and window.library.tree.parent()
+    assert window.chat.new_btn.parent() is chats.header
+    assert window.library.add_files_btn.parent() is library.header
+    # The conversation takes most of the width; the side panel is closed.
+    window.resize(1400, 900)
+    qtbot.waitUntil(lambda: window.chat.width() > 0.55 * window.width())
+    assert window.chat.width() > 2 * window.sidebar.width()
+
+    # A click on a section's header folds it to the header; another unfolds it.
+    qtbot.mouseClick(chats.button, Qt.MouseButton.LeftButton)
+    assert not chats.expanded() and chats.body.isHidden()
+    assert chats.height() <= chats.header.sizeHint().height() + 2
+    assert chats.button.arrowType() == Qt.ArrowType.RightArrow
+    qtbot.mouseClick(chats.button, Qt.MouseButton.LeftButton)
+    assert chats.expanded() and not chats.body.isHidden()
+
+    # Models: what is loaded and the way to the settings and the manager.
+    assert models.body is window.model_box
+    qtbot.mouseClick(window.model_box.settings_btn, Qt.MouseButton.LeftButton)
+    assert not window.right.isHidden() and window.right.currentWidget() is window.model
+
+    # Ctrl+B hides and shows the whole sidebar.
+    window.activateWindow()
+    qtbot.waitUntil(window.isActiveWindow)
+    qtbot.keyClick(window.chat.input, Qt.Key.Key_B, Qt.KeyboardModifier.ControlModifier)
+    assert window.sidebar.isHidden() and not window.sidebar_action.isChecked()
+    qtbot.keyClick(window.chat.input, Qt.Key.Key_B, Qt.KeyboardModifier.ControlModifier)
+    assert not window.sidebar.isHidden()
+
+
+def test_tab_follows_the_layout_and_every_control_has_a_name(qtbot, make_window):
+    window = make_window(load_model=False)
+    chain = window.focus_chain()
+    # Following the focus chain from the first control meets the others in layout order.
+    seen, widget = [], chain[0]
+    for _ in range(400):
+        if widget in chain and widget not in seen:
+            seen.append(widget)
+        widget = widget.nextInFocusChain()
+        if widget is chain[0]:
+            break
+    assert seen == chain
+    for w in chain:
+        assert w.accessibleName() or w.text(), w

@@ -33,7 +33,7 @@ def run(library: Path | str | None = None, argv: list[str] | None = None) -> int
     app.aboutToQuit.connect(closed.set)
     app.lastWindowClosed.connect(closed.set)
 
-    window = MainWindow(library)
+    window = MainWindow(library, guide=True)
     _set_window_icon(app)
     window.show()
     QTimer.singleShot(0, window.start)

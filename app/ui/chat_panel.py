@@ -41,7 +41,6 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QPlainTextEdit,
     QPushButton,
-    QSplitter,
     QTextBrowser,
     QToolTip,
     QVBoxLayout,
@@ -179,8 +178,8 @@ class ChatPanel(QWidget):
         self.top_grid.addWidget(label, 0, 0)
         self.top_grid.addWidget(combo, 0, 1)
         self.model_label = label
-        QWidget.setTabOrder(self.delete_btn, combo)  # in the focus chain where it is shown
-        QWidget.setTabOrder(combo, self.scope)
+        self.model_combo = combo
+        QWidget.setTabOrder(combo, self.scope)  # in the focus chain where it is shown
 
     @property
     def store(self):
@@ -196,21 +195,16 @@ class ChatPanel(QWidget):
     def _build(self) -> None:
         outer = QHBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
-        self.splitter = QSplitter(Qt.Orientation.Horizontal)
-        outer.addWidget(self.splitter)
 
-        side = QWidget()
+        # The list of chats: the window puts it in its sidebar's Chats section, with the
+        # New button in the section's header.
+        self.chats_pane = side = QWidget()
         sl = QVBoxLayout(side)
-        sl.setContentsMargins(6, 6, 0, 6)
-        row = QHBoxLayout()
-        row.addWidget(QLabel("<b>Chats</b>"))
-        row.addStretch(1)
+        sl.setContentsMargins(6, 0, 6, 6)
         self.new_btn = QPushButton("New")
         self.new_btn.setToolTip("New chat (Ctrl+N)")
         self.new_btn.setAccessibleName("New chat")
         self.new_btn.clicked.connect(self.new_chat)
-        row.addWidget(self.new_btn)
-        sl.addLayout(row)
         self.search = QLineEdit()
         self.search.setPlaceholderText("Search chats (Ctrl+F)")
         self.search.setAccessibleName("Search chats")
@@ -235,12 +229,12 @@ class ChatPanel(QWidget):
         self.delete_btn.clicked.connect(self.delete_chat)
         row.addWidget(self.rename_btn)
         row.addWidget(self.delete_btn)
+        row.addStretch(1)
         sl.addLayout(row)
-        self.splitter.addWidget(side)
 
         main = QWidget()
         ml = QVBoxLayout(main)
-        ml.setContentsMargins(0, 6, 6, 6)
+        ml.setContentsMargins(6, 6, 6, 6)
         # Above the conversation: which model answers (place_model_picker) and from what.
         self.top_grid = top = QGridLayout()
         top.setColumnStretch(1, 1)
@@ -329,10 +323,7 @@ class ChatPanel(QWidget):
         buttons.addWidget(self.regen_btn)
         row.addLayout(buttons)
         ml.addLayout(row)
-        self.splitter.addWidget(main)
-        self.splitter.setStretchFactor(0, 0)
-        self.splitter.setStretchFactor(1, 1)
-        self.splitter.setSizes([180, 620])
+        outer.addWidget(main)
         self._update_buttons()
 
     # -- chats --------------------------------------------------------------------------

@@ -15,11 +15,9 @@ from pathlib import Path
 from PySide6.QtCore import QItemSelectionModel, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QDesktopServices, QIcon
 from PySide6.QtWidgets import (
-    QApplication,
     QFileDialog,
     QHBoxLayout,
     QLineEdit,
-    QHeaderView,
     QInputDialog,
     QLabel,
     QMenu,
@@ -30,8 +28,6 @@ from PySide6.QtWidgets import (
     QSplitter,
     QStackedWidget,
     QStyle,
-    QStyledItemDelegate,
-    QStyleOptionProgressBar,
     QTextBrowser,
     QTreeWidget,
     QTreeWidgetItem,
@@ -41,6 +37,18 @@ from PySide6.QtWidgets import (
 
 from app.core.base.opening import desktop_may_open
 from app.core.base.units import human_date, human_duration
+from app.ui.library_columns import (  # noqa: F401  (MIN_TITLE: the tests import it here)
+    COLUMNS,
+    MIN_TITLE,
+    PROGRESS_ROLE,
+    REBUILD_INTERVAL_MS,
+    SORT_ROLE,
+    STATUS_COLUMN,
+    STATUS_LABELS,
+    STATUS_ORDER,
+    TYPE_COLUMN,
+    ColumnsPart,
+)
 from app.ui.widgets import ElidedLabel
 
 log = logging.getLogger(__name__)
@@ -48,48 +56,10 @@ log = logging.getLogger(__name__)
 NO_COLLECTION = "Unsorted"
 DOC_ROLE = Qt.ItemDataRole.UserRole
 COLLECTION_ROLE = Qt.ItemDataRole.UserRole + 1
-PROGRESS_ROLE = Qt.ItemDataRole.UserRole + 2  # status column: 0-100 while the file indexes
-STATUS_COLUMN = 2
-REBUILD_INTERVAL_MS = 150  # tree rebuilds while indexing: at most about 6 a second
 SYNC_ROWS = 200  # new rows added per turn of the event loop (a dropped folder of thousands)
-RESIZE_PRECISION = 300  # rows measured when the columns are fitted to their contents
-STATUS_LABELS = {"queued": "Queued", "indexing": "Indexing…", "ready": "Ready",
-                 "failed": "Failed", "removing": "Removing…", "stopped": "Stopped"}
 
 
-class StatusDelegate(QStyledItemDelegate):
-    """Draws the status cell of a document that is indexing as a progress bar (its own
-    chunks embedded so far), the way the style draws a QProgressBar; other cells as usual."""
-
-    def paint(self, painter, option, index) -> None:
-        value = index.data(PROGRESS_ROLE)
-        if value is None:
-            super().paint(painter, option, index)
-            return
-        bar = QStyleOptionProgressBar()
-        bar.rect = option.rect.adjusted(2, 3, -2, -3)
-        bar.state = option.state | QStyle.StateFlag.State_Horizontal
-        bar.direction = option.direction
-        bar.fontMetrics = option.fontMetrics
-        bar.palette = option.palette
-        bar.minimum, bar.maximum, bar.progress = 0, 100, int(value)
-        bar.text = f"{int(value)}%"
-        bar.textVisible = True
-        bar.textAlignment = Qt.AlignmentFlag.AlignCenter
-        widget = option.widget
-        style = widget.style() if widget is not None else QApplication.style()
-        if option.state & QStyle.StateFlag.State_Selected:
-            painter.fillRect(option.rect, option.palette.highlight())
-        style.drawControl(QStyle.ControlElement.CE_ProgressBar, bar, painter, widget)
-
-    def sizeHint(self, option, index):
-        size = super().sizeHint(option, index)
-        if index.data(PROGRESS_ROLE) is not None:
-            size.setWidth(max(size.width(), option.fontMetrics.horizontalAdvance("100%") * 3))
-        return size
-
-
-class LibraryPanel(QWidget):
+class LibraryPanel(ColumnsPart, QWidget):
     """Left side of the window. `state_changed` tells the window to update its status bar."""
 
     state_changed = Signal()
@@ -133,20 +103,14 @@ class LibraryPanel(QWidget):
 
     def _build(self) -> None:
         layout = QVBoxLayout(self)
-        layout.setContentsMargins(6, 6, 6, 6)
-        header = QHBoxLayout()
-        title = QLabel("<b>Library</b>")
-        header.addWidget(title)
-        header.addStretch(1)
+        layout.setContentsMargins(6, 0, 6, 6)
+        # The window shows these two in the header of its sidebar's Library section.
         self.add_files_btn = QPushButton("Add files…")
         self.add_files_btn.setAccessibleName("Add files")
         self.add_files_btn.clicked.connect(self.choose_files)
         self.add_folder_btn = QPushButton("Add folder…")
         self.add_folder_btn.setAccessibleName("Add folder")
         self.add_folder_btn.clicked.connect(self.choose_folder)
-        header.addWidget(self.add_files_btn)
-        header.addWidget(self.add_folder_btn)
-        layout.addLayout(header)
         self.filter_edit = QLineEdit()
         self.filter_edit.setPlaceholderText("Filter by name, type or status")
         self.filter_edit.setAccessibleName("Filter documents")
@@ -178,7 +142,7 @@ class LibraryPanel(QWidget):
 
         self.tree = QTreeWidget()
         self.tree.setAccessibleName("Documents")
-        self.tree.setHeaderLabels(["Title", "Pages", "Status", "Added"])
+        self.tree.setHeaderLabels(COLUMNS)
         self.tree.setRootIsDecorated(True)
         self.tree.setUniformRowHeights(True)
         self.tree.setSelectionMode(QTreeWidget.SelectionMode.ExtendedSelection)
@@ -186,19 +150,7 @@ class LibraryPanel(QWidget):
         self.tree.customContextMenuRequested.connect(self._context_menu)
         self.tree.itemSelectionChanged.connect(self._show_details)
         self.tree.itemDoubleClicked.connect(lambda item, _c: self._open(self._doc_of(item)))
-        hdr = self.tree.header()
-        hdr.setStretchLastSection(False)
-        hdr.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        hdr.setMinimumSectionSize(36)
-        self.tree.setTextElideMode(Qt.TextElideMode.ElideMiddle)
-        # Held here as well as by its Qt parent: the view calls into it from C++.
-        self._status_delegate = StatusDelegate(self.tree)
-        self.tree.setItemDelegateForColumn(STATUS_COLUMN, self._status_delegate)
-        # Columns fit their contents once per rebuild, not live: with ResizeToContents every
-        # status change re-measured every row (a Python sizeHint each) on the GUI thread.
-        hdr.setResizeContentsPrecision(RESIZE_PRECISION)
-        for col in (1, 2, 3):
-            hdr.setSectionResizeMode(col, QHeaderView.ResizeMode.Interactive)
+        self._setup_columns()
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(self.tree)
         self.details = QTextBrowser()
@@ -335,6 +287,8 @@ class LibraryPanel(QWidget):
         for item in items:
             self._show_status(item, row)
         self._fit_columns(new=items[:1])
+        if self.sort_column() != 0:  # a new status, page count or date moves the row
+            self._resort_timer.start()
         if self._filtered:  # a new status may match the filter, or stop matching it
             self.apply_filter()
         if self.tree.currentItem() in items:
@@ -384,6 +338,9 @@ class LibraryPanel(QWidget):
                         changed.append(item)
         for name, items in new.items():
             self._insert_sorted(groups[name], items)
+        if changed and self.sort_column() != 0:
+            self.resort({i.parent() for i in changed if i.parent() is not None} - {
+                groups[name] for name in new})
         # Pages and the date arrive once a queued file is read: the columns widen for changed
         # rows too, not only new ones (the date column showed "2…2").
         self._fit_columns(new=changed + [i for items in new.values() for i in items])
@@ -399,7 +356,7 @@ class LibraryPanel(QWidget):
         return (name == "", name.lower())  # collections by name, Unsorted last
 
     def _group_item(self, name: str) -> QTreeWidgetItem:
-        top = QTreeWidgetItem([f"{name or NO_COLLECTION}  (0)", "", "", ""])
+        top = QTreeWidgetItem([f"{name or NO_COLLECTION}  (0)", "", "", "", ""])
         top.setData(0, COLLECTION_ROLE, name)
         top.setIcon(0, self.style().standardIcon(QStyle.StandardPixmap.SP_DirIcon))
         return top
@@ -420,7 +377,7 @@ class LibraryPanel(QWidget):
         current = self.tree.currentItem()
         selected = [i for i in self.tree.selectedItems() if i.parent() is top]
         children = top.takeChildren() + items
-        children.sort(key=lambda i: i.text(0).lower())
+        children.sort(key=self._sort_key, reverse=self._descending())
         top.addChildren(children)
         for item in selected:
             item.setSelected(True)
@@ -477,14 +434,14 @@ class LibraryPanel(QWidget):
             for name in row["collections"] or [""]:
                 groups.setdefault(name, []).append(row)
         for name in sorted(groups, key=self._group_key):
-            members = sorted(groups[name], key=lambda r: r["title"].lower())
             top = self._group_item(name)
-            top.setText(0, f"{name or NO_COLLECTION}  ({len(members)})")
+            top.setText(0, f"{name or NO_COLLECTION}  ({len(groups[name])})")
             self.tree.addTopLevelItem(top)
-            for row in members:
-                item = self._doc_item(row)
-                top.addChild(item)
-                if row["path"] in selected:
+            members = sorted((self._doc_item(row) for row in groups[name]),
+                             key=self._sort_key, reverse=self._descending())
+            top.addChildren(members)
+            for item in members:
+                if self._doc_path(item) in selected:
                     item.setSelected(True)
             top.setExpanded(name not in expanded)
             if name == (current or "") and not selected:
@@ -496,33 +453,9 @@ class LibraryPanel(QWidget):
         self._show_details()
         self.state_changed.emit()
 
-    def _fit_columns(self, new: list[QTreeWidgetItem] | None = None) -> None:
-        """Pages, Status and Added as wide as their texts (Status at least as wide as
-        "Indexing…", the label every row passes through, so the title keeps its room).
-        `new`: only these rows were added; columns then only grow to fit them, measured
-        with the font rather than by asking every row's delegate (a Python call per row)."""
-        if new is None:
-            for col in (1, STATUS_COLUMN, 3):
-                self.tree.resizeColumnToContents(col)
-            self._grow_status(STATUS_LABELS["indexing"])
-            return
-        fm = self.tree.fontMetrics()
-        for col in (1, 3):
-            widest = max((fm.horizontalAdvance(i.text(col)) for i in new), default=0) + 16
-            if widest > self.tree.columnWidth(col):
-                self.tree.setColumnWidth(col, widest)
-        for text in {i.text(STATUS_COLUMN) for i in new}:
-            self._grow_status(text)
-
-    def _grow_status(self, text: str) -> None:
-        """Widen the Status column to show `text` with its icon whole (never narrower)."""
-        width = self.tree.fontMetrics().horizontalAdvance(text) + 40  # icon, margins
-        if width > self.tree.columnWidth(STATUS_COLUMN):
-            self.tree.setColumnWidth(STATUS_COLUMN, width)
-
     def _doc_item(self, row: dict) -> QTreeWidgetItem:
         path = row["path"]
-        item = QTreeWidgetItem([row["title"], "", "", ""])
+        item = QTreeWidgetItem([row["title"], "", "", "", ""])
         item.setData(0, DOC_ROLE, path)
         item.setIcon(0, self._type_icon(path))
         item.setTextAlignment(1, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
@@ -552,6 +485,12 @@ class LibraryPanel(QWidget):
         item.setText(1, str(row["pages"]) if row["pages"] else "")
         item.setText(2, STATUS_LABELS.get(status, status))
         item.setText(3, human_date(row["added"]))
+        kind = Path(path).suffix.lstrip(".").lower()
+        item.setText(TYPE_COLUMN, kind.upper())
+        for col, key in ((0, row["title"].casefold()), (1, row["pages"] or 0),
+                         (STATUS_COLUMN, STATUS_ORDER.get(status, len(STATUS_ORDER))),
+                         (3, row["added"] or 0), (TYPE_COLUMN, kind)):
+            item.setData(col, SORT_ROLE, key)
         item.setToolTip(3, time.strftime("Added %Y-%m-%d %H:%M", time.localtime(row["added"]))
                         if row["added"] else "")
         item.setToolTip(0, path)

@@ -1,4 +1,6 @@
-"""The main window: library on the left, chat in the centre, model and source view on the right.
+"""The main window: a sidebar on the left (chats, library, models; each section folds), the
+conversation in the centre, and a side panel on the right that opens for a source, the
+document viewer or the chat's model settings, and closes again.
 
 The window is built and shown before anything heavy is imported; `start()` (called once the
 window is visible) opens the library and loads the model as jobs, so the first paint never
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -38,6 +41,7 @@ from app.ui.library_panel import LibraryPanel
 from app.ui.watched_folders import WatchedFolders
 from app.ui.watched_folders import describe as describe_watch_batch
 from app.ui.models.panel import ModelPanel
+from app.ui.sidebar import ModelBox, Section, Sidebar
 from app.ui.widgets import ActionButton
 from app.ui.workers import Workers
 
@@ -129,7 +133,7 @@ class MainWindow(QMainWindow):
 
     def __init__(self, library_path: Path | str | None = None, *,
                  settings: QSettings | None = None, folio: Folio | None = None,
-                 load_model: bool = True):
+                 load_model: bool = True, guide: bool = False):
         super().__init__()
         self.setWindowTitle("Folio")
         self.setAcceptDrops(True)
@@ -143,6 +147,8 @@ class MainWindow(QMainWindow):
             model_path=app.model_path, n_ctx=app.n_ctx, n_gpu_layers=app.n_gpu_layers)
         self.workers = Workers(self)
         self.load_model_on_start = load_model
+        self.guide_on_start = guide  # the first-run guide, on an empty library, once
+        self.guide = None
         self.model_info = None
         self.model_job = None
         self.embedder_job = None
@@ -179,10 +185,17 @@ class MainWindow(QMainWindow):
         self.right.setCornerWidget(close_side, Qt.Corner.TopRightCorner)
         self.close_side_btn = close_side
 
+        # Left: the sidebar's sections (chats, library, models), each folds to its header.
+        self.model_box = ModelBox()
+        self.sidebar = Sidebar([
+            Section("Chats", self.chat.chats_pane, extras=(self.chat.new_btn,), stretch=2),
+            Section("Library", self.library, stretch=3,
+                    extras=(self.library.add_files_btn, self.library.add_folder_btn)),
+            Section("Models", self.model_box, stretch=0)])
         self.banner = Banner()
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.setChildrenCollapsible(False)
-        self.splitter.addWidget(self.library)
+        self.splitter.addWidget(self.sidebar)
         self.splitter.addWidget(self.chat)
         self.splitter.addWidget(self.right)
         self.splitter.setStretchFactor(0, 0)
@@ -198,6 +211,7 @@ class MainWindow(QMainWindow):
 
         self._build_status_bar()
         self._build_menus()
+        self._focus_order()
         self._connect()
         self._restore()
         self._use_settings(self.app_settings)
@@ -257,6 +271,18 @@ class MainWindow(QMainWindow):
         side.setChecked(True)
         side.setShortcut(QKeySequence(Qt.KeyboardModifier.ControlModifier
                                       | Qt.KeyboardModifier.ShiftModifier | Qt.Key.Key_M))
+        self.sidebar_action = bar = view.addAction("Sidebar", self.show_sidebar)
+        bar.setCheckable(True)
+        bar.setChecked(True)
+        bar.setShortcut(QKeySequence(Qt.KeyboardModifier.ControlModifier | Qt.Key.Key_B))
+        sort = view.addMenu("Sort library by")  # the column headers' clicks, from the keyboard
+        for col in (0, 4, 2, 3, 1):
+            head = self.library.tree.headerItem()
+            order = head.data(col, Qt.ItemDataRole.InitialSortOrderRole)
+            sort.addAction(head.text(col), lambda c=col, o=order: self.library.sort_by(
+                c, Qt.SortOrder(o) if o is not None else Qt.SortOrder.AscendingOrder))
+        view.addSeparator()
+        self.guide_action = view.addAction("Getting started…", self.show_guide)
         self.menuBar().setAccessibleName("Menu bar")
 
         self.toolbar = bar = self.addToolBar("Toolbar")
@@ -275,6 +301,22 @@ class MainWindow(QMainWindow):
             overflow.setAccessibleName("More toolbar actions")
         self._apply_icons()
 
+    def focus_chain(self) -> list[QWidget]:
+        """The controls in the order Tab visits them: the layout's, left to right and top
+        to bottom (sidebar sections, then the conversation, then the side panel)."""
+        chat, lib, box = self.chat, self.library, self.model_box
+        chats, library, models = self.sidebar.sections
+        return [chats.button, chat.new_btn, chat.search, chat.chat_list, chat.rename_btn,
+                chat.delete_btn, library.button, lib.add_files_btn, lib.add_folder_btn,
+                lib.filter_edit, lib.tree, lib.details, models.button, box.settings_btn,
+                box.manage_btn, chat.model_combo, chat.scope, chat.view, chat.input,
+                chat.send_btn, chat.stop_btn, chat.regen_btn, self.right]
+
+    def _focus_order(self) -> None:
+        chain = self.focus_chain()
+        for first, second in zip(chain, chain[1:]):
+            QWidget.setTabOrder(first, second)
+
     def _apply_icons(self) -> None:
         """Draw the toolbar's SVG icons in the palette's text colour (again after a
         light/dark switch); they are rendered for high-DPI screens, not scaled up."""
@@ -292,6 +334,7 @@ class MainWindow(QMainWindow):
     def _connect(self) -> None:
         self.library.state_changed.connect(self.update_status)
         self.library.opened_changed.connect(self.check_embedder)
+        self.library.opened_changed.connect(self._maybe_guide)
         self.library.error.connect(self.show_error)
         self.library.summarize_requested.connect(self.chat.summarize)
         self.chat.open_source.connect(self.open_source)
@@ -304,6 +347,9 @@ class MainWindow(QMainWindow):
         self.model.error.connect(self.show_error)
         self.model.model_changed.connect(self._model_switched)
         self.model.ask_key = lambda name: self.ask_provider_key(name)
+        self.model_box.settings_requested.connect(self.toggle_model_panel)
+        self.model_box.manager_requested.connect(self.model.open_manager)
+        self.model_box.guide_requested.connect(lambda: self.show_guide(step=1))
         self.watched.batch_applied.connect(self._watched_batch)
         self.watched.failed.connect(lambda t: self.statusBar().showMessage(t, 10000))
         # Drops onto text widgets would otherwise paste the file name.
@@ -336,7 +382,7 @@ class MainWindow(QMainWindow):
     def load_model(self) -> None:
         folio = self.folio
         self.model.show_loading()
-        self.model_status.setText("Loading model…")
+        self._show_model_state("Loading model…")
 
         def work(job):
             return folio.runtime.info
@@ -364,7 +410,7 @@ class MainWindow(QMainWindow):
         self.model.show_error(message)  # offers "Load anyway" for a model that will not fit
         self.right.setCurrentWidget(self.model)
         self.show_side_panel(True)  # where the model's details and "Load anyway" are
-        self.model_status.setText("No model")
+        self._show_model_state("No model", f"The model could not be loaded: {message}")
         anyway = ("Load anyway", self.model.load_anyway) \
             if not self.model.load_anyway_btn.isHidden() else None
         self.show_error(f"The model could not be loaded: {message}", detail, anyway)
@@ -376,14 +422,15 @@ class MainWindow(QMainWindow):
             self._model_ready(info)
         else:
             self.model_info = None
-            self.model_status.setText("No model loaded")
+            self._show_model_state("No model loaded")
 
     # -- state --------------------------------------------------------------------------
 
     def update_status(self) -> None:
         info = self.model_info
         if info is not None:
-            self.model_status.setText(f"{info.name} · {info.device.upper()}")
+            self._show_model_state(f"{info.name} · {info.device.upper()}",
+                                   f"{info.name}, on the {info.device.upper()}")
         lib = self.library
         if lib.opened:
             docs = len(lib.docs)
@@ -391,6 +438,16 @@ class MainWindow(QMainWindow):
                 f"{docs} document{'s' * (docs != 1)} · {lib.chunks:,} passages")
         if self.embedder_job is None:  # else it shows the install's progress
             self.index_status.setText("Indexing…" if lib.indexing else "")
+
+    def _show_model_state(self, short: str, long: str | None = None) -> None:
+        """The model's state in the status bar and in the sidebar's Models section, which
+        points from the starter model to better ones."""
+        from app.core.models.starter import STARTER_MODEL_FILE
+
+        self.model_status.setText(short)
+        info = self.model_info
+        starter = info is not None and Path(info.path).name == STARTER_MODEL_FILE
+        self.model_box.show_state(long or short, starter=starter)
 
     def show_error(self, message: str, details: str = "", action=None) -> None:
         log.warning("%s", message)
@@ -403,6 +460,33 @@ class MainWindow(QMainWindow):
         visible = self.right.isHidden() if visible is None else visible
         self.right.setVisible(visible)
         self.side_action.setChecked(visible)
+
+    def _maybe_guide(self) -> None:
+        from app.ui.first_run import should_show
+
+        if self.guide_on_start and should_show(self.settings, len(self.library.docs)):
+            self.show_guide()
+
+    def show_guide(self, step: int = 0):
+        """The getting-started guide (View > Getting started…); it opens by itself the
+        first time the window opens on an empty library."""
+        from app.ui.first_run import FirstRunGuide
+
+        if self.guide is None:
+            self.guide = FirstRunGuide(self.library, self.model, self.settings, parent=self)
+            self.guide.destroyed.connect(lambda _=None: setattr(self, "guide", None))
+            self.guide.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        self.guide.show_step(step)
+        self.guide.show()
+        self.guide.raise_()
+        self.guide.activateWindow()
+        return self.guide
+
+    def show_sidebar(self, visible: bool | None = None) -> None:
+        """Show or hide the whole sidebar (None: toggle; Ctrl+B)."""
+        visible = self.sidebar.isHidden() if visible is None else visible
+        self.sidebar.setVisible(visible)
+        self.sidebar_action.setChecked(visible)
 
     def toggle_model_panel(self) -> None:
         if self.right.isHidden() or self.right.currentWidget() is not self.model:
@@ -721,12 +805,17 @@ class MainWindow(QMainWindow):
         if state is not None:
             self.restoreState(state)
         sizes = _ints(s.value("window/splitter"))
-        self.splitter.setSizes(sizes if len(sizes) == 3 else [380, 700, 280])
+        self.splitter.setSizes(sizes if len(sizes) == 3 else [440, 760, 320])
+        self.sidebar.restore(_json(s.value("window/sidebar")))
+        self.show_sidebar(str(s.value("window/sidebar_shown", "true")).lower() == "true")
+        header = s.value("window/library_header")
+        if header is not None:
+            self.library.tree.header().restoreState(header)
+        wanted = _json(s.value("window/library_columns"))
+        if isinstance(wanted, list):
+            self.library.wanted_columns = {int(c) for c in wanted if str(c).isdigit()}
         # Closed until asked for, unless it was left open (a source, the model's settings).
         self.show_side_panel(str(s.value("window/side_panel", "false")).lower() == "true")
-        chat_sizes = _ints(s.value("window/chat_splitter"))
-        if len(chat_sizes) == 2:
-            self.chat.splitter.setSizes(chat_sizes)
         self.chat.reload_chats()
         last = s.value(self._last_chat_key())
         chat_id = None
@@ -743,7 +832,10 @@ class MainWindow(QMainWindow):
         s.setValue("window/geometry", self.saveGeometry())
         s.setValue("window/state", self.saveState())
         s.setValue("window/splitter", self.splitter.sizes())
-        s.setValue("window/chat_splitter", self.chat.splitter.sizes())
+        s.setValue("window/sidebar", json.dumps(self.sidebar.state()))
+        s.setValue("window/sidebar_shown", not self.sidebar.isHidden())
+        s.setValue("window/library_header", self.library.tree.header().saveState())
+        s.setValue("window/library_columns", json.dumps(sorted(self.library.wanted_columns)))
         s.setValue("window/side_panel", not self.right.isHidden())
         if self.chat.chat_id is not None:
             s.setValue(self._last_chat_key(), self.chat.chat_id)
@@ -837,6 +929,13 @@ def _warm_up(folio):
                 gc.enable()
 
     return work
+
+
+def _json(value):
+    try:
+        return json.loads(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
 
 
 def _ints(value) -> list[int]:

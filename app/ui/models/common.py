@@ -110,6 +110,16 @@ class Listing:
     default_name: str | None = None
 
 
+def catalog_fit(ram_bytes: int, free: int | None) -> tuple[str, QColor | None, str]:
+    """Whether a catalog model fits in the RAM free now: (text, colour, tooltip)."""
+    if free is None or not ram_bytes:
+        return "?", None, "The free memory could not be read."
+    tip = f"Needs about {human_bytes(ram_bytes)}; {human_bytes(free)} of RAM is free now."
+    if ram_bytes <= free:
+        return "✓ Fits", OK_COLOR, tip
+    return "⚠ Will not fit", WARN_COLOR, tip
+
+
 def free_ram() -> int | None:
     """Free RAM as the memory estimate reads it; None when it cannot be read."""
     return available_ram() or None

@@ -45,9 +45,9 @@ from app.ui.models.common import (
     COL_TEMPLATE,
     COLUMNS,
     NAME_ROLE,
-    OK_COLOR,
     WARN_COLOR,
     Listing,
+    catalog_fit,
     ask_copy_or_link,
     escape_html,
     file_size,
@@ -342,19 +342,11 @@ class ListPart:
                     "No sha256 in the catalog: the download is verified against the sha256 "
                     "the server publishes; its size is checked against the catalog's.")
             item.setToolTip(0, tip)
-            free = listing.free_ram
-            if free is None or not c.ram_bytes:
-                item.setText(CAT_FITS, "?")
-            elif c.ram_bytes <= free:
-                item.setText(CAT_FITS, "✓ Fits")
-                item.setForeground(CAT_FITS, QBrush(OK_COLOR))
-                item.setToolTip(CAT_FITS, f"Needs about {human_bytes(c.ram_bytes)}; "
-                                f"{human_bytes(free)} of RAM is free now.")
-            else:
-                item.setText(CAT_FITS, "⚠ Will not fit")
-                item.setForeground(CAT_FITS, QBrush(WARN_COLOR))
-                item.setToolTip(CAT_FITS, f"Needs about {human_bytes(c.ram_bytes)}; "
-                                f"{human_bytes(free)} of RAM is free now.")
+            text, color, fit_tip = catalog_fit(c.ram_bytes, listing.free_ram)
+            item.setText(CAT_FITS, text)
+            if color is not None:
+                item.setForeground(CAT_FITS, QBrush(color))
+                item.setToolTip(CAT_FITS, fit_tip)
             self.catalog.addTopLevelItem(item)
             btn = QPushButton("Installed" if c.filename in installed else "Download")
             btn.setAccessibleName(f"Download {c.name}")
