@@ -8,9 +8,11 @@ Drives the real `MainWindow` (1400x900) in a throw-away FOLIO_HOME, library and 
 with the real starter model (hard-linked from the test cache, FOLIO_TEST_MODELS or
 ~/.cache/folio-test-models, as screenshot_models.py does) and the real embedder:
 
-- first-run.png: the empty library ("Drop documents here"), the starter model loaded;
+- first-run.png: the empty library ("Drop documents here"), the starter model loaded, and the
+  getting-started guide at its model step (a screen grab: the guide is its own window);
 - answer.png: the two sample documents (resources/samples) indexed, a question about them
-  asked through the chat box (temperature 0, seed 1), the answer with its sources under it;
+  asked through the chat box (temperature 0, seed 1), the answer with its source chips under
+  it and the first chip's hover preview (a real tooltip event; a screen grab);
 - viewer.png: the answer's cited PDF page opened in the source viewer, passage highlighted;
 - crash.png: the model process killed (SIGKILL) twelve tokens into an answer: the answer so
   far kept and marked cut off, the banner naming the signal, the window still there;
@@ -50,8 +52,8 @@ QUESTION = "Tell me about the Karnvik lighthouse."
 ANSWER_TOKENS = 46
 SAMPLES = ["karnvik-guide.pdf", "ferry-notes.docx"]
 SIZE = (1400, 900)
-PANES = [450, 610, 340]  # library, chat, model: wide enough for titles and the progress line
-VIEWER_PANES = [400, 500, 500]  # the chat keeps its minimum (~515), titles stay whole
+PANES = [440, 960, 320]  # sidebar, conversation, side panel (closed until a source opens it)
+VIEWER_PANES = [330, 540, 530]  # the chat keeps its minimum (~515)
 
 
 def link_starter_model(models: Path) -> None:
@@ -140,7 +142,7 @@ def shoot_main_window(only: set[str], out: Path, platform: str | None, keep: boo
     app = QApplication(sys.argv[:1])
     from app.ui.main_window import MainWindow
 
-    window = MainWindow()  # loads the starter model, as a first start does
+    window = MainWindow(guide=True)  # the starter model and the guide, as a first start
     window.resize(*SIZE)
     window.show()
     window.splitter.setSizes(PANES)
@@ -156,12 +158,19 @@ def shoot_main_window(only: set[str], out: Path, platform: str | None, keep: boo
     state: dict = {"sources": []}
     chat.sources_received.connect(lambda s: state.__setitem__("sources", s))
 
-    def grab(name: str, then) -> None:
+    def grab(name: str, then, screen: bool = False) -> None:
+        """Save the window; `screen`: the screen where the window is, with the windows
+        above it (a dialog, a tooltip), which grabbing the window alone leaves out."""
         def do() -> None:
             window.statusBar().clearMessage()  # no 5-second message left from the step before
             app.processEvents()
             path = out / f"{name}{suffix}.png"
-            if window.grab().save(str(path)):
+            if screen:
+                g = window.frameGeometry()
+                image = window.screen().grabWindow(0, g.x(), g.y(), g.width(), g.height())
+            else:
+                image = window.grab()
+            if image.save(str(path)):
                 wrote.append(str(path))
             else:
                 failed.append(f"{name}: could not save {path}")
@@ -193,9 +202,17 @@ def shoot_main_window(only: set[str], out: Path, platform: str | None, keep: boo
     # -- the steps, in order ---------------------------------------------------------------
 
     def first_run() -> None:
-        when(lambda: window.model_info is not None and lib.opened and idle(),
-             lambda: grab("first-run", answer) if "first-run" in only else answer(),
-             "the model and the library")
+        def shown() -> None:
+            window.guide.show_step(1)  # the model step: what the starter model is, the others
+            grab("first-run", skip_guide, screen=True) if "first-run" in only else skip_guide()
+
+        def skip_guide() -> None:
+            window.guide.finish()
+            answer()
+
+        when(lambda: window.model_info is not None and lib.opened and idle()
+             and window.guide is not None and window.guide.isVisible(), shown,
+             "the model, the library and the guide")
 
     def answer() -> None:
         if not only & {"answer", "viewer"}:
@@ -222,12 +239,32 @@ def shoot_main_window(only: set[str], out: Path, platform: str | None, keep: boo
                 return finish()
             chat.view.verticalScrollBar().setValue(0)
             select(samples[0])
-            grab("answer", viewer) if "answer" in only else viewer()
+            hover_first_source()
+            grab("answer", viewer, screen=True) if "answer" in only else viewer()
 
         when(lambda: done["ingest"] and not lib.indexing and idle()
              and all(lib.status_of(str(p)) == "ready" for p in samples), ask, "the samples")
 
+    def hover_first_source() -> None:
+        """A tooltip event over the first source chip, as resting the mouse there sends."""
+        from PySide6.QtCore import QEvent, QPoint
+        from PySide6.QtGui import QHelpEvent, QTextCursor
+
+        view = chat.view
+        cursor = QTextCursor(view.document())
+        for pos in range(1, view.document().characterCount()):
+            cursor.setPosition(pos)
+            if cursor.charFormat().anchorHref().startswith("src:"):
+                at = view.cursorRect(cursor).center() + QPoint(4, 0)
+                event = QHelpEvent(QEvent.Type.ToolTip, at, view.viewport().mapToGlobal(at))
+                app.sendEvent(view.viewport(), event)
+                return
+        failed.append("no source chip to hover")
+
     def viewer() -> None:
+        from PySide6.QtWidgets import QToolTip
+
+        QToolTip.hideText()
         if "viewer" not in only:
             return crash()
         pdf = str(samples[0])
@@ -245,8 +282,7 @@ def shoot_main_window(only: set[str], out: Path, platform: str | None, keep: boo
             return indexing()
         import signal
 
-        if window.viewer is not None:
-            window.right.setCurrentWidget(window.model)
+        window.show_side_panel(False)
         window.splitter.setSizes(PANES)
         done = {"answer": None, "tokens": 0}
         chat.answer_finished.connect(lambda ev: done.__setitem__("answer", ev or False))
@@ -272,8 +308,7 @@ def shoot_main_window(only: set[str], out: Path, platform: str | None, keep: boo
     def indexing() -> None:
         if "indexing" not in only:
             return finish()
-        if window.viewer is not None:  # back to the model tab: the library is the subject
-            window.right.setCurrentWidget(window.model)
+        window.show_side_panel(False)  # the library is the subject
         window.splitter.setSizes(PANES)
         first = str(big.resolve())
         lib.ingest([str(p) for p in dropped])
