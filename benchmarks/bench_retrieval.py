@@ -69,9 +69,22 @@ def main() -> int:
     ap.add_argument("--details", type=Path, help="write per-question ranks here")
     ap.add_argument("--chunk-tokens", type=int, help="splitter chunk size (default: Folio's)")
     ap.add_argument("--overlap-tokens", type=int, help="splitter overlap (default: Folio's)")
+    ap.add_argument("--reranker", metavar="NAME", help="also measure the default followed by "
+                    "this installed cross-encoder (app/core/index/rerank.py: a name in the "
+                    "rerankers folder, or a folder)")
     args = ap.parse_args()
 
     config = SplitterConfig()
+    if args.reranker:
+        from app.core.index import rerank
+
+        try:
+            stage = rerank.find(args.reranker)
+        except rerank.RerankerError as exc:
+            ap.error(str(exc))
+        if stage is not None:
+            SET_CONFIGS.append((f"folio default + rerank ({stage.name})",
+                                dict(mode="hybrid", reranker=stage)))
     if args.chunk_tokens:
         config.chunk_tokens = args.chunk_tokens
     if args.overlap_tokens is not None:

@@ -219,3 +219,25 @@ def test_a_providers_embedder_model_is_offered_and_says_what_it_sends(qtbot):
     assert dialog.embedder_install_btn.isHidden()
     dialog.accept()
     assert AppSettings.load().embedder == "provider:gpubox"
+
+
+def test_the_reranker_is_automatic_until_chosen_and_lists_the_installed_ones(
+        qtbot, tmp_path, monkeypatch):
+    from test_rerank import make_cross_encoder
+
+    monkeypatch.setenv("FOLIO_RERANKERS", str(tmp_path / "rerankers"))
+    dialog = make_dialog(qtbot)
+    combo = dialog.reranker_combo
+    assert combo.currentData() == "auto" and "none installed" in combo.currentText()
+    dialog.close()
+
+    make_cross_encoder(tmp_path / "rerankers" / "tiny")
+    dialog = make_dialog(qtbot)
+    combo = dialog.reranker_combo
+    assert combo.itemText(0) == "Automatic (tiny)"
+    assert [combo.itemData(i) for i in range(combo.count())] == ["auto", "off", "tiny"]
+    combo.setCurrentIndex(combo.findData("off"))
+    with qtbot.waitSignal(dialog.settings_changed):
+        qtbot.mouseClick(dialog.ok_button, Qt.MouseButton.LeftButton)
+    assert AppSettings.load().reranker == "off"
+    assert AppSettings.load().chat_config().reranker == "off"

@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="limit to a document (repeatable)")
     p.add_argument("--mode", choices=["hybrid", "vector", "fts"], default="hybrid")
     p.add_argument("--mmr", action="store_true", help="diversify results (MMR)")
+    p.add_argument("--rerank", metavar="NAME", help="rerank with this installed cross-encoder "
+                   "(a name in the rerankers folder, a folder, auto or off; default: the "
+                   "settings' reranker, auto: one if installed)")
     p.add_argument("--json", action="store_true", help="print a JSON array")
 
     docs = sub.add_parser("docs", help="see and manage the library's documents")

@@ -86,7 +86,7 @@ def _cli_runner(folio):
     for problem in sources.problems:
         print(f"folio: MCP tool source: {problem}", file=sys.stderr)
     return default_runner(lambda: folio.library,
-                          [t for t in sources.tools if not needs_approval(t)])
+                          [t for t in sources.tools if not needs_approval(t)], folio.reranker)
 
 
 def cmd_ask(args) -> int:

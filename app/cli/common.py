@@ -19,14 +19,20 @@ def library_path(args) -> Path | str:
     return library_location(args.library) if args.library else default_library()
 
 
-def file_time_limit() -> float:
-    """The per-file time limit from the user's settings (the default when they can't be read)."""
+def user_settings():
+    """The user's settings (the defaults when they can't be read: a broken settings file
+    must not stop a command)."""
     from app.core.settings import AppSettings
 
     try:
-        return float(AppSettings.load().file_time_limit)
-    except Exception:  # noqa: BLE001 - a broken settings file must not stop an ingest
-        return float(AppSettings().file_time_limit)
+        return AppSettings.load()
+    except Exception:  # noqa: BLE001
+        return AppSettings()
+
+
+def file_time_limit() -> float:
+    """The per-file time limit from the user's settings."""
+    return float(user_settings().file_time_limit)
 
 
 def open_library(args, embedder_name: str | None = None, read_only: bool | None = False):
@@ -68,10 +74,12 @@ def open_folio(args):
 
     ctx = getattr(args, "ctx", None)  # an explicit --ctx beats the model's own setting
     provider, key = provider_for(args)  # --provider NAME: a remote provider answers
-    return Folio(library_path(args), model_path=getattr(args, "model", None),
-                 load_overrides={"n_ctx": ctx} if ctx else None,
-                 allow_oversize=bool(getattr(args, "allow_oversize", False)),
-                 provider=provider, provider_key=key)
+    folio = Folio(library_path(args), model_path=getattr(args, "model", None),
+                  load_overrides={"n_ctx": ctx} if ctx else None,
+                  allow_oversize=bool(getattr(args, "allow_oversize", False)),
+                  provider=provider, provider_key=key)
+    folio.reranker_choice = user_settings().reranker  # ranked as `folio search` and the window
+    return folio
 
 
 def load_overrides(args) -> dict:

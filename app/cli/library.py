@@ -8,7 +8,14 @@ import sys
 import threading
 from pathlib import Path
 
-from app.cli.common import clear_line, file_time_limit, library_path, open_library, print_json
+from app.cli.common import (
+    clear_line,
+    file_time_limit,
+    library_path,
+    open_library,
+    print_json,
+    user_settings,
+)
 from app.core.base.units import human_duration, page_label
 from app.core.index.search import hybrid_search
 
@@ -103,10 +110,17 @@ def cmd_search(args) -> int:
     if args.k < 1:
         print("folio search: --k must be at least 1", file=sys.stderr)
         return 2
+    from app.core.index import rerank
+
+    try:
+        reranker = rerank.find(args.rerank or user_settings().reranker)
+    except rerank.RerankerError as exc:
+        print(f"folio search: {exc}", file=sys.stderr)
+        return 2
     lib = open_library(args, read_only=None)
     results = hybrid_search(lib,
         " ".join(args.query), k=args.k, collections=args.collection or None,
-        documents=args.doc or None, mode=args.mode, mmr=args.mmr,
+        documents=args.doc or None, mode=args.mode, mmr=args.mmr, reranker=reranker,
     )
     if args.json:
         print_json([r.to_json() for r in results])
@@ -117,7 +131,8 @@ def cmd_search(args) -> int:
         where = page_label(r.page, r.page_end)
         head = " · ".join(x for x in (r.path, where, r.section) if x)
         snippet = " ".join(r.text.split())
-        print(f"[{n}] {head}  (score {r.score:.4f})\n    {snippet[:300]}")
+        kind = "reranked" if r.reranked else "score"
+        print(f"[{n}] {head}  ({kind} {r.score:.4f})\n    {snippet[:300]}")
     return 0
 
 

@@ -46,6 +46,9 @@ class Folio:
         self.n_ctx = n_ctx
         self.n_gpu_layers = n_gpu_layers
         self.settings = settings  # AppSettings for retrieval; None: the engine's defaults
+        # The reranker setting (index/rerank.py) where there are no settings (the command
+        # line reads only that one of the user's settings); None: the settings' or "auto".
+        self.reranker_choice: str | None = None
         self.models_dir = Path(models_dir) if models_dir else None
         self.load_overrides = dict(load_overrides or {})
         self.allow_oversize = allow_oversize
@@ -420,14 +423,29 @@ class Folio:
         ms = self._model_settings
         return ms.system_prompt if ms else None
 
+    def reranker(self):
+        """The reranking stage the settings choose (index/rerank.py): an installed
+        cross-encoder, or None (off, or none installed)."""
+        from app.core.index import rerank
+
+        return rerank.find(self._reranker_setting())
+
+    def _reranker_setting(self) -> str:
+        if self.reranker_choice:
+            return self.reranker_choice
+        return self.settings.reranker if self.settings is not None else "auto"
+
     def engine_for(self, store):
         """A chat engine on this library, model host, prompts and retrieval settings that
         keeps its chats in `store`. `chat` is the one over the library's own chat store; the
         local server (app/server/) makes one over a scratch store, because its clients'
         conversations are not the user's chats. Its before_answer is the caller's to set."""
-        from app.core.chat.answers import ChatEngine
+        from dataclasses import replace
 
-        config = self.settings.chat_config() if self.settings is not None else None
+        from app.core.chat.answers import ChatConfig, ChatEngine
+
+        config = self.settings.chat_config() if self.settings is not None else ChatConfig()
+        config = replace(config, reranker=self._reranker_setting())
         engine = ChatEngine(self.library, self.runtime, store, config=config,
                             prompts=self.prompts)
         engine.system_prompt = self.system_prompt

@@ -59,6 +59,9 @@ class AppSettings:
     retrieval_k: int = 5
     mmr: bool = True
     min_similarity: float = 0.25
+    # A cross-encoder reranking stage (app/core/index/rerank.py): "auto" uses an installed
+    # reranker (none installed: off), "off", or a reranker's name or folder.
+    reranker: str = "auto"
     theme: str = "system"
     model_path: str | None = None  # None: the model manager's default (the starter model)
     n_ctx: int = 4096
@@ -92,7 +95,8 @@ class AppSettings:
     def chat_config(self) -> ChatConfig:
         from app.core.chat.answers import ChatConfig
 
-        return ChatConfig(k=self.retrieval_k, mmr=self.mmr, min_similarity=self.min_similarity)
+        return ChatConfig(k=self.retrieval_k, mmr=self.mmr, min_similarity=self.min_similarity,
+                          reranker=self.reranker)
 
     # -- validation -----------------------------------------------------------------------
 
@@ -117,6 +121,8 @@ class AppSettings:
             bad["retrieval_k"] = f"must be an integer from {lo} to {hi}"
         if not isinstance(self.mmr, bool):
             bad["mmr"] = "must be true or false"
+        if not isinstance(self.reranker, str) or not self.reranker.strip():
+            bad["reranker"] = "must be auto, off, or a reranker's name or folder"
         if (
             isinstance(self.min_similarity, bool)
             or not isinstance(self.min_similarity, int | float)

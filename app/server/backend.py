@@ -263,7 +263,7 @@ class Backend:
         lib = self.folio.library
         if collection and collection not in lib.collections():
             raise BadRequest(f"There is no collection {collection!r}.", "collection")
-        results = hybrid_search(lib, query, k=k,
+        results = hybrid_search(lib, query, k=k, reranker=self.folio.reranker(),
                                 collections=[collection] if collection else None)
         return [public_source_of(r) for r in results]
 

@@ -533,7 +533,7 @@ class ChatPanel(QWidget):
             sources = folio.mcp_tools()
             for problem in sources.problems:
                 log.warning("MCP tool source: %s", problem)
-            return default_runner(lambda: folio.library, sources.tools)
+            return default_runner(lambda: folio.library, sources.tools, folio.reranker)
 
         def approve(tool, call) -> bool:
             request = ApprovalRequest(tool, call)

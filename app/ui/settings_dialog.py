@@ -346,6 +346,22 @@ class SettingsDialog(QDialog):
         self.mmr_check = QCheckBox("Prefer &varied sources (MMR)")
         self.mmr_check.setAccessibleName("Prefer varied sources")
         form.addRow("", self.mmr_check)
+
+        # The reranking stage (core/index/rerank.py): off until a reranker is installed.
+        from app.core.index import rerank
+
+        self.reranker_combo = QComboBox()
+        self.reranker_combo.setAccessibleName("Reranker")
+        found = [p.name for p in rerank.installed()]
+        self.reranker_combo.addItem(
+            f"Automatic ({found[0]})" if found else "Automatic (none installed: off)", "auto")
+        self.reranker_combo.addItem("Off", "off")
+        for name in found:
+            self.reranker_combo.addItem(name, name)
+        self.reranker_combo.setToolTip(
+            "A cross-encoder reads the question beside each of the best 20 passages and "
+            f"orders them again. Install one as a folder in {rerank.rerankers_dir()}.")
+        form.addRow("&Reranker:", self.reranker_combo)
         return page
 
     def _server_tab(self) -> QWidget:
@@ -557,6 +573,11 @@ class SettingsDialog(QDialog):
         self.time_limit_spin.setValue(s.file_time_limit)
         self.k_spin.setValue(s.retrieval_k)
         self.mmr_check.setChecked(s.mmr)
+        at = self.reranker_combo.findData(s.reranker)
+        if at < 0:  # a folder path, or a reranker no longer installed: shown as it is
+            self.reranker_combo.addItem(s.reranker, s.reranker)
+            at = self.reranker_combo.count() - 1
+        self.reranker_combo.setCurrentIndex(at)
         self.server_check.setChecked(s.server_enabled)
         self.server_port_spin.setValue(s.server_port)
         if s.server_api_key:
@@ -582,6 +603,7 @@ class SettingsDialog(QDialog):
             file_time_limit=self.time_limit_spin.value(),
             retrieval_k=self.k_spin.value(),
             mmr=self.mmr_check.isChecked(),
+            reranker=self.reranker_combo.currentData() or "auto",
             theme=self.theme_combo.currentData(),
             server_enabled=self.server_check.isChecked(),
             server_port=self.server_port_spin.value(),

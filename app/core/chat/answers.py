@@ -18,6 +18,7 @@ from pathlib import Path
 
 from app.core.chat.history import Chat, ChatStore, Message
 from app.core.chat.prompts import PromptSet
+from app.core.index import rerank
 from app.core.index.library import Library
 from app.core.index.search import SearchResult, hybrid_search
 from app.core.llm.prompt_parts import Prompt
@@ -65,6 +66,7 @@ class ChatConfig:
     candidates: int = 50  # retrieval pool before fusion/MMR
     mmr: bool = True
     min_similarity: float = 0.25  # below this, a source is not about the question
+    reranker: str = "auto"  # index/rerank.py: an installed cross-encoder, or "off"
     answer_tokens: int = 512  # room kept for the answer
     keep_turns: int = 4  # recent turns always kept verbatim
     condense_over_turns: int = 8  # older turns beyond this are condensed into a summary
@@ -307,6 +309,7 @@ class ChatEngine:
         mode = scope.get("mode", "all")
         return hybrid_search(self.library,
             query, k=self.config.k, candidates=self.config.candidates, mmr=self.config.mmr,
+            reranker=rerank.find(self.config.reranker),
             collections=scope.get("collections") if mode == "collections" else None,
             documents=scope.get("documents") if mode == "documents" else None,
         )

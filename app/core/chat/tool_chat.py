@@ -32,12 +32,12 @@ def model_supports_tools(llm: LLMProvider) -> bool:
     return info is not None and supports_tools(info.chat_template)
 
 
-def default_runner(library: Any, extra: Sequence[Any] = ()) -> ToolRunner:
+def default_runner(library: Any, extra: Sequence[Any] = (), reranker=None) -> ToolRunner:
     """The tools Folio's chat offers: search the library (`library` or a function giving
     it) and the calculator, neither needing the user's approval, then `extra` (the MCP
     servers' tools, `Folio.mcp_tools().tools`), which ask first unless they only read the
-    library."""
-    return ToolRunner([search_tool(library), CALCULATOR, *extra])
+    library. `reranker`: a function giving the reranking stage the search ranks with."""
+    return ToolRunner([search_tool(library, reranker), CALCULATOR, *extra])
 
 
 def run_with_tools(

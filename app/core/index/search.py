@@ -44,6 +44,7 @@ class SearchResult:
     char_start: int = 0
     char_end: int = 0
     similarity: float = 0.0  # cosine similarity of the chunk to the query
+    reranked: bool = False  # score is a reranker's (index/rerank.py), not the fused one
 
     def to_json(self) -> dict:
         return {
@@ -53,6 +54,7 @@ class SearchResult:
             "section": self.section,
             "score": round(float(self.score), 6),
             "similarity": round(float(self.similarity), 6),
+            "reranked": self.reranked,
             "text": self.text,
             "title": self.title,
             "chunk_index": self.chunk_index,
@@ -166,8 +168,12 @@ def hybrid_search(
     mmr_lambda: float = 0.7,
     candidates: int = 50,
     query_vector: np.ndarray | None = None,
+    reranker=None,
 ) -> list[SearchResult]:
     """Search the library's live chunks. `mode` is "hybrid", "vector" or "fts".
+
+    `reranker` (index/rerank.py; None: off) rescores the best `reranker.candidates` passages
+    of that order with a cross-encoder; they are then ranked, and scored, by it alone.
 
     A search that loses the race with a compaction in another process (its table version's
     files removed mid-read) runs again on the new version (`reading_again`)."""
@@ -212,6 +218,11 @@ def hybrid_search(
     else:  # one list: its own order, its own scores
         fused = dict(vector or bm25)
     order = sorted(fused, key=lambda key: fused[key], reverse=True)
+    if reranker is not None:
+        order = order[:max(reranker.candidates, k * 4 if mmr else k)]
+        scores = reranker.scores(query, [rows[key]["text"] for key in order])
+        fused = dict(zip(order, scores))
+        order = sorted(order, key=lambda key: fused[key], reverse=True)
     vectors = np.array([rows[key]["vector"] for key in order], dtype=np.float32)
     similarity = vectors @ np.asarray(qvec, dtype=np.float32)
     if mmr:
@@ -241,6 +252,7 @@ def hybrid_search(
                 char_start=row["char_start"],
                 char_end=row["char_end"],
                 similarity=float(similarity[i]),
+                reranked=reranker is not None,
             )
         )
     return results

@@ -16,8 +16,10 @@ MAX_K = 20
 MAX_TEXT = 1500  # characters of each passage the model gets back
 
 
-def search_tool(library: Library | Callable[[], Library | None]) -> Tool:
-    """A `search_library` tool over `library` (or a function giving the current one)."""
+def search_tool(library: Library | Callable[[], Library | None],
+                reranker: Callable[[], Any] | None = None) -> Tool:
+    """A `search_library` tool over `library` (or a function giving the current one),
+    ranked as the chat ranks: `reranker` gives the reranking stage (index/rerank.py)."""
 
     def run(query: str, k: int = 5, collection: str | None = None) -> dict[str, Any]:
         lib = library() if callable(library) else library
@@ -27,7 +29,7 @@ def search_tool(library: Library | Callable[[], Library | None]) -> Tool:
             raise ToolError("the query is empty")
         if collection and collection not in lib.collections():
             raise ToolError(f"there is no collection {collection!r}")
-        results = hybrid_search(lib, query, k=k,
+        results = hybrid_search(lib, query, k=k, reranker=reranker() if reranker else None,
                                 collections=[collection] if collection else None)
         return {"passages": [
             {"path": r.path, "page": r.page, "page_end": r.page_end, "section": r.section,
