@@ -284,6 +284,39 @@ def test_pdf_toc_entry_without_visible_heading_applies_from_page_top(tmp_path):
     assert section_of(doc, "mike") == ("Gamma", "Invisible")
 
 
+def test_pdf_toc_entries_worded_otherwise_start_where_their_links_point(tmp_path):
+    """An outline whose titles the page words differently ("Installing" for the heading
+    "Getting it onto your machine") cuts the sections at the height each link points at,
+    not all at the top of the page; entries found by title keep their place around them."""
+    height = pymupdf.open().new_page().rect.height  # set_toc takes PDF space, from below
+
+    def at(y: float) -> dict:
+        return {"kind": pymupdf.LINK_GOTO, "page": 0, "to": pymupdf.Point(72, height - y)}
+
+    p = write_pdf(
+        tmp_path / "worded.pdf",
+        [[(100, "Getting it onto your machine", 16), (130, "Download the file oscar.", 11),
+          (250, "Usage", 16), (280, "Usage text papa.", 11),
+          (400, "Making it go", 16), (430, "Press the start button quebec.", 11)]],
+        toc=[[1, "Installing", 1, at(82)], [1, "Usage", 1, at(232)],
+             [1, "Running", 1, at(382)]],
+    )
+    doc = check_doc(load(p))
+    assert section_of(doc, "oscar") == ("Installing",)
+    assert section_of(doc, "papa") == ("Usage",)
+    assert section_of(doc, "quebec") == ("Running",)
+    making = next(b for b in doc.blocks if b.text == "Making it go")
+    assert making.section == ("Running",) and making.kind == "heading"
+    # Without the links' heights the two unfound entries both started at the page's top.
+    plain = check_doc(load(write_pdf(
+        tmp_path / "plain.pdf",
+        [[(100, "Getting it onto your machine", 16), (130, "Download the file oscar.", 11),
+          (400, "Making it go", 16), (430, "Press the start button quebec.", 11)]],
+        toc=[[1, "Installing", 1, {"kind": pymupdf.LINK_GOTO, "page": 0}],
+             [1, "Running", 1, {"kind": pymupdf.LINK_GOTO, "page": 0}]])))
+    assert section_of(plain, "oscar") == section_of(plain, "quebec")
+
+
 def test_pdf_two_columns_read_column_by_column(tmp_path):
     p = tmp_path / "columns.pdf"
     doc = pymupdf.open()

@@ -276,8 +276,8 @@ class MainWindow(QMainWindow):
         bar.setChecked(True)
         bar.setShortcut(QKeySequence(Qt.KeyboardModifier.ControlModifier | Qt.Key.Key_B))
         sort = view.addMenu("Sort library by")  # the column headers' clicks, from the keyboard
-        for col in (0, 4, 2, 3, 1):
-            head = self.library.tree.headerItem()
+        head = self.library.tree.headerItem()
+        for col in range(head.columnCount()):
             order = head.data(col, Qt.ItemDataRole.InitialSortOrderRole)
             sort.addAction(head.text(col), lambda c=col, o=order: self.library.sort_by(
                 c, Qt.SortOrder(o) if o is not None else Qt.SortOrder.AscendingOrder))

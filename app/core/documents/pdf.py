@@ -226,7 +226,7 @@ def _read_fitz(doc, path: Path, kind: str, ocr: bool | None) -> LoadedDocument:
     body_size = sizes.most_common(1)[0][0] if sizes else 0.0
     _drop_running_headers(pages)
     try:
-        toc = doc.get_toc(simple=True)
+        toc = _outline(doc)
     except Exception as exc:  # noqa: BLE001 - a damaged outline must not lose the text
         log.info("unreadable outline in %s: %s", path, exc)
         toc = []
@@ -690,28 +690,47 @@ def _heading_key(text: str) -> str:
     return _NON_WORD_RE.sub("", text)
 
 
+def _outline(doc) -> list[tuple[int, str, int, float | None]]:
+    """The outline: (level, title, page, y), y the height on the page its link points at
+    (top-left coordinates, as the text blocks have them), None where it names none."""
+    out = []
+    matrices: dict[int, object] = {}
+    for entry in doc.get_toc(simple=False):
+        level, title, page_no = entry[0], entry[1], entry[2]
+        dest = entry[3] if len(entry) > 3 and isinstance(entry[3], dict) else {}
+        to, y = dest.get("to"), None
+        if to is not None and 1 <= int(page_no) <= doc.page_count and (to.x or to.y):
+            if page_no not in matrices:
+                matrices[page_no] = doc[int(page_no) - 1].transformation_matrix
+            y = float((to * matrices[page_no]).y)  # PDF space (from below) -> the page's
+        out.append((level, title, page_no, y))
+    return out
+
+
 def _assemble_fitz_blocks(
     pages: list[_PdfPage], toc: list, page_count: int, body_size: float
 ) -> list[Block]:
     """Blocks with page numbers, heading kinds and TOC section paths.
 
     A TOC entry pointing at page N takes effect on page N: at the block whose text is the
-    entry's title when one is found, else from the top of the page (entries after the last
-    one found take effect right after it).
+    entry's title when one is found; else at the height its link points at, when it names
+    one (the first block from there down); else from the top of the page (entries after the
+    last one found take effect right after it).
     """
-    starts: dict[int, list[tuple[int, str]]] = {}
+    starts: dict[int, list[tuple[int, str, float | None]]] = {}
     last_page = 1
     for entry in toc or ():
         try:
             level, title, page_no = int(entry[0]), collapse(str(entry[1])), int(entry[2])
+            y = float(entry[3]) if len(entry) > 3 and entry[3] is not None else None
         except (TypeError, ValueError, IndexError):
             continue
         if not title:
             continue
         if page_no < 1 or page_no > page_count:
-            page_no = last_page  # entries without a target follow their predecessor
+            page_no, y = last_page, None  # entries without a target follow their predecessor
         last_page = page_no
-        starts.setdefault(page_no, []).append((max(level, 1), title))
+        starts.setdefault(page_no, []).append((max(level, 1), title, y))
 
     sections = Sections()
     blocks: list[Block] = []
@@ -719,11 +738,13 @@ def _assemble_fitz_blocks(
         pending = starts.get(page.number, [])
         flat: list[tuple[_PdfBlock, _Segment]] = [(b, s) for b in page.blocks for s in b.segments]
         matches = _match_toc(pending, [s for _, s in flat]) if pending else {}
+        if pending and len(matches) < len(pending):
+            _place_by_position(pending, [b.y0 for b, _ in flat], matches)
         applied = min(matches) if matches else len(pending)
-        for level, title in pending[:applied]:
+        for level, title, _y in pending[:applied]:
             sections.enter(level, title)
         last_entry = max(matches) if matches else -1
-        by_segment = {m[0]: (e, m) for e, m in matches.items()}
+        by_segment = {m[0]: (e, m) for e, m in sorted(matches.items())}  # the last entry wins
         skip_next = False
         for i, (block, segment) in enumerate(flat):
             if skip_next:
@@ -733,12 +754,14 @@ def _assemble_fitz_blocks(
             trailing = False
             if i in by_segment:
                 e, (_, span, exact) = by_segment[i]
-                for level, title in pending[applied : e + 1]:
+                for level, title, _y in pending[applied : e + 1]:
                     sections.enter(level, title)
                 applied = e + 1
                 trailing = e == last_entry
                 if exact:
                     kind = "heading"
+                elif kind == "text" and _looks_like_heading(block, segment, body_size):
+                    kind = "heading"  # placed by its link's height: the heading reads otherwise
                 if span == 2:
                     text = collapse(text + " " + flat[i + 1][1].text)
                     skip_next = True
@@ -746,12 +769,32 @@ def _assemble_fitz_blocks(
                 kind = "heading"
             blocks.append(Block(text, page.number, sections.current, kind))
             if trailing:  # entries not found on the page start right after the last one found
-                for level, title in pending[applied:]:
+                for level, title, _y in pending[applied:]:
                     sections.enter(level, title)
                 applied = len(pending)
-        for level, title in pending[applied:]:
+        for level, title, _y in pending[applied:]:
             sections.enter(level, title)
     return blocks
+
+
+def _place_by_position(
+    pending: list[tuple[int, str, float | None]], tops: list[float],
+    matches: dict[int, tuple[int, int, bool]],
+) -> None:
+    """Entries whose title the text does not hold (a TOC that words it otherwise), placed
+    at the first segment at or below the height their link points at, in order between the
+    entries found by title. `tops`: each segment's block top, in reading order."""
+    for e, (_, _, y) in enumerate(pending):
+        if e in matches or y is None:
+            continue
+        before = [m for k, m in matches.items() if k < e]
+        after = [m[0] for k, m in matches.items() if k > e]
+        lo = max((m[0] + (m[1] if m[2] or m[1] > 1 else 0) for m in before), default=0)
+        hi = min(after, default=len(tops))
+        for i in range(lo, hi):
+            if tops[i] >= y - 2:  # the link points a little above its heading's first line
+                matches[e] = (i, 1, False)
+                break
 
 
 def _match_toc(
@@ -763,7 +806,7 @@ def _match_toc(
     keys = [_heading_key(s.text) if s.lines <= 3 and len(s.text) < 250 else "" for s in segments]
     matches: dict[int, tuple[int, int, bool]] = {}
     cursor = 0
-    for e, (_, title) in enumerate(pending):
+    for e, (_, title, _y) in enumerate(pending):
         want = _heading_key(title)
         if not want:
             continue
