@@ -1,7 +1,7 @@
 """PDF and EPUB through PyMuPDF: blocks in reading order (columns), headings from the outline or
 font sizes, running headers and footers dropped, OCR of scanned pages when Tesseract is there.
 
-About 900 lines: one format, read the way a person reads a page (columns, headings, running
+About 970 lines: one format, read the way a person reads a page (columns, headings, running
 headers, hyphenation, OCR); the parts share the block model at the top and would only be
 harder to follow apart.
 """
