@@ -69,6 +69,9 @@ def main() -> int:
     ap.add_argument("--details", type=Path, help="write per-question ranks here")
     ap.add_argument("--chunk-tokens", type=int, help="splitter chunk size (default: Folio's)")
     ap.add_argument("--overlap-tokens", type=int, help="splitter overlap (default: Folio's)")
+    ap.add_argument("--embedder", metavar="NAME", help="build and search the libraries with "
+                    "this embedder (default: Folio's, all-MiniLM-L6-v2; e.g. all-mpnet-base-v2 "
+                    "once `folio embedders install` has put it in place); its own cache")
     ap.add_argument("--reranker", metavar="NAME", help="also measure the default followed by "
                     "this installed cross-encoder (app/core/index/rerank.py: a name in the "
                     "rerankers folder, or a folder)")
@@ -96,11 +99,14 @@ def main() -> int:
     return question_sets(args, config)
 
 
-def _build(lib_dir: Path, paths: list[Path], config: SplitterConfig, fresh: bool):
+def _build(lib_dir: Path, paths: list[Path], config: SplitterConfig, fresh: bool,
+           embedder: str | None = None):
+    if embedder:
+        lib_dir = lib_dir.with_name(f"{lib_dir.name}-{Path(embedder).name}")
     if fresh:
         shutil.rmtree(lib_dir, ignore_errors=True)
     t0 = time.perf_counter()
-    lib = Library.open(lib_dir, get_embedder())
+    lib = Library.open(lib_dir, get_embedder(embedder))
     summary = IngestSummary()
     for _ in ingest(lib, paths, IngestOptions(splitter=config), summary=summary):
         pass
@@ -151,13 +157,14 @@ def question_sets(args, config: SplitterConfig) -> int:
         print(f"not found: {', '.join(missing)}; run {FETCH}", file=sys.stderr)
         return 2
     lib_dir = args.work / f"folio-question-sets-{config.chunk_tokens}-{config.overlap_tokens}"
-    lib, build_s, summary = _build(lib_dir, documents, config, args.fresh)
+    lib, build_s, summary = _build(lib_dir, documents, config, args.fresh, args.embedder)
     for failed in summary.failed:
         print(f"not ingested: {failed}", file=sys.stderr)
 
     out = {"library": {"documents": len(lib.documents()), "chunks": lib.chunk_count(),
                        "build_s": round(build_s, 1), "chunk_tokens": config.chunk_tokens,
-                       "overlap_tokens": config.overlap_tokens},
+                       "overlap_tokens": config.overlap_tokens,
+                       "embedder": lib.embedder.name},
            "sets": {}, "mean": {}}
     all_details = {}
     for qset in chosen:
@@ -181,7 +188,8 @@ def question_sets(args, config: SplitterConfig) -> int:
         return 0
     lib_info = out["library"]
     print(f"one library: {lib_info['documents']} documents, {lib_info['chunks']} chunks "
-          f"({config.chunk_tokens} tokens, overlap {config.overlap_tokens})")
+          f"({config.chunk_tokens} tokens, overlap {config.overlap_tokens}; "
+          f"{lib_info['embedder']}, built in {lib_info['build_s']} s)")
     print(_table(out))
     losers = out["default_loses_hit1_to_vector"]
     print("default loses hit@1 to vector search on: " + (", ".join(losers) if losers else "no set"))
@@ -216,7 +224,7 @@ def single_pdf(args, config: SplitterConfig) -> int:
     if args.fresh:
         for f in args.work.glob("localdocs-*.npy"):
             f.unlink()
-    lib, build_s, _ = _build(lib_dir, [pdf], config, args.fresh)
+    lib, build_s, _ = _build(lib_dir, [pdf], config, args.fresh, args.embedder)
     local = build_localdocs_index(pdf, lib.embedder, cache_dir=args.work)
 
     configs = SET_CONFIGS

@@ -123,12 +123,8 @@ def _embedders_install(args) -> int:
 def _provider_rows() -> list[dict]:
     """Providers with an embedder model: `--embedder provider:NAME` embeds through them.
     Nothing is sent to list them."""
-    from app.core.settings import AppSettings
+    from app.cli.common import user_settings
 
-    try:
-        configs = AppSettings.load().provider_configs()
-    except (ValueError, TypeError):
-        return []
     return [{"name": f"provider:{c.name}", "provider": c.name, "model": c.embedder_model,
              "url": c.base_url, "installed": True, "remote": True}
-            for c in configs if c.embedder_model]
+            for c in user_settings().provider_embedders()]

@@ -181,6 +181,15 @@ class AppSettings:
             raise ValueError("two providers have the same name")
         return configs
 
+    def provider_embedders(self) -> list:
+        """The providers that name an embedder model (choosing one as the library's embedder
+        sends passages and questions to it); none while the providers entry is bad (the
+        Providers tab and `folio providers list` say why)."""
+        try:
+            return [c for c in self.provider_configs() if c.embedder_model]
+        except (ValueError, TypeError):
+            return []
+
     def find_provider(self, name: str):
         """The provider called `name`; UnknownProvider naming the known ones when none is."""
         from app.core.llm.remote import UnknownProvider

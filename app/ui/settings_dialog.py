@@ -161,16 +161,6 @@ def _known_embedders() -> list[str]:
         return [DEFAULT_EMBEDDER]
 
 
-def _provider_embedders(settings: AppSettings) -> list[tuple[str, str]]:
-    """(provider, embedder model) for each provider that names an embedder model: choosing one
-    sends passages and questions to that provider to be embedded."""
-    try:
-        return [(c.name, c.embedder_model) for c in settings.provider_configs()
-                if c.embedder_model]
-    except (ValueError, TypeError):  # a bad providers entry: the Providers tab says so
-        return []
-
-
 def _not_installed(name: str | None) -> int | None:
     """For a downloadable embedder not on this machine: its download size (0 if unknown);
     None when `name` is installed, or is no downloadable embedder."""
@@ -558,8 +548,9 @@ class SettingsDialog(QDialog):
         for name in _known_embedders():
             missing = _not_installed(name)
             self.embedder_combo.addItem(f"{name} (not installed)" if missing else name, name)
-        for name, model in _provider_embedders(s):
-            self.embedder_combo.addItem(f"{model} from {name} (remote)", f"provider:{name}")
+        for c in s.provider_embedders():
+            self.embedder_combo.addItem(f"{c.embedder_model} from {c.name} (remote)",
+                                        f"provider:{c.name}")
         if self.embedder_combo.findData(s.embedder) < 0:
             self.embedder_combo.addItem(s.embedder, s.embedder)
         self.embedder_combo.addItem(OTHER_FOLDER, None)
