@@ -132,7 +132,9 @@ HOLDER = textwrap.dedent("""
 
 
 def test_a_second_writer_is_refused_naming_the_holder(s3, tmp_path, monkeypatch):
-    monkeypatch.setenv("FOLIO_S3_LEASE", "3")  # renewed every second: outlives the expiry
+    # Renewed every third of the lease: it outlives its expiry. Long enough that a renewal
+    # held up for several seconds on a busy machine does not let it lapse.
+    monkeypatch.setenv("FOLIO_S3_LEASE", "9")
     uri = "s3://folio/shared"
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, uri], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -144,7 +146,7 @@ def test_a_second_writer_is_refused_naming_the_holder(s3, tmp_path, monkeypatch)
             with pytest.raises(LibraryLocked) as info:
                 Library.open(uri, embedder_name="all-MiniLM-L6-v2")
             assert f"pid {holder.pid}" in str(info.value)
-            time.sleep(1.5)
+            time.sleep(4)
         reader = Library.open(uri, read_only=None)  # readers still read
         assert reader.read_only
     finally:
