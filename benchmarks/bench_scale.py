@@ -1,4 +1,4 @@
-"""Search at scale: exact against approximate (IVF_PQ) vector search at 100k and 1M passages.
+"""Search at scale: exact against approximate (IVF_SQ) vector search at 100k and 1M passages.
 
     python benchmarks/bench_scale.py [--sizes 100000 1000000] [--queries 50] [--rebuild]
 

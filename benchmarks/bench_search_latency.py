@@ -5,7 +5,7 @@
 The libraries are synthetic in their vectors (random unit vectors: the store's cost does not
 depend on what they mean) but real in their text, drawn from the Octave manual's sentences
 when the corpus is present, so the BM25 side sees a natural vocabulary. Past the ANN threshold
-(50,000 chunks) the vector side goes through the IVF_PQ index Folio builds after the ingest;
+(50,000 chunks) the vector side goes through the IVF_SQ index Folio builds after the ingest;
 benchmarks/bench_scale.py compares exact and approximate search and measures recall.
 """
 

@@ -87,7 +87,7 @@ def test_the_vector_index_is_built_in_the_background_past_the_threshold(
     assert lib.wait_for_index(120)
     stats = lib.index_stats()
     assert lib.index_error is None
-    assert stats.index_type == "IVF_PQ" and stats.distance_type == "cosine"
+    assert stats.index_type == "IVF_SQ" and stats.distance_type == "cosine"
     assert stats.num_indexed_rows == 800 and lib.meta["ann_trained_rows"] == 800
     assert spy.calls == ["vector"]
 
@@ -225,3 +225,38 @@ def test_closing_the_library_finishes_a_running_index_build_first(
     assert not closer.is_alive() and not lib.indexing()
     reopened = Library.open(library_dir, hash_embedder)  # the lock was released after it
     assert reopened.index_stats().num_indexed_rows == 700
+
+
+def test_a_library_indexed_with_ivf_pq_before_still_searches_and_moves_to_ivf_sq_on_growth(
+        lowered, library_dir, hash_embedder, tmp_path):
+    """Libraries indexed before IVF_SQ became the index carry an IVF_PQ one: they open and
+    search as before (exact top hits, through probes and re-ranking), the index is kept
+    current, and it is trained again, as IVF_SQ, when the library has doubled."""
+    from lancedb.index import IvfPq
+
+    lib = Library.open(library_dir, hash_embedder)
+    fill(lib, tmp_path, 8)  # 800 passages
+    lib.chunks_table().create_index("vector", config=IvfPq(distance_type="cosine"),
+                                    name="vector_idx", replace=True)
+    lib.meta["ann_trained_rows"] = 800
+    lib._save_meta()
+    lib.close()
+
+    lib = Library.open(library_dir, hash_embedder)
+    assert lib.index_stats().index_type == "IVF_PQ"
+    for seed in range(4):
+        question = " ".join(random.Random(seed).sample(WORDS, 4))
+        got = hybrid_search(lib, question, 5, mode="vector")
+        assert [round(r.similarity, 4) for r in got] == \
+            exact_similarities(lib, hash_embedder.embed_query(question), 5), question
+    fill(lib, tmp_path, 2, start=8)  # 1,000: folded into the old index, not rebuilt
+    lib.optimize()
+    assert lib.wait_for_index(120)
+    assert lib.index_stats().index_type == "IVF_PQ"
+    assert lib.index_stats().num_unindexed_rows == 0
+    fill(lib, tmp_path, 9, start=10)  # 1,900: past twice what it was trained on
+    lib.optimize()
+    assert lib.wait_for_index(120)
+    assert lib.index_stats().index_type == "IVF_SQ"
+    assert lib.meta["ann_trained_rows"] == 1900
+    lib.close()
