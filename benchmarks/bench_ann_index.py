@@ -9,6 +9,11 @@ for off-cluster (uniformly random) queries, the hard case bench_scale found PQ l
 few nprobes/refine_factor pairs, and vector-search p50/p95 (ms, query embedding excluded,
 the pool of 50 `hybrid_search` asks for, `live = true` prefilter). The library is the one
 bench_scale.py builds under benchmarks/.scale/ (built here when missing).
+
+`--current --probes 20 40 80 160` measures the index the library has now (as Folio built it,
+bench_scale.py) at those probe counts, refine 10, without building any:
+
+    python benchmarks/bench_ann_index.py --size 1000000 --queries 30 --current --probes 20 40 80 160
 """
 
 from __future__ import annotations
@@ -48,6 +53,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=100_000)
     ap.add_argument("--queries", type=int, default=50)
+    ap.add_argument("--current", action="store_true",
+                    help="measure the library's own index, build none")
+    ap.add_argument("--probes", type=int, nargs="+", help="nprobes values (refine 10)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -70,11 +78,16 @@ def main() -> None:
 
     truth = {"near": [ids(q, True) for q in near], "far": [ids(q, True) for q in far]}
     out = {"passages": table.count_rows(), "queries": args.queries, "indexes": {}}
-    for name, config in index_configs().items():
+    pairs = [(p, 10) for p in args.probes] if args.probes else PAIRS
+    configs = {"current": None} if args.current else index_configs()
+    for name, config in configs.items():
         t0 = time.perf_counter()
-        table.create_index("vector", config=config, name="vector_idx", replace=True)
-        row = {"build_s": round(time.perf_counter() - t0, 1)}
-        for nprobes, refine in PAIRS:
+        if config is None:
+            name = lib.index_stats().index_type if lib.index_stats() else "none (exact)"
+        else:
+            table.create_index("vector", config=config, name="vector_idx", replace=True)
+        row = {"build_s": round(time.perf_counter() - t0, 1) if config is not None else "-"}
+        for nprobes, refine in pairs:
             recall = {}
             for kind, queries in (("near", near), ("far", far)):
                 got = [len(set(ids(q, False, nprobes, refine)) & set(t)) / 10
