@@ -1063,6 +1063,26 @@ def test_html_structure_and_stripping(tmp_path):
     assert section_of(doc, "Call us") == ("Welcome", "Contact")
 
 
+def test_html_heading_permalinks_are_not_part_of_the_heading(tmp_path):
+    """Sphinx and MkDocs put a "¶" link in every heading, other generators a "#": chrome,
+    not words of the section path a passage carries and a citation shows."""
+    p = tmp_path / "sphinx.html"
+    p.write_text(
+        '<html><body><div class="body">'
+        '<h1>4. More Control Flow Tools<a class="headerlink" href="#more" title="Link">¶</a>'
+        '</h1><p>Intro text alfa.</p>'
+        '<h2>4.7. Defining Functions<a class="headerlink" href="#def">¶</a></h2>'
+        '<p>Functions text bravo.</p>'
+        '<h2><a class="anchor-link" href="#x">#</a>Notebook heading</h2><p>Charlie.</p>'
+        '<p>A <a href="#def">link in a paragraph</a> stays.</p>'
+        '</div></body></html>', "utf-8")
+    doc = check_doc(load(p))
+    assert section_of(doc, "bravo") == ("4. More Control Flow Tools", "4.7. Defining Functions")
+    assert section_of(doc, "Charlie") == ("4. More Control Flow Tools", "Notebook heading")
+    assert "¶" not in text_of(doc)
+    assert "A link in a paragraph stays." in text_of(doc)
+
+
 def test_html_skipped_levels_and_source_newlines(tmp_path):
     p = tmp_path / "manual.html"
     p.write_text(

@@ -33,6 +33,12 @@ _HTML_NAV_TOKENS = frozenset(
     "nav navbar nav-panel navigation navheader navfooter breadcrumb breadcrumbs "
     "skip-link skiplink sidebar toc-sidebar cookie-banner".split()
 )
+# The permalink beside a heading ("¶" in Sphinx and MkDocs, "#" elsewhere): chrome, not the
+# heading's words; left in, it ended every section path ("4.7. Defining Functions¶") and so
+# every passage's embedded text and every citation's section.
+_HTML_PERMALINK_CLASSES = frozenset(
+    "headerlink anchor-link anchorjs-link header-anchor heading-anchor hash-link".split()
+)
 _HTML_BLOCK_TAGS = frozenset(
     "address article aside blockquote body center dd details dialog dir div dl dt fieldset "
     "figcaption figure footer form h1 h2 h3 h4 h5 h6 header hgroup hr html li main menu nav ol "
@@ -105,6 +111,8 @@ class _HtmlExtractor:
                 or "hidden" in attrib
                 or (tag in ("header", "footer") and not self.articles)
                 or _is_nav_chrome(tag, attrib, inside_article=self.articles > 0)
+                or (tag == "a" and _HTML_PERMALINK_CLASSES.intersection(
+                    (attrib.get("class") or "").lower().split()))
             ):
                 skip_here = True
         article = tag in ("article", "main") and not self.skip and not skip_here
