@@ -1285,3 +1285,18 @@ def test_fuzz_docx_without_a_document_body(tmp_path, monkeypatch, xml):
             dst.writestr(name, data)
     with pytest.raises(LoadError, match="not a valid Word document"):
         load(p)
+
+
+def test_an_odd_outline_destination_costs_only_its_position(tmp_path):
+    """A destination whose point cannot be read keeps its entry (placed by title), and the
+    other entries keep their heights: one bad link does not lose the outline."""
+    from app.core.documents import pdf as pdf_mod
+
+    path = write_pdf(tmp_path / "odd.pdf", [[(100, "Alpha", 16), (130, "Text.", 11)]])
+    doc = pymupdf.open(path)
+    good = {"kind": pymupdf.LINK_GOTO, "page": 0, "to": pymupdf.Point(72, 700)}
+    odd = {"kind": pymupdf.LINK_GOTO, "page": 0, "to": "not a point"}
+    doc.get_toc = lambda simple=True: [[1, "Alpha", 1, good], [1, "Beta", 1, odd]]
+    entries = pdf_mod._outline(doc)
+    assert [(e[1], e[3] is None) for e in entries] == [("Alpha", False), ("Beta", True)]
+    assert entries[0][3] == pytest.approx(doc[0].rect.height - 700)

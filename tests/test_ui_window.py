@@ -377,7 +377,8 @@ def test_the_sidebar_holds_chats_library_and_models_and_each_folds(qtbot, make_w
     sidebar = window.sidebar
     assert [s.title for s in sidebar.sections] == ["Chats", "Library", "Models"]
     chats, library, models = sidebar.sections
-    assert window.chat.chat_list.isVisibleTo(window) and window.library.tree.parent()
+    assert sidebar.isAncestorOf(window.chat.chat_list) and sidebar.isAncestorOf(window.library)
+    assert not sidebar.isAncestorOf(window.chat.view)
     assert window.chat.new_btn.parent() is chats.header
     assert window.library.add_files_btn.parent() is library.header
     # The conversation takes most of the width; the side panel is closed.

@@ -37,12 +37,20 @@ def should_show(settings, documents: int) -> bool:
     return documents == 0 and str(settings.value(DONE_KEY, "false")).lower() != "true"
 
 
+def _page(intro: str) -> tuple[QWidget, QVBoxLayout]:
+    """A step's page, its heading and explanation at the top."""
+    page = QWidget()
+    layout = QVBoxLayout(page)
+    label = QLabel(intro)
+    label.setWordWrap(True)
+    layout.addWidget(label)
+    return page, layout
+
+
 class FirstRunGuide(QDialog):
     """The two steps. `library` is the window's LibraryPanel (its choose_files/choose_folder
     and listing), `models` the ModelPanel whose manager downloads and loads."""
 
-    finished_guide = Signal()
-    download_started = Signal(str)  # url
     download_ended = Signal(str, bool, str)  # url, ok, message
 
     def __init__(self, library, models, settings, *, catalog=None, parent=None):
@@ -99,16 +107,12 @@ class FirstRunGuide(QDialog):
     # -- step 1: documents ----------------------------------------------------------------
 
     def _documents_page(self) -> QWidget:
-        page = QWidget()
-        layout = QVBoxLayout(page)
-        intro = QLabel(
+        page, layout = _page(
             "<h3>Add your documents</h3>"
             "<p>Folio answers from your own documents and cites the page each fact came "
             "from. Nothing leaves this computer.</p>"
             "<p>Drop PDFs, Word files, EPUB, HTML, Markdown or text files on the window, "
             "or choose them:</p>")
-        intro.setWordWrap(True)
-        layout.addWidget(intro)
         row = QHBoxLayout()
         self.files_btn = QPushButton("Choose files…")
         self.files_btn.setAccessibleName("Choose files to add")
@@ -142,17 +146,13 @@ class FirstRunGuide(QDialog):
     # -- step 2: a model ------------------------------------------------------------------
 
     def _model_page(self) -> QWidget:
-        page = QWidget()
-        layout = QVBoxLayout(page)
-        intro = QLabel(
+        page, layout = _page(
             "<h3>Choose a model</h3>"
             "<p>Folio comes with a <b>starter model</b> (Gemma 3 270M, 253 MB). It is tiny "
             "and runs on any computer, but it is not trained to chat: its answers are weak "
             "and it rarely cites its sources.</p>"
             "<p>A small instruct model answers much better. Each is one download, then "
             "runs offline:</p>")
-        intro.setWordWrap(True)
-        layout.addWidget(intro)
         self.table = QTreeWidget()
         self.table.setAccessibleName("Models to download")
         self.table.setRootIsDecorated(False)
@@ -250,7 +250,6 @@ class FirstRunGuide(QDialog):
         if row.job is not None:
             row.job.yielded.connect(self._progress)
         self._update_download_btn()
-        self.download_started.emit(entry.url)
 
     def _progress(self, ev) -> None:
         total = getattr(ev, "total_bytes", None)
@@ -316,13 +315,11 @@ class FirstRunGuide(QDialog):
             self.finish()
 
     def finish(self) -> None:
-        """Done or skipped: the guide does not open by itself again (View > Getting
-        started… opens it)."""
-        self.settings.setValue(DONE_KEY, True)
-        self.settings.sync()
-        self.finished_guide.emit()
         self.close()
 
     def closeEvent(self, event) -> None:
+        """Done, skipped or closed: the guide does not open by itself again (View >
+        Getting started… opens it)."""
         self.settings.setValue(DONE_KEY, True)
+        self.settings.sync()
         super().closeEvent(event)

@@ -698,13 +698,22 @@ def _outline(doc) -> list[tuple[int, str, int, float | None]]:
     for entry in doc.get_toc(simple=False):
         level, title, page_no = entry[0], entry[1], entry[2]
         dest = entry[3] if len(entry) > 3 and isinstance(entry[3], dict) else {}
-        to, y = dest.get("to"), None
-        if to is not None and 1 <= int(page_no) <= doc.page_count and (to.x or to.y):
-            if page_no not in matrices:
-                matrices[page_no] = doc[int(page_no) - 1].transformation_matrix
-            y = float((to * matrices[page_no]).y)  # PDF space (from below) -> the page's
+        try:
+            y = _destination_y(doc, dest.get("to"), int(page_no), matrices)
+        except Exception:  # noqa: BLE001 - one odd destination: that entry by title only
+            y = None
         out.append((level, title, page_no, y))
     return out
+
+
+def _destination_y(doc, to, page_no: int, matrices: dict) -> float | None:
+    """The height a link's point lies at on its page (None: no point, or (0, 0), which
+    names none), turned from PDF space (from below) into the page's, as blocks have it."""
+    if to is None or not 1 <= page_no <= doc.page_count or not (to.x or to.y):
+        return None
+    if page_no not in matrices:
+        matrices[page_no] = doc[page_no - 1].transformation_matrix
+    return float((to * matrices[page_no]).y)
 
 
 def _assemble_fitz_blocks(
