@@ -61,12 +61,14 @@ def test_round_trip(tmp_path):
 
 def test_engine_configs_follow_settings():
     s = AppSettings(
-        chunk_tokens=120, overlap_tokens=10, retrieval_k=7, mmr=False, min_similarity=0.4
+        chunk_tokens=120, overlap_tokens=10, retrieval_k=7, mmr=False, min_similarity=0.4,
+        section_tokens=300,
     )
     assert s.splitter_config() == SplitterConfig(chunk_tokens=120, overlap_tokens=10)
     chat = s.chat_config()
     assert isinstance(chat, ChatConfig)
-    assert (chat.k, chat.mmr, chat.min_similarity) == (7, False, 0.4)
+    assert (chat.k, chat.mmr, chat.min_similarity, chat.section_tokens) == (7, False, 0.4, 300)
+    assert ChatConfig().section_tokens == AppSettings().section_tokens == 600
     assert chat.candidates == ChatConfig().candidates  # the rest keeps the engine's defaults
 
 
@@ -95,6 +97,7 @@ def test_bad_values_fall_back_to_defaults_with_a_warning(caplog):
                 "theme": "purple",
                 "chunk_tokens": "big",
                 "retrieval_k": 0,
+                "section_tokens": -1,
                 "mmr": "yes",
                 "min_similarity": 7,
                 "n_gpu_layers": -5,
@@ -120,6 +123,7 @@ def test_bad_values_fall_back_to_defaults_with_a_warning(caplog):
     )
     assert (s.min_similarity, s.n_gpu_layers, s.n_ctx) == (0.25, "auto", 4096)
     assert (s.library, s.embedder, s.model_path) == (d.library, d.embedder, None)
+    assert s.section_tokens == d.section_tokens and "section_tokens" in caplog.text
     assert s.overlap_tokens == 30  # a good value next to bad ones is kept
     assert "theme" in caplog.text and "chunk_tokens" in caplog.text
     assert not hasattr(s, "unknown_key")

@@ -29,6 +29,9 @@ def test_ok_persists_edited_values(qtbot, tmp_path):
     assert dialog.time_limit_spin.value() == 300
     dialog.time_limit_spin.setValue(90)
     dialog.k_spin.setValue(8)
+    assert dialog.section_spin.value() == 600
+    dialog.section_spin.setValue(dialog.section_spin.minimum())
+    assert dialog.section_spin.text() == "Off: the passage alone"
     box = dialog.mmr_check
     qtbot.mouseClick(box, Qt.MouseButton.LeftButton, pos=QPoint(8, box.height() // 2))
     assert not box.isChecked()
@@ -43,6 +46,7 @@ def test_ok_persists_edited_values(qtbot, tmp_path):
     assert (saved.chunk_tokens, saved.overlap_tokens, saved.retrieval_k) == (300, 50, 8)
     assert saved.mmr is False and saved.theme == "dark"
     assert saved.file_time_limit == 90
+    assert saved.section_tokens == 0 and saved.chat_config().section_tokens == 0
     # Fields the dialog does not show are kept.
     assert saved.n_ctx == AppSettings().n_ctx
 

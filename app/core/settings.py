@@ -35,6 +35,7 @@ DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 # Valid ranges, shared with the settings dialog so its widgets cannot offer what load rejects.
 CHUNK_TOKENS_RANGE = (32, 2048)
 RETRIEVAL_K_RANGE = (1, 50)
+SECTION_TOKENS_RANGE = (0, 4000)  # a source widened to its section for the model; 0: off
 N_CTX_RANGE = (0, 1_048_576)  # 0: the model's own training context
 FILE_TIME_LIMIT_RANGE = (1, 86_400)  # seconds to load and split one file while indexing
 SERVER_PORT_RANGE = (1024, 65535)
@@ -62,6 +63,9 @@ class AppSettings:
     # A cross-encoder reranking stage (app/core/index/rerank.py): "auto" uses an installed
     # reranker (none installed: off), "off", or a reranker's name or folder.
     reranker: str = "auto"
+    # Each source the model reads is widened to its section up to this many tokens
+    # (app/core/index/context.py); 0 hands it the found passages alone.
+    section_tokens: int = 600
     theme: str = "system"
     model_path: str | None = None  # None: the model manager's default (the starter model)
     n_ctx: int = 4096
@@ -96,7 +100,7 @@ class AppSettings:
         from app.core.chat.answers import ChatConfig
 
         return ChatConfig(k=self.retrieval_k, mmr=self.mmr, min_similarity=self.min_similarity,
-                          reranker=self.reranker)
+                          reranker=self.reranker, section_tokens=self.section_tokens)
 
     # -- validation -----------------------------------------------------------------------
 
@@ -119,6 +123,9 @@ class AppSettings:
         lo, hi = RETRIEVAL_K_RANGE
         if not _is_int(self.retrieval_k) or not lo <= self.retrieval_k <= hi:
             bad["retrieval_k"] = f"must be an integer from {lo} to {hi}"
+        lo, hi = SECTION_TOKENS_RANGE
+        if not _is_int(self.section_tokens) or not lo <= self.section_tokens <= hi:
+            bad["section_tokens"] = f"must be an integer from {lo} to {hi} (0: off)"
         if not isinstance(self.mmr, bool):
             bad["mmr"] = "must be true or false"
         if not isinstance(self.reranker, str) or not self.reranker.strip():

@@ -44,6 +44,7 @@ from app.core.settings import (
     FILE_TIME_LIMIT_RANGE,
     DEFAULT_EMBEDDER,
     RETRIEVAL_K_RANGE,
+    SECTION_TOKENS_RANGE,
     SERVER_PORT_RANGE,
     THEMES,
     AppSettings,
@@ -333,6 +334,18 @@ class SettingsDialog(QDialog):
         self.k_spin.setRange(*RETRIEVAL_K_RANGE)
         form.addRow("&Sources per answer:", self.k_spin)
 
+        self.section_spin = QSpinBox()
+        self.section_spin.setAccessibleName("Section read per source in tokens")
+        self.section_spin.setRange(*SECTION_TOKENS_RANGE)
+        self.section_spin.setSingleStep(100)
+        self.section_spin.setSuffix(" tokens")
+        self.section_spin.setSpecialValueText("Off: the passage alone")
+        self.section_spin.setToolTip(
+            "The model reads each found passage with the rest of its section around it, up to"
+            " this many tokens, while the model's context has room. The passage is still what"
+            " is cited and highlighted.")
+        form.addRow("Section read &per source:", self.section_spin)
+
         self.mmr_check = QCheckBox("Prefer &varied sources (MMR)")
         self.mmr_check.setAccessibleName("Prefer varied sources")
         form.addRow("", self.mmr_check)
@@ -563,6 +576,7 @@ class SettingsDialog(QDialog):
         self.overlap_spin.setValue(s.overlap_tokens)
         self.time_limit_spin.setValue(s.file_time_limit)
         self.k_spin.setValue(s.retrieval_k)
+        self.section_spin.setValue(s.section_tokens)
         self.mmr_check.setChecked(s.mmr)
         at = self.reranker_combo.findData(s.reranker)
         if at < 0:  # a folder path, or a reranker no longer installed: shown as it is
@@ -593,6 +607,7 @@ class SettingsDialog(QDialog):
             overlap_tokens=self.overlap_spin.value(),
             file_time_limit=self.time_limit_spin.value(),
             retrieval_k=self.k_spin.value(),
+            section_tokens=self.section_spin.value(),
             mmr=self.mmr_check.isChecked(),
             reranker=self.reranker_combo.currentData() or "auto",
             theme=self.theme_combo.currentData(),

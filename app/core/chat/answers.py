@@ -19,6 +19,7 @@ from pathlib import Path
 from app.core.chat.history import Chat, ChatStore, Message
 from app.core.chat.prompts import PromptSet
 from app.core.index import rerank
+from app.core.index.context import widen
 from app.core.index.library import Library
 from app.core.index.search import SearchResult, hybrid_search
 from app.core.llm.prompt_parts import Prompt
@@ -67,6 +68,9 @@ class ChatConfig:
     mmr: bool = True
     min_similarity: float = 0.25  # below this, a source is not about the question
     reranker: str = "auto"  # index/rerank.py: an installed cross-encoder, or "off"
+    # Each source is handed to the model widened to its section, up to this many tokens
+    # (index/context.py), while the context has room; 0 hands over the passages alone.
+    section_tokens: int = 600
     answer_tokens: int = 512  # room kept for the answer
     keep_turns: int = 4  # recent turns always kept verbatim
     condense_over_turns: int = 8  # older turns beyond this are condensed into a summary
@@ -98,8 +102,8 @@ def source_dict(n: int, r: SearchResult) -> dict:
     return {
         "n": n, "path": r.path, "page": r.page, "page_end": r.page_end, "section": r.section,
         "score": r.score, "similarity": r.similarity, "text": r.text, "title": r.title,
-        "name": Path(r.path).name, "chunk_id": r.chunk_id,
-        "char_start": r.char_start, "char_end": r.char_end,
+        "name": Path(r.path).name, "chunk_id": r.chunk_id, "doc_id": r.doc_id,
+        "chunk_index": r.chunk_index, "char_start": r.char_start, "char_end": r.char_end,
     }
 
 
@@ -242,6 +246,8 @@ class ChatEngine:
             self.store.finish_answer(msg.id, "", status="error", error=str(exc))
             yield ChatEvent("error", text=str(exc), message_id=msg.id)
             return
+        prompt, stops = self._read_sections(
+            user.content, sources, turns, summary, info.n_ctx - answer_budget - 8, prompt, stops)
         settings = settings.merged({"stop": [*settings.stop, *stops]})
 
         meta = {"model": info.name, "rewritten_query": query if use_docs else None}
@@ -456,6 +462,38 @@ class ChatEngine:
                     f"{budget} available). Shorten it or use a model with a longer context."
                 )
 
+    def _read_sections(
+        self, question: str, sources: list[dict], turns: list[_Turn], summary: str,
+        budget: int, prompt: Prompt, stops: list[str],
+    ) -> tuple[Prompt, list[str]]:
+        """The fitted prompt again with each source widened to its section (index/context.py)
+        in the room the prompt leaves. The sources themselves (cited, stored, shown) stay the
+        found passages. Whatever goes wrong here costs the widening, never the answer."""
+        per_source = self.config.section_tokens
+        if not sources or self.library is None or per_source <= 0:
+            return prompt, stops
+        room = budget - self.llm.count_tokens(prompt)
+        for _ in range(3):  # the headers' page ranges can grow a little: shrink and try again
+            if room <= 0:
+                return prompt, stops
+            try:
+                windows = widen(self.library, sources, count=self.llm.count_tokens,
+                                per_source=per_source, budget=room)
+            except Exception as exc:  # noqa: BLE001 - a library read failed: the passages do
+                log.warning("could not read the sources' sections: %s", exc)
+                return prompt, stops
+            if not any(windows):
+                return prompt, stops
+            read = [s if w is None else {**s, "context": w.text, "context_page": w.page,
+                                         "context_page_end": w.page_end}
+                    for s, w in zip(sources, windows, strict=True)]
+            wider, wider_stops = self.build_prompt(question, read, turns, summary)
+            over = self.llm.count_tokens(wider) - budget
+            if over <= 0:
+                return wider, wider_stops
+            room -= over + 16
+        return prompt, stops
+
     # -- summarising a document ----------------------------------------------------------
 
     def summarize(
@@ -532,8 +570,12 @@ class _TooLong(Exception):
 
 
 def _for_prompt(source: dict) -> dict:
-    """A source as the context template gets it: its text neutralised, its names one line."""
-    return {**source, "text": neutralise_source_text(source.get("text") or ""),
+    """A source as the context template gets it: its text neutralised, its names one line.
+    A source widened to its section (`context`) is read as the section, with its pages."""
+    widened = source.get("context")
+    pages = ({"page": source.get("context_page"), "page_end": source.get("context_page_end")}
+             if widened else {})
+    return {**source, **pages, "text": neutralise_source_text(widened or source.get("text") or ""),
             "title": one_line(source.get("title") or ""),
             "name": one_line(source.get("name") or ""),
             "section": one_line(source.get("section") or "")}

@@ -726,11 +726,20 @@ class Library(SearchIndexes):
 
     def document_chunks(self, doc_id: str) -> list[dict]:
         """A document's live chunks in reading order (text, page, page_end, section...)."""
+        return self._live_chunks(f"doc_id = {_sql_str(doc_id)}")
+
+    def chunk_window(self, doc_id: str, first: int, last: int) -> list[dict]:
+        """A document's live chunks with chunk_index from `first` to `last`, in reading
+        order: a found passage's neighbours (index/context.py)."""
+        return self._live_chunks(f"doc_id = {_sql_str(doc_id)} AND chunk_index >= {int(first)}"
+                                 f" AND chunk_index <= {int(last)}")
+
+    def _live_chunks(self, where: str) -> list[dict]:
         if self._chunks_table is None:
             return []
         rows = read_again(lambda: (
             self._chunks_table.search()
-            .where(f"doc_id = {_sql_str(doc_id)} AND live = true")
+            .where(f"{where} AND live = true")
             .select(["chunk_index", "text", "page", "page_end", "section", "char_start",
                      "char_end"])
             .limit(None)
