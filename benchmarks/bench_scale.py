@@ -17,6 +17,8 @@ library. Reported per size:
   pairs (the pair Folio uses is marked), for queries near the clusters and for uniformly
   random (off-cluster) queries, the hard case;
 - peak RSS of the process while searching (sampled, after the library is reopened);
+- what reading the 5 results' sections for the model costs (index/context.py: one read of
+  their neighbours, as the chat does after each search), p50/p95 in ms;
 - what one more document (50 passages) costs: staging + publish, then the optimize that folds
   it into the full-text and vector indexes, then its removal.
 """
@@ -33,8 +35,11 @@ import numpy as np
 from _common import ROOT, PeakRSS, percentile
 from bench_search_latency import QUERIES, sentences, synthetic_docs
 
+from app.core.chat.answers import ChatConfig, source_dict
 from app.core.documents.base import Chunk
+from app.core.documents.tokens import encoding
 from app.core.index import library as library_mod
+from app.core.index.context import widen
 from app.core.index.embedder import DEFAULT_EMBEDDER
 from app.core.index.library import INDEXING, DocumentRecord, Library
 from app.core.index.search import hybrid_search
@@ -172,6 +177,12 @@ def measure(n: int, queries: int, rebuild: bool) -> dict:
             lambda i: hybrid_search(lib, texts[i], 5, mode="vector", query_vector=qvecs[i]),
             range(queries)))
     row["peak_rss_searching_mib"] = round(rss.peak / 2**20)
+    found = [[source_dict(j, r) for j, r in enumerate(
+        hybrid_search(lib, texts[i], 5, query_vector=qvecs[i]), 1)] for i in range(queries)]
+    enc = encoding()
+    row["section_read_ms"] = p50_p95(timed(lambda sources: widen(
+        lib, sources, count=lambda t: len(enc.encode(t, disallowed_special=())),
+        per_source=ChatConfig().section_tokens, budget=2000), found))
     lib.close()
     row["one_more_document"] = one_more_document(root)
     return row

@@ -220,7 +220,7 @@ class BrokenWindows:
     def __getattr__(self, name):
         return getattr(self._lib, name)
 
-    def chunk_window(self, *args):
+    def chunk_windows(self, *args):
         raise OSError("the library's files went away")
 
 

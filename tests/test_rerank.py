@@ -29,7 +29,12 @@ NOTES = {
     "weather.md": "# Weather\n\nStorms close the ferry route a few days each winter.",
 }
 QUESTION = "when does the ferry leave the quay?"
-SEED = 3  # a cross-encoder whose order differs from the fused one (checked below)
+# A cross-encoder whose best three differ from the fused best three, and lie clearly above
+# the other three (both checked below). Untrained weights at BERT's usual scale (0.02) score
+# every pair within 1e-6 of the others, an order that float rounding on another CPU changes;
+# at 0.5 the scores fall into groups far apart, and within a group they tie.
+INIT = 0.5
+SEED = 5
 
 
 def make_cross_encoder(folder: Path, seed: int = SEED) -> Path:
@@ -46,7 +51,7 @@ def make_cross_encoder(folder: Path, seed: int = SEED) -> Path:
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1,
                         num_attention_heads=2, intermediate_size=64,
-                        max_position_embeddings=128, num_labels=1)
+                        max_position_embeddings=128, num_labels=1, initializer_range=INIT)
     BertForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
@@ -105,14 +110,19 @@ def test_search_orders_the_best_passages_by_the_cross_encoder(rerankers, library
     plain = hybrid_search(library, QUESTION, k=20)
     assert len(plain) == len(NOTES) and not any(h.reranked for h in plain)
     scores = expected_scores(folder, QUESTION, [h.text for h in plain])
-    by_score = [h.chunk_id for _, h in sorted(zip(scores, plain, strict=True),
-                                              key=lambda pair: -pair[0])]
-    assert by_score[:3] != [h.chunk_id for h in plain[:3]]  # the stage changes something
+    want = dict(zip([h.chunk_id for h in plain], scores, strict=True))
+    ranked = sorted(scores, reverse=True)
+    assert ranked[2] - ranked[3] > 0.01  # the best three stand clearly above the rest
+    best3 = {h.chunk_id for h in plain if want[h.chunk_id] >= ranked[2]}
+    assert best3 != {h.chunk_id for h in plain[:3]}  # the stage changes something
+
+    def in_score_order(hits) -> bool:  # ties (equal scores) may come in either order
+        got = [want[h.chunk_id] for h in hits]
+        return all(a >= b - 1e-6 for a, b in zip(got, got[1:]))
 
     reranked = hybrid_search(library, QUESTION, k=3, reranker=rerank.find("auto"))
-    assert [h.chunk_id for h in reranked] == by_score[:3]
+    assert {h.chunk_id for h in reranked} == best3 and in_score_order(reranked)
     assert all(h.reranked for h in reranked)
-    want = dict(zip([h.chunk_id for h in plain], scores, strict=True))
     for h in reranked:
         assert h.score == pytest.approx(want[h.chunk_id], abs=1e-5)
         assert 0.0 < h.score < 1.0 and h.to_json()["reranked"] is True
@@ -120,7 +130,8 @@ def test_search_orders_the_best_passages_by_the_cross_encoder(rerankers, library
     # The chat engine ranks its sources the same way, and not at all when it is off.
     store = ChatStore(tmp_path / "chats.sqlite3")
     engine = ChatEngine(library, None, store, config=ChatConfig(k=3, mmr=False))
-    assert [h.chunk_id for h in engine._retrieve(QUESTION, {"mode": "all"})] == by_score[:3]
+    sources = engine._retrieve(QUESTION, {"mode": "all"})
+    assert {h.chunk_id for h in sources} == best3 and in_score_order(sources)
     engine.config = ChatConfig(k=3, mmr=False, reranker="off")
     assert [h.chunk_id for h in engine._retrieve(QUESTION, {"mode": "all"})] == [
         h.chunk_id for h in plain[:3]]

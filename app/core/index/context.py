@@ -63,33 +63,43 @@ def widen(
     page, page_end: `answers.source_dict`), its section window, or None where nothing was
     added. A source grows to at most `per_source` tokens (its own included, counted with
     `count`, the model's tokenizer); all additions together stay within `budget`."""
+    usable = [s for s in sources if _placed(s)]
     claimed: dict[str, set[int]] = {}
-    for s in sources:
-        if s.get("doc_id") and s.get("chunk_index") is not None:
-            claimed.setdefault(s["doc_id"], set()).add(int(s["chunk_index"]))
+    for s in usable:
+        claimed.setdefault(s["doc_id"], set()).add(int(s["chunk_index"]))
+    # every source's neighbourhood in one read of the library
+    rows: dict[tuple[str, int], dict] = {}
+    if budget > 0 and per_source > 0:
+        spans = [(s["doc_id"], int(s["chunk_index"]) - REACH, int(s["chunk_index"]) + REACH)
+                 for s in usable]
+        rows = {(r["doc_id"], r["chunk_index"]): r for r in lib.chunk_windows(spans)}
     out: list[Window | None] = []
     for s in sources:
         room = min(per_source - count(s["text"]), budget)
-        if room <= 0 or not s.get("doc_id") or s.get("chunk_index") is None:
+        if room <= 0 or not _placed(s):
             out.append(None)
             continue
-        window = _grow(lib, s, claimed[s["doc_id"]], count, room)
+        window = _grow(s, rows, claimed[s["doc_id"]], count, room)
         if window is not None:
             budget -= window.added_tokens
         out.append(window)
     return out
 
 
-def _grow(lib: Library, source: dict, claimed: set[int], count, room: int) -> Window | None:
-    index = int(source["chunk_index"])
-    rows = {r["chunk_index"]: r for r in lib.chunk_window(source["doc_id"], index - REACH,
-                                                          index + REACH)}
-    own = rows.get(index)
+def _placed(source: dict) -> bool:
+    """Whether a source says where it lies in its document (a found passage does)."""
+    return bool(source.get("doc_id")) and source.get("chunk_index") is not None
+
+
+def _grow(source: dict, rows: dict[tuple[str, int], dict], claimed: set[int], count,
+          room: int) -> Window | None:
+    doc_id, index = source["doc_id"], int(source["chunk_index"])
+    own = rows.get((doc_id, index))
     if own is None or own["text"] != source["text"]:  # re-indexed since it was found
         return None
     section = own["section"] or ""
     picked = [own]
-    added = 0
+    own_size = size = count(own["text"])
     # after first: what follows a passage (the rest of an answer) is likelier to be wanted
     # than what precedes it, which the passage's heading and context line already sum up
     steps = {1: index + 1, -1: index - 1}
@@ -98,17 +108,17 @@ def _grow(lib: Library, source: dict, claimed: set[int], count, room: int) -> Wi
             nxt = steps.get(direction)
             if nxt is None:
                 continue
-            row = rows.get(nxt)
+            row = rows.get((doc_id, nxt))
             if row is None or nxt in claimed or (row["section"] or "") != section:
                 del steps[direction]
                 continue
             trial = sorted([*picked, row], key=lambda r: r["chunk_index"])
             # the tokens this passage adds beyond what its neighbour already holds
-            cost = count(merge_passages(trial)) - count(merge_passages(picked))
-            if added + cost > room:
+            trial_size = count(merge_passages(trial))
+            if trial_size - own_size > room:
                 del steps[direction]
                 continue
-            picked, added = trial, added + cost
+            picked, size = trial, trial_size
             claimed.add(nxt)
             steps[direction] = nxt + direction
     if len(picked) == 1:
@@ -118,6 +128,6 @@ def _grow(lib: Library, source: dict, claimed: set[int], count, room: int) -> Wi
         text=merge_passages(picked),
         page=min(pages) if pages else None,
         page_end=max(pages) if pages else None,
-        added_tokens=added,
+        added_tokens=size - own_size,
         passages=len(picked),
     )

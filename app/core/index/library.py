@@ -728,20 +728,24 @@ class Library(SearchIndexes):
         """A document's live chunks in reading order (text, page, page_end, section...)."""
         return self._live_chunks(f"doc_id = {_sql_str(doc_id)}")
 
-    def chunk_window(self, doc_id: str, first: int, last: int) -> list[dict]:
-        """A document's live chunks with chunk_index from `first` to `last`, in reading
-        order: a found passage's neighbours (index/context.py)."""
-        return self._live_chunks(f"doc_id = {_sql_str(doc_id)} AND chunk_index >= {int(first)}"
-                                 f" AND chunk_index <= {int(last)}")
+    def chunk_windows(self, spans: Sequence[tuple[str, int, int]]) -> list[dict]:
+        """The live chunks of each (doc_id, first, last) span of chunk indexes, with their
+        doc_id, in one read: found passages' neighbours (index/context.py)."""
+        if not spans:
+            return []
+        where = " OR ".join(
+            f"(doc_id = {_sql_str(doc_id)} AND chunk_index >= {int(first)}"
+            f" AND chunk_index <= {int(last)})" for doc_id, first, last in spans)
+        return self._live_chunks(f"({where})", extra=["doc_id"])
 
-    def _live_chunks(self, where: str) -> list[dict]:
+    def _live_chunks(self, where: str, extra: Sequence[str] = ()) -> list[dict]:
         if self._chunks_table is None:
             return []
         rows = read_again(lambda: (
             self._chunks_table.search()
             .where(f"{where} AND live = true")
             .select(["chunk_index", "text", "page", "page_end", "section", "char_start",
-                     "char_end"])
+                     "char_end", *extra])
             .limit(None)
             .to_arrow()
             .to_pylist()
