@@ -202,7 +202,7 @@ def test_a_widened_sources_header_names_the_pages_it_spans(lib, store):
     assert all(s in str(prompt) for s in SOIL[2:6])
 
 
-def test_a_small_context_gets_no_widening_and_still_fits(lib, store):
+def test_with_sections_on_a_small_context_still_fits(lib, store):
     llm = ScriptedLLM(["ok"], n_ctx=300, chars_per_token=4)
     engine = ChatEngine(lib, llm, store, config=ChatConfig(section_tokens=4000))
     chat = store.create_chat()

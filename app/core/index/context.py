@@ -75,11 +75,12 @@ def widen(
         rows = {(r["doc_id"], r["chunk_index"]): r for r in lib.chunk_windows(spans)}
     out: list[Window | None] = []
     for s in sources:
-        room = min(per_source - count(s["text"]), budget)
+        own_size = count(s["text"])
+        room = min(per_source - own_size, budget)
         if room <= 0 or not _placed(s):
             out.append(None)
             continue
-        window = _grow(s, rows, claimed[s["doc_id"]], count, room)
+        window = _grow(s, own_size, rows, claimed[s["doc_id"]], count, room)
         if window is not None:
             budget -= window.added_tokens
         out.append(window)
@@ -91,15 +92,15 @@ def _placed(source: dict) -> bool:
     return bool(source.get("doc_id")) and source.get("chunk_index") is not None
 
 
-def _grow(source: dict, rows: dict[tuple[str, int], dict], claimed: set[int], count,
-          room: int) -> Window | None:
+def _grow(source: dict, own_size: int, rows: dict[tuple[str, int], dict], claimed: set[int],
+          count, room: int) -> Window | None:
     doc_id, index = source["doc_id"], int(source["chunk_index"])
     own = rows.get((doc_id, index))
     if own is None or own["text"] != source["text"]:  # re-indexed since it was found
         return None
     section = own["section"] or ""
-    picked = [own]
-    own_size = size = count(own["text"])
+    picked = [own]  # its text is the source's (checked above), so own_size is its size
+    size = own_size
     # after first: what follows a passage (the rest of an answer) is likelier to be wanted
     # than what precedes it, which the passage's heading and context line already sum up
     steps = {1: index + 1, -1: index - 1}
